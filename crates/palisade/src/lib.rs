@@ -1,0 +1,61 @@
+//! # palisade
+//!
+//! A WebSocket framework (RFC 6455) whose errors say precisely what went wrong — the rule that
+//! was broken, the close code owed to the peer, the HTTP status, whether retrying can help — and
+//! whose defaults are the secure ones: bounded sizes, credentials kept out of error messages and
+//! logs.
+//!
+//! This crate is the facade: it re-exports palisade's crates behind features, so that an
+//! application depends on one crate at one version.
+//!
+//! ## Features
+//!
+//! | feature | default | adds |
+//! |---|---|---|
+//! | — | always | [`error`] (`palisade-error`): the error hierarchy; [`Error`], [`Result`], [`Category`], [`CloseCode`], [`CloseFrame`] at the root; [`http`], whose types the errors carry |
+//! | `proto` | yes | [`proto`] (`palisade-proto`): the sans-I/O protocol core — frames, masking, UTF-8 validation, the handshake and the connection state machine, with no I/O of its own |
+//!
+//! ## Crate map
+//!
+//! | crate | role | here as |
+//! |---|---|---|
+//! | `palisade-error` | every failure, with its close code, HTTP status, category and retry class; `CloseCode`, `CloseFrame` | [`error`], and the root |
+//! | `palisade-proto` | the RFC 6455 protocol as a state machine: bytes in, events and bytes out | [`proto`] |
+//!
+//! The tokio connection, the server and client runtimes, typed JSON messages, derive macros and
+//! permessage-deflate are on the roadmap; each arrives as a crate of its own behind a feature of
+//! this one.
+//!
+//! ## Architecture invariants
+//!
+//! - No logic of its own: only re-exports, so nothing here can behave differently from the
+//!   crate it comes from.
+//! - Examples and book listings use only `palisade`; the workspace's `examples/` are this
+//!   crate's examples.
+//!
+//! ## Matching errors
+//!
+//! Coarsely, by category and retry class, or finely, by variant:
+//!
+//! ```
+//! use palisade::error::{ProtocolError, TimeoutPhase};
+//! use palisade::{Category, CloseCode, Error};
+//!
+//! let timeout = Error::timeout(TimeoutPhase::Keepalive);
+//! assert_eq!(timeout.category(), Category::Timeout);
+//! assert_eq!(timeout.close_code(), Some(CloseCode::INTERNAL_ERROR));
+//! assert!(timeout.is_retryable());
+//!
+//! let violation = Error::from(ProtocolError::MaskedServerFrame);
+//! assert!(matches!(violation, Error::Protocol(ProtocolError::MaskedServerFrame)));
+//! assert_eq!(violation.close_code(), Some(CloseCode::PROTOCOL_ERROR));
+//! assert!(!violation.is_retryable());
+//! ```
+
+pub use palisade_error as error;
+pub use palisade_error::{Category, CloseCode, CloseFrame, Error, Result};
+
+#[cfg(feature = "proto")]
+pub use palisade_proto as proto;
+
+pub use http;

@@ -1,0 +1,31 @@
+//! `cargo xtask help`: the tasks and the stages of `cargo xtask ci`.
+//!
+//! The stage list is read from [`crate::ci::STAGES`], so it cannot drift from what `ci` runs.
+
+use std::process::ExitCode;
+
+use crate::ci;
+
+/// Prints the usage text.
+pub(crate) fn run() -> ExitCode {
+    println!(
+        "cargo xtask <task>
+
+Tasks:
+  ci [STAGE...]   run CI's checks, cheapest first, stopping at the first failure;
+                  with STAGE names, run only those (in CI order)
+  help            print this text
+
+Stages of `ci`:"
+    );
+    let width = ci::STAGES.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for stage in ci::STAGES {
+        println!("  {:width$}  {}", stage.name, stage.about);
+    }
+    println!(
+        "
+`bash .ci/run` installs the tools CI needs when they are missing, then runs `cargo xtask ci`.
+The last line `ci` prints is `tests: N passed, N failed`."
+    );
+    ExitCode::SUCCESS
+}
