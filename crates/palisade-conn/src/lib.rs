@@ -24,4 +24,4 @@ mod stream;
 
 pub use config::{Config, RateLimit, RateLimitAction};
 pub use palisade_proto::message::{Message, Utf8Bytes};
-pub use socket::{ReadHalf, Sender, Stats, TrySendError, WebSocket, WriteHalf};
+pub use socket::{CloseHandle, ReadHalf, Sender, Stats, TrySendError, WebSocket, WriteHalf};

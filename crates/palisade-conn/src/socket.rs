@@ -236,6 +236,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.shared.lock().conn.state()
     }
 
+    /// A handle that can close this connection from another task (a server's shutdown, a
+    /// supervisor) without taking part in sending or receiving.
+    pub fn close_handle(&self) -> CloseHandle<S> {
+        CloseHandle { shared: self.shared.clone() }
+    }
+
     /// Splits into a receiving and a sending half, for two tasks.
     pub fn split(self) -> (ReadHalf<S>, WriteHalf<S>) {
         (ReadHalf { shared: self.shared.clone() }, WriteHalf { shared: self.shared })
@@ -346,6 +352,58 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sender<S> {
     /// Queues a message without waiting; see [`WebSocket::try_send`].
     pub fn try_send(&self, message: impl Into<Message>) -> Result<(), TrySendError> {
         self.shared.try_send(message.into())
+    }
+}
+
+/// Closes a connection from outside the tasks that use it. The task receiving on the
+/// connection sees the close handshake finish (its `recv` returns the closure).
+pub struct CloseHandle<S> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S> Clone for CloseHandle<S> {
+    fn clone(&self) -> Self {
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<S> std::fmt::Debug for CloseHandle<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloseHandle").finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> CloseHandle<S> {
+    /// Sends our close frame (unless one was already sent) and returns once it is written.
+    /// Returns `Ok` if the connection was already closing.
+    pub async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        let frame = close_frame(code, reason);
+        let already = {
+            let mut inner = self.shared.lock();
+            if inner.terminated || inner.io_dead {
+                return Ok(());
+            }
+            inner.conn.close(frame).is_err()
+        };
+        if already {
+            return Ok(());
+        }
+        self.shared.with_write_timeout(poll_fn(|cx| self.shared.poll_flush_writer(cx, 0))).await
+    }
+
+    /// The connection's state.
+    pub fn state(&self) -> State {
+        self.shared.lock().conn.state()
+    }
+
+    /// Traffic counters.
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats
+    }
+
+    /// The close frames exchanged so far.
+    pub fn close_info(&self) -> palisade_error::ConnectionClosed {
+        self.shared.lock().conn.close_info()
     }
 }
 

@@ -58,4 +58,13 @@ pub use palisade_error::{Category, CloseCode, CloseFrame, Error, Result};
 #[cfg(feature = "proto")]
 pub use palisade_proto as proto;
 
+#[cfg(feature = "proto")]
+pub use palisade_proto::message::{Message, Utf8Bytes};
+
+#[cfg(feature = "conn")]
+pub use palisade_conn as conn;
+
+#[cfg(feature = "server")]
+pub use palisade_server as server;
+
 pub use http;

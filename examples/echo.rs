@@ -1,0 +1,96 @@
+//! The echo server: every message comes back as it arrived (text as text, binary as binary),
+//! on every path. Conformance suites and benchmarks run against it.
+//!
+//! Run it:
+//!
+//! ```text
+//! cargo run --release --example echo -- --addr 127.0.0.1:9001
+//! ```
+//!
+//! It prints `listening on ws://ADDR` once it accepts connections, logs each connection's open
+//! and close (set `RUST_LOG=debug` for more), and on Ctrl-C or SIGTERM shuts down gracefully:
+//! every client receives 1001 Going Away. Options: `--threads N` (default 1: one core, as in
+//! the benchmarks).
+
+use std::time::Duration;
+
+use palisade::server::{ConnectionConfig, Server, ServerSocket};
+
+/// Large enough for the Autobahn|Testsuite's biggest messages (16 MiB).
+const MAX_MESSAGE: usize = 16 << 20;
+
+// ANCHOR: handler
+async fn echo(ws: ServerSocket, _info: palisade::server::ConnectionInfo) -> Result<(), palisade::Error> {
+    loop {
+        // `recv` answers pings and runs the close handshake; it returns the closure as an
+        // error, which `?` hands back to the server (a clean close is not logged as a failure).
+        let message = ws.recv().await?;
+        ws.send(message).await?;
+    }
+}
+// ANCHOR_END: handler
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut addr = "127.0.0.1:9001".to_owned();
+    let mut threads = 1usize;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = args.next().ok_or("--addr needs a value")?,
+            "--threads" => threads = args.next().ok_or("--threads needs a value")?.parse()?,
+            "-h" | "--help" => {
+                println!("usage: echo [--addr HOST:PORT] [--threads N]");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
+    };
+    runtime.block_on(serve(addr))
+}
+
+async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
+    // ANCHOR: server
+    let server = Server::builder()
+        .handler(echo)
+        .connection_config(
+            ConnectionConfig::default().with_max_message_size(MAX_MESSAGE),
+        )
+        .max_connections(200_000)
+        .max_connections_per_ip(200_000)
+        .build();
+    let running = server.bind(&addr).await?;
+    // ANCHOR_END: server
+    println!("listening on ws://{}", running.local_addr());
+
+    shutdown_signal().await?;
+    let summary = running.shutdown(Duration::from_secs(5)).await;
+    eprintln!("shut down: {} closed cleanly, {} aborted", summary.closed, summary.aborted);
+    Ok(())
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r,
+            _ = term.recv() => Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
+    }
+}
