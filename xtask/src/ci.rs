@@ -64,6 +64,12 @@ pub(crate) const STAGES: &[Stage] = &[
         about: "the book's {{#include}} anchors resolve, then mdbook build docs",
         run: book::build,
     },
+    Stage {
+        name: "autobahn",
+        about: "the Autobahn testsuite against the echo and autobahn_client examples \
+                (cargo xtask autobahn)",
+        run: autobahn,
+    },
 ];
 
 /// How a stage ended.
@@ -164,4 +170,8 @@ fn doc(_: &mut Context) -> Result<(), String> {
         cmd::cargo(["doc", "--no-deps", "--workspace", "--all-features"])
             .env("RUSTDOCFLAGS", flags.trim_start()),
     )
+}
+
+fn autobahn(_: &mut Context) -> Result<(), String> {
+    crate::autobahn::ci()
 }

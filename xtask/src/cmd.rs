@@ -90,7 +90,8 @@ fn tee(from: impl Read, mut to: impl Write) -> String {
     text
 }
 
-fn echo(cmd: &Command) {
+/// Prints the command line, as every runner here does before it starts a command.
+pub(crate) fn echo(cmd: &Command) {
     println!("$ {}", line(cmd));
 }
 

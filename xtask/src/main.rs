@@ -7,6 +7,7 @@
 //! xtask depends on no palisade crate and on nothing but `serde_json`, so it builds in seconds
 //! on a fresh machine and keeps working while the crates it checks are broken.
 
+mod autobahn;
 mod ci;
 mod cmd;
 mod help;
@@ -17,6 +18,7 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
+        Some("autobahn") => autobahn::run(&args[1..]),
         None | Some("help" | "--help" | "-h") => help::run(),
         Some(unknown) => {
             eprintln!("error: unknown task `{unknown}`\n");

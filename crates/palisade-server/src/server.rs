@@ -467,7 +467,23 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
 async fn refuse_over_limit(mut stream: TcpStream, rejection: Rejection) {
     tracing::info!(status = rejection.status.as_u16(), reason = %rejection.reason, "connection refused");
     let bytes = encode_rejection(&rejection);
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&bytes)).await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await?;
+        // Closing with the request still unread would make the kernel send a reset, which can
+        // destroy the response before the client reads it: drain (bounded) until the client
+        // closes its side.
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 * 1024 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, id: u64) {

@@ -28,7 +28,11 @@ impl Process {
     }
 
     /// Starts `command` with both its output streams going to the file `log` (created anew).
-    pub(super) fn spawn_logged(name: &str, command: &mut Command, log: &Path) -> Result<Self, String> {
+    pub(super) fn spawn_logged(
+        name: &str,
+        command: &mut Command,
+        log: &Path,
+    ) -> Result<Self, String> {
         let file =
             File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
         let copy = file.try_clone().map_err(|e| format!("cannot reopen {}: {e}", log.display()))?;
@@ -118,7 +122,11 @@ impl Drop for Process {
 
 /// Runs `command` in the foreground (its output going to ours) and kills it if it is still
 /// running at `deadline`.
-pub(super) fn run_until(name: &str, command: &mut Command, deadline: Instant) -> Result<(), String> {
+pub(super) fn run_until(
+    name: &str,
+    command: &mut Command,
+    deadline: Instant,
+) -> Result<(), String> {
     let mut process = Process::spawn(name, command.stdin(Stdio::null()))?;
     match process.wait_until(deadline, Duration::from_secs(60), || {
         println!("autobahn: still waiting for {name}");

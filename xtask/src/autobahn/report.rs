@@ -87,14 +87,15 @@ pub(super) fn read_index(dir: &Path, agent: &str) -> Result<BTreeMap<CaseId, Out
     let text = std::fs::read_to_string(&path).map_err(|e| {
         format!("cannot read {}: {e} (wstest writes it when the run ends)", path.display())
     })?;
-    let index: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    let index: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
     parse_index(&index, agent).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn parse_index(index: &Value, agent: &str) -> Result<BTreeMap<CaseId, Outcome>, String> {
     let Some(cases) = index.get(agent).and_then(Value::as_object) else {
-        let agents: Vec<&String> = index.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        let agents: Vec<&String> =
+            index.as_object().map(|o| o.keys().collect()).unwrap_or_default();
         return Err(format!("no results for agent `{agent}` (agents: {agents:?})"));
     };
     let mut outcomes = BTreeMap::new();
@@ -386,10 +387,11 @@ mod tests {
         .into_iter()
         .map(|(i, o)| (id(i), o))
         .collect();
-        let allowed: Allowed = [("6.4.3", "slow UTF-8"), ("7.1.6", "informational"), ("7.5.1", "old")]
-            .into_iter()
-            .map(|(i, r)| (i.to_owned(), r.to_owned()))
-            .collect();
+        let allowed: Allowed =
+            [("6.4.3", "slow UTF-8"), ("7.1.6", "informational"), ("7.5.1", "old")]
+                .into_iter()
+                .map(|(i, r)| (i.to_owned(), r.to_owned()))
+                .collect();
         let mut planned: Vec<CaseId> = outcomes.keys().cloned().collect();
         planned.push(id("9.1.1"));
         let verdict = judge(&planned, &outcomes, &allowed, |id| id.section() == 12);

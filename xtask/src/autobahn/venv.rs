@@ -70,7 +70,8 @@ pub(super) fn ensure(target: &Path, deadline: Instant) -> Result<Venv, String> {
                 .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
         }
     }
-    let pip_install = ["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"];
+    let pip_install =
+        ["-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"];
     process::run_until(
         "pip install virtualenv",
         Command::new(&python).args(pip_install).arg("--target").arg(&bootstrap).arg(VIRTUALENV),

@@ -1,0 +1,398 @@
+//! Integration tests of the server over real TCP on 127.0.0.1. The test client is built from
+//! the sans-I/O handshake and palisade-conn (the server must not depend on the client crate).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{HeaderName, HeaderValue, StatusCode};
+use palisade_conn::{Config, Message, WebSocket};
+use palisade_error::{CloseCode, Error};
+use palisade_proto::connection::Connection;
+use palisade_proto::handshake::{ClientHandshake, HeadLimits, HeadReader, ResponseOutcome};
+use palisade_server::{
+    Accept, CloseWith, ConnectionInfo, Decision, HandshakeRequest, OriginPolicy, Rejection,
+    Server, ServerBuilder, ServerSocket,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+type Client = WebSocket<TcpStream>;
+
+/// What the server answered to an upgrade.
+enum Answer {
+    Open(Client, Option<String>),
+    Refused { status: StatusCode, headers: http::HeaderMap, body: String },
+}
+
+impl Answer {
+    fn open(self) -> Client {
+        match self {
+            Answer::Open(c, _) => c,
+            Answer::Refused { status, body, .. } => panic!("refused with {status}: {body}"),
+        }
+    }
+
+    fn refused(self) -> (StatusCode, http::HeaderMap, String) {
+        match self {
+            Answer::Open(..) => panic!("expected a refusal, the connection opened"),
+            Answer::Refused { status, headers, body } => (status, headers, body),
+        }
+    }
+}
+
+fn quiet() -> Config {
+    Config::default().with_keepalive(None, None)
+}
+
+/// Opens a WebSocket to `addr` at `target` with extra headers and offered subprotocols.
+async fn connect(addr: SocketAddr, target: &str, headers: &[(&str, &str)], protocols: &[&str]) -> Answer {
+    let uri: http::Uri = format!("ws://{addr}{target}").parse().unwrap();
+    let mut hs = ClientHandshake::new(&uri, *b"0123456789abcdef").unwrap();
+    if !protocols.is_empty() {
+        hs = hs.with_subprotocols(protocols.iter().copied()).unwrap();
+    }
+    for (k, v) in headers {
+        hs = hs.with_header(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()).unwrap();
+    }
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    hs.write_request(&mut out);
+    tcp.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let mut reader = HeadReader::new(HeadLimits::default());
+    let head_len = loop {
+        if let Some(n) = reader.feed(&buf).unwrap() {
+            break n;
+        }
+        assert!(tcp.read_buf(&mut buf).await.unwrap() > 0, "server closed during handshake");
+    };
+    match hs.read_response(&buf[..head_len], &HeadLimits::default()).unwrap() {
+        ResponseOutcome::Upgraded(n) => {
+            let conn = Connection::client(quiet().protocol, || [9, 8, 7, 6], std::time::Instant::now());
+            let leftover = buf.split_off(head_len);
+            Answer::Open(WebSocket::from_parts(tcp, conn, quiet(), &leftover), n.subprotocol)
+        }
+        ResponseOutcome::NotUpgraded(resp) => {
+            let mut rest = buf.split_off(head_len).to_vec();
+            tcp.read_to_end(&mut rest).await.unwrap();
+            Answer::Refused {
+                status: resp.status(),
+                headers: resp.headers().clone(),
+                body: String::from_utf8(rest).unwrap(),
+            }
+        }
+    }
+}
+
+/// Sends raw bytes and returns the whole answer as text.
+async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn upgrade_request(extra: &str) -> Vec<u8> {
+    format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+    .into_bytes()
+}
+
+async fn echo(ws: ServerSocket, _: ConnectionInfo) -> Result<(), Error> {
+    loop {
+        let m = ws.recv().await?;
+        ws.send(m).await?;
+    }
+}
+
+async fn start(builder: ServerBuilder) -> palisade_server::Running {
+    builder.connection_config(quiet()).build().bind("127.0.0.1:0").await.unwrap()
+}
+
+#[tokio::test]
+async fn echo_on_every_path_and_clean_close() {
+    let server = start(Server::builder().handler(echo)).await;
+    for path in ["/", "/a/b?c=d"] {
+        let c = connect(server.local_addr(), path, &[], &[]).await.open();
+        c.send("text").await.unwrap();
+        assert_eq!(c.recv().await.unwrap(), Message::text("text"));
+        c.send(Message::binary(vec![1, 2, 3])).await.unwrap();
+        assert_eq!(c.recv().await.unwrap(), Message::binary(vec![1, 2, 3]));
+        c.close(CloseCode::NORMAL, "bye").await.unwrap();
+    }
+    // Bound to port 0, it reports the real port.
+    assert_ne!(server.local_addr().port(), 0);
+}
+
+#[tokio::test]
+async fn hook_rejects_with_status_headers_and_json_body() {
+    let server = start(Server::builder().handler(echo).on_handshake(|req: HandshakeRequest| async move {
+        if req.bearer_token() == Some("good") {
+            Accept::new().into()
+        } else {
+            Decision::Reject(
+                Rejection::unauthorized("Bearer realm=\"test\"")
+                    .with_json(&serde_json::json!({"error": "invalid_token"})),
+            )
+        }
+    }))
+    .await;
+    let (status, headers, body) = connect(server.local_addr(), "/", &[("authorization", "Bearer bad")], &[]).await.refused();
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(headers["www-authenticate"], "Bearer realm=\"test\"");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body, r#"{"error":"invalid_token"}"#);
+    connect(server.local_addr(), "/", &[("authorization", "Bearer good")], &[]).await.open();
+}
+
+#[tokio::test]
+async fn hook_can_accept_then_close_for_browsers() {
+    let server = start(Server::builder().handler(echo).on_handshake(|_req| async {
+        palisade_server::close_unauthorized("log in first")
+    }))
+    .await;
+    let c = connect(server.local_addr(), "/", &[], &[]).await.open();
+    let err = c.recv().await.unwrap_err();
+    let info = err.connection_closed().unwrap();
+    assert_eq!(info.received.as_ref().unwrap().code(), CloseCode::UNAUTHORIZED);
+    assert_eq!(info.received.as_ref().unwrap().reason(), "log in first");
+}
+
+#[tokio::test]
+async fn accept_hands_data_to_the_handler_and_picks_a_subprotocol() {
+    #[derive(Clone)]
+    struct User(&'static str);
+    let server = start(
+        Server::builder()
+            .handler(|ws: ServerSocket, info: ConnectionInfo| async move {
+                let user = info.data::<User>().unwrap().0;
+                ws.send(format!("{user} via {}", info.subprotocol().unwrap_or("-"))).await?;
+                ws.recv().await.map(|_| ())
+            })
+            .on_handshake(|req: HandshakeRequest| async move {
+                // A token smuggled in as a subprotocol: accept with the real protocol.
+                match req.subprotocol_token("token.") {
+                    Some("t1") => Accept::new().with_subprotocol("chat").with_data(User("alice")).into(),
+                    _ => Rejection::forbidden().into(),
+                }
+            }),
+    )
+    .await;
+    let Answer::Open(c, proto) = connect(server.local_addr(), "/", &[], &["chat", "token.t1"]).await else {
+        panic!("refused")
+    };
+    assert_eq!(proto.as_deref(), Some("chat"), "the token is never echoed as the protocol");
+    assert_eq!(c.recv().await.unwrap(), Message::text("alice via chat"));
+}
+
+#[tokio::test]
+async fn origin_allow_list() {
+    let server = start(
+        Server::builder()
+            .handler(echo)
+            .allowed_origins(OriginPolicy::new(["https://app.example.com", "https://*.example.org"]).with_missing_allowed(false)),
+    )
+    .await;
+    let addr = server.local_addr();
+    connect(addr, "/", &[("origin", "https://app.example.com")], &[]).await.open();
+    connect(addr, "/", &[("origin", "https://x.example.org")], &[]).await.open();
+    for bad in [Some("https://evil.example.net"), Some("null"), None] {
+        let headers: Vec<(&str, &str)> = bad.map(|o| ("origin", o)).into_iter().collect();
+        let (status, _, _) = connect(addr, "/", &headers, &[]).await.refused();
+        assert_eq!(status, StatusCode::FORBIDDEN, "{bad:?}");
+    }
+}
+
+#[tokio::test]
+async fn subprotocol_preference_and_requirement() {
+    let server = start(Server::builder().handler(echo).subprotocols(["v2", "v1"]).require_subprotocol(true)).await;
+    let addr = server.local_addr();
+    let Answer::Open(_, p) = connect(addr, "/", &[], &["v1", "v2"]).await else { panic!() };
+    assert_eq!(p.as_deref(), Some("v2"), "server preference wins");
+    let Answer::Open(_, p) = connect(addr, "/", &[], &["v1"]).await else { panic!() };
+    assert_eq!(p.as_deref(), Some("v1"));
+    let (status, _, _) = connect(addr, "/", &[], &["v3"]).await.refused();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _, _) = connect(addr, "/", &[], &[]).await.refused();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn routing_by_path_and_404() {
+    let server = start(
+        Server::builder()
+            .route("/echo", echo)
+            .route("/hello", |ws: ServerSocket, _: ConnectionInfo| async move { ws.send("hello").await }),
+    )
+    .await;
+    let addr = server.local_addr();
+    let c = connect(addr, "/hello", &[], &[]).await.open();
+    assert_eq!(c.recv().await.unwrap(), Message::text("hello"));
+    connect(addr, "/echo", &[], &[]).await.open();
+    let (status, _, _) = connect(addr, "/nope", &[], &[]).await.refused();
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn connection_limits_total_and_per_ip() {
+    let server = start(Server::builder().handler(echo).max_connections(2).retry_after(7)).await;
+    let addr = server.local_addr();
+    let _a = connect(addr, "/", &[], &[]).await.open();
+    let _b = connect(addr, "/", &[], &[]).await.open();
+    let (status, headers, _) = connect(addr, "/", &[], &[]).await.refused();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "7");
+
+    let server = start(Server::builder().handler(echo).max_connections_per_ip(1)).await;
+    let addr = server.local_addr();
+    let a = connect(addr, "/", &[], &[]).await.open();
+    let (status, headers, _) = connect(addr, "/", &[], &[]).await.refused();
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(headers.contains_key("retry-after"));
+    // Closing one frees its slot.
+    a.close(CloseCode::NORMAL, "").await.unwrap();
+    let mut opened = false;
+    for _ in 0..50 {
+        if let Answer::Open(..) = connect(addr, "/", &[], &[]).await {
+            opened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(opened, "the slot is released after close");
+}
+
+#[tokio::test]
+async fn slowloris_gets_408_after_the_handshake_timeout() {
+    let server = start(Server::builder().handler(echo).handshake_timeout(Duration::from_millis(200))).await;
+    let answer = raw(server.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[tokio::test]
+async fn plain_http_answers_for_what_is_not_a_valid_upgrade() {
+    let server = start(Server::builder().handler(echo)).await;
+    let addr = server.local_addr();
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 405"),
+        (b"GET / HTTP/1.0\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 505"),
+        (format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000)).into_bytes(), "HTTP/1.1 414"),
+        (format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(9000)).into_bytes(), "HTTP/1.1 431"),
+        (format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-H: 1\r\n".repeat(100)).into_bytes(), "HTTP/1.1 431"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 426"),
+        (b"garbage\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+    ];
+    for (request, expected) in cases {
+        let answer = raw(addr, &request).await;
+        assert!(answer.starts_with(expected), "expected {expected}, got {answer}");
+    }
+    let mut v8 = upgrade_request("");
+    let text = String::from_utf8(v8.clone()).unwrap().replace("Version: 13", "Version: 8");
+    v8 = text.into_bytes();
+    let answer = raw(addr, &v8).await;
+    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+    assert!(answer.contains("Sec-WebSocket-Version: 13") || answer.contains("sec-websocket-version: 13"), "{answer}");
+    let no_key = String::from_utf8(upgrade_request("")).unwrap().replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+    assert!(raw(addr, no_key.as_bytes()).await.starts_with("HTTP/1.1 400"));
+    // The 101 answer for the RFC's example key.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&upgrade_request("")).await.unwrap();
+    let mut buf = vec![0; 1024];
+    let n = tcp.read(&mut buf).await.unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("HTTP/1.1 101"), "{answer}");
+    assert!(answer.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+}
+
+#[tokio::test]
+async fn http_hook_answers_plain_requests() {
+    let server = start(Server::builder().handler(echo).on_http(|req: HandshakeRequest| async move {
+        (req.path() == "/health").then(|| http::Response::new(bytes::Bytes::from_static(b"ok")))
+    }))
+    .await;
+    let answer = raw(server.local_addr(), b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("ok"));
+    connect(server.local_addr(), "/ws", &[], &[]).await.open();
+}
+
+#[tokio::test]
+async fn handler_errors_map_to_close_codes_and_panics_are_contained() {
+    let server = start(Server::builder().handler(|ws: ServerSocket, _: ConnectionInfo| async move {
+        let m = ws.recv().await?;
+        match m.as_text() {
+            Some("fail") => Err::<(), Box<dyn std::error::Error + Send + Sync>>("db password=hunter2 down".into()),
+            Some("custom") => Err(CloseWith::new(CloseCode(4004), "not found").into()),
+            Some("panic") => panic!("handler bug"),
+            _ => Ok(()),
+        }
+    }))
+    .await;
+    let addr = server.local_addr();
+    for (msg, code, reason) in [
+        ("fail", CloseCode::INTERNAL_ERROR, "internal error"),
+        ("custom", CloseCode(4004), "not found"),
+        ("panic", CloseCode::INTERNAL_ERROR, "internal error"),
+        ("ok", CloseCode::NORMAL, ""),
+    ] {
+        let c = connect(addr, "/", &[], &[]).await.open();
+        c.send(msg).await.unwrap();
+        let err = c.recv().await.unwrap_err();
+        let frame = err.connection_closed().unwrap().received.clone().unwrap();
+        assert_eq!((frame.code(), frame.reason()), (code, reason), "{msg}");
+    }
+    // The server lives on after the panic.
+    connect(addr, "/", &[], &[]).await.open();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_sends_1001_and_reports() {
+    let server = start(Server::builder().handler(echo)).await;
+    let addr = server.local_addr();
+    let c1 = connect(addr, "/", &[], &[]).await.open();
+    let c2 = connect(addr, "/", &[], &[]).await.open();
+    // Clients that answer the close handshake.
+    let t1 = tokio::spawn(async move { c1.recv().await.unwrap_err() });
+    let t2 = tokio::spawn(async move { c2.recv().await.unwrap_err() });
+    let summary = server.shutdown(Duration::from_secs(5)).await;
+    assert_eq!((summary.closed, summary.aborted), (2, 0));
+    for t in [t1, t2] {
+        let err = t.await.unwrap();
+        assert!(err.is_closed_ok(), "{err:?}");
+        assert_eq!(err.connection_closed().unwrap().code(), CloseCode::GOING_AWAY);
+        assert!(err.is_retryable(), "1001: come back later");
+    }
+    assert!(TcpStream::connect(addr).await.is_err() || raw(addr, &upgrade_request("")).await.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_aborts_connections_that_do_not_close_in_time() {
+    let server = start(Server::builder().handler(|_ws: ServerSocket, _: ConnectionInfo| async move {
+        // A handler that never reads, so the close handshake never completes.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok::<(), Error>(())
+    }))
+    .await;
+    let _c = connect(server.local_addr(), "/", &[], &[]).await.open();
+    let summary = server.shutdown(Duration::from_millis(200)).await;
+    assert_eq!((summary.closed, summary.aborted), (0, 1));
+}
+
+#[tokio::test]
+async fn too_big_message_closes_with_1009() {
+    let server = Server::builder()
+        .handler(echo)
+        .connection_config(quiet().with_max_message_size(1024))
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let c = connect(server.local_addr(), "/", &[], &[]).await.open();
+    c.send(Message::binary(vec![0; 2048])).await.unwrap();
+    let err = c.recv().await.unwrap_err();
+    assert_eq!(err.connection_closed().unwrap().code(), CloseCode::MESSAGE_TOO_BIG);
+}

@@ -1,0 +1,673 @@
+//! `cargo xtask autobahn`: the Autobahn|Testsuite against our server and our client.
+//!
+//! ```text
+//! cargo xtask autobahn [--server] [--client] [--cases "1.*,2.*"] [--url ws://HOST:PORT] [--setup]
+//! ```
+//!
+//! - The virtualenv with `wstest` is made in `target/autobahn-venv` when missing ([`venv`]).
+//! - `--server`: builds the `echo` example in release mode, starts it on a free port of
+//!   127.0.0.1, waits for its `listening on ws://ADDR` line, runs `wstest -m fuzzingclient`
+//!   against it, then stops it with SIGTERM (it must exit cleanly). With `--url`, tests a server
+//!   already running there instead.
+//! - `--client`: starts `wstest -m fuzzingserver` on a free port of 127.0.0.1 and runs the
+//!   `autobahn_client` example against it, then stops wstest.
+//! - Neither flag means both. `--cases` takes wstest's patterns; without it, every case but the
+//!   sections in [`EXCLUDED`] runs.
+//! - `--setup` only makes the virtualenv and prints the suite's version (`.ci/run` uses it).
+//!
+//! Each side's reports go to `target/autobahn/{server,client}/` (open `index.html` there), with
+//! the logs of wstest and of our example. The verdict follows [`report`]: every case OK, unless
+//! `autobahn/expected.json` lists it with a reason.
+//!
+//! The suite's runs share a 10-minute budget (making the virtualenv included, the cargo build
+//! not); any process still running when it is spent is killed by its PID, and so is every process
+//! the harness started when it returns early. All traffic stays on 127.0.0.1: the examples are
+//! given a loopback address, and wstest's fuzzing server, which binds every interface on its own,
+//! is started through a wrapper that binds it to 127.0.0.1.
+//!
+//! In `cargo xtask ci`, a missing example fails the stage (a skipped conformance run must not
+//! look like a passed one) unless `PALISADE_AUTOBAHN_ALLOW_MISSING` names its side (`client`,
+//! `server`, or `server,client`); run by hand, a missing example is reported as skipped.
+
+mod process;
+mod report;
+mod venv;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use self::process::Process;
+use self::report::{Allowed, CaseId};
+use crate::cmd;
+
+/// Sections left out of the default run. 12.* and 13.* test permessage-deflate (RFC 7692), which
+/// palisade does not implement yet: remove them from here when the deflate work lands, so that
+/// its cases become required like all the others.
+pub(crate) const EXCLUDED: &[&str] = &["12.*", "13.*"];
+
+/// The agent name our examples report as, and the key of their results in `index.json`.
+const AGENT: &str = "palisade";
+/// The time the suite's runs may take together (the cargo build is not counted).
+const RUN_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// How long a server may take to start listening.
+const START_LIMIT: Duration = Duration::from_secs(30);
+/// How long a process may take to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How often a long run reports how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+/// Names the sides whose missing example `cargo xtask ci` tolerates.
+const ALLOW_MISSING: &str = "PALISADE_AUTOBAHN_ALLOW_MISSING";
+
+/// Runs wstest with the fuzzing server bound to 127.0.0.1 instead of every interface.
+const LOOPBACK_WSTEST: &str = "\
+import sys
+from autobahntestsuite import fuzzing, wstest
+listen = fuzzing.listenWS
+fuzzing.listenWS = lambda factory, context=None: listen(factory, context, interface='127.0.0.1')
+sys.argv[0] = 'wstest'
+wstest.run()
+";
+
+/// `cargo xtask autobahn ARGS`.
+pub(crate) fn run(args: &[String]) -> ExitCode {
+    let options = match Options::parse(args) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!(
+                "error: {e}\n\nusage: cargo xtask autobahn [--server] [--client] \
+                       [--cases \"1.*,2.*\"] [--url ws://HOST:PORT] [--setup]"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match execute(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            println!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `autobahn` stage of `cargo xtask ci`: both sides, the default cases, missing examples
+/// failing.
+pub(crate) fn ci() -> Result<(), String> {
+    execute(&Options { server: true, client: true, ci: true, ..Options::default() })
+}
+
+#[derive(Debug, Default)]
+struct Options {
+    server: bool,
+    client: bool,
+    /// wstest case patterns; `None` for every case outside [`EXCLUDED`].
+    cases: Option<Vec<String>>,
+    /// A server that is already running, tested instead of the echo example.
+    url: Option<String>,
+    setup_only: bool,
+    ci: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut options = Self::default();
+        let mut args = args.iter();
+        while let Some(arg) = args.next() {
+            let (flag, inline) = match arg.split_once('=') {
+                Some((flag, value)) => (flag, Some(value.to_owned())),
+                None => (arg.as_str(), None),
+            };
+            let mut value = || {
+                inline
+                    .clone()
+                    .or_else(|| args.next().cloned())
+                    .ok_or(format!("{flag} needs a value"))
+            };
+            match flag {
+                "--server" => options.server = true,
+                "--client" => options.client = true,
+                "--setup" => options.setup_only = true,
+                "--cases" => options.cases = Some(parse_cases(&value()?)?),
+                "--url" => {
+                    let url = value()?;
+                    if !url.starts_with("ws://") {
+                        return Err(format!("--url takes a ws:// URL, not `{url}`"));
+                    }
+                    options.url = Some(url);
+                }
+                _ => return Err(format!("unknown argument `{arg}`")),
+            }
+        }
+        if !options.server && !options.client {
+            options.server = true;
+            options.client = options.url.is_none();
+        }
+        Ok(options)
+    }
+}
+
+/// `"1.*, 2.*"` → `["1.*", "2.*"]`, refusing what wstest would not match.
+fn parse_cases(list: &str) -> Result<Vec<String>, String> {
+    let cases: Vec<String> =
+        list.split(',').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect();
+    if cases.is_empty() {
+        return Err("--cases needs at least one pattern, such as 1.* or 6.4.3".to_owned());
+    }
+    if let Some(bad) =
+        cases.iter().find(|c| !c.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '*'))
+    {
+        return Err(format!("`{bad}` is not a case pattern such as 1.*, 6.4.3 or 9.*.1"));
+    }
+    Ok(cases)
+}
+
+/// wstest's matching: `*` is any run of characters, everything else is itself.
+fn matches(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, rest)) => {
+            let Some(text) = text.strip_prefix(head) else { return false };
+            (0..=text.len()).any(|at| text.is_char_boundary(at) && matches(rest, &text[at..]))
+        }
+    }
+}
+
+fn is_excluded(id: &CaseId) -> bool {
+    EXCLUDED.iter().any(|pattern| matches(pattern, id.as_str()))
+}
+
+/// Which cases wstest runs: the spec's `cases` and `exclude-cases`.
+#[derive(Debug)]
+struct Cases {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl Cases {
+    /// Cases asked for by name run even in an excluded section.
+    fn new(asked: Option<&[String]>) -> Self {
+        match asked {
+            Some(asked) => Self { include: asked.to_vec(), exclude: Vec::new() },
+            None => Self {
+                include: vec!["*".to_owned()],
+                exclude: EXCLUDED.iter().map(|&s| s.to_owned()).collect(),
+            },
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Server => "server",
+            Side::Client => "client",
+        }
+    }
+
+    /// The example that plays our part.
+    fn example(self) -> &'static str {
+        match self {
+            Side::Server => "echo",
+            Side::Client => "autobahn_client",
+        }
+    }
+}
+
+fn execute(options: &Options) -> Result<(), String> {
+    let mut deadline = Instant::now() + RUN_LIMIT;
+    let (server_allowed, client_allowed) =
+        report::read_expected(&cmd::root().join(report::EXPECTED))?;
+    let workspace = Workspace::read()?;
+    let venv = venv::ensure(&workspace.target, deadline)?;
+    if options.setup_only {
+        let mut version = Command::new(venv.python());
+        version.arg(venv.wstest()).arg("--autobahnversion");
+        return cmd::run(&mut version);
+    }
+
+    let mut problems = Vec::new();
+    let mut sides = Vec::new();
+    let asked = [(options.server, Side::Server), (options.client, Side::Client)];
+    for side in asked.into_iter().filter(|(asked, _)| *asked).map(|(_, side)| side) {
+        let needs_example = side == Side::Client || options.url.is_none();
+        if !needs_example || workspace.examples.iter().any(|e| e == side.example()) {
+            sides.push(side);
+            continue;
+        }
+        let skipped = format!(
+            "autobahn {}: skipped: example `{}` missing (no such example in the workspace)",
+            side.name(),
+            side.example()
+        );
+        if options.ci && !missing_allowed(side) {
+            problems.push(format!("{skipped}; set {ALLOW_MISSING}={} to accept", side.name()));
+        } else {
+            println!("{skipped}");
+        }
+    }
+
+    let examples: Vec<&str> = sides
+        .iter()
+        .filter(|&&side| side == Side::Client || options.url.is_none())
+        .map(|side| side.example())
+        .collect();
+    if !examples.is_empty() {
+        let started = Instant::now();
+        let mut build = cmd::cargo(["build", "--release"]);
+        for example in &examples {
+            build.args(["--example", example]);
+        }
+        cmd::run(&mut build)?;
+        deadline += started.elapsed();
+    }
+
+    let cases = Cases::new(options.cases.as_deref());
+    let mut summaries = Vec::new();
+    for side in sides {
+        let result = match side {
+            Side::Server => {
+                run_server(&venv, &workspace.target, &cases, &server_allowed, options, deadline)
+            }
+            Side::Client => run_client(&venv, &workspace.target, &cases, &client_allowed, deadline),
+        };
+        match result {
+            Ok(summary) => summaries.push(format!("autobahn {}: {summary}", side.name())),
+            Err(e) => problems.push(format!("autobahn {}: {e}", side.name())),
+        }
+    }
+    println!();
+    for line in summaries.iter().chain(&problems) {
+        println!("{line}");
+    }
+    if problems.is_empty() { Ok(()) } else { Err(format!("{} problem(s) above", problems.len())) }
+}
+
+fn missing_allowed(side: Side) -> bool {
+    std::env::var(ALLOW_MISSING)
+        .is_ok_and(|value| value.split(',').any(|name| name.trim() == side.name()))
+}
+
+/// What the harness needs from `cargo metadata`.
+struct Workspace {
+    target: PathBuf,
+    examples: Vec<String>,
+}
+
+impl Workspace {
+    fn read() -> Result<Self, String> {
+        let stdout =
+            cmd::stdout(&mut cmd::cargo(["metadata", "--no-deps", "--format-version", "1"]))?;
+        let metadata: Value = serde_json::from_slice(&stdout)
+            .map_err(|e| format!("cargo metadata printed something that is not JSON: {e}"))?;
+        let target = metadata["target_directory"]
+            .as_str()
+            .ok_or("cargo metadata's output has no target_directory")?
+            .into();
+        let examples = metadata["packages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|package| package["targets"].as_array().into_iter().flatten())
+            .filter(|target| {
+                target["kind"].as_array().is_some_and(|k| k.contains(&json!("example")))
+            })
+            .filter_map(|target| target["name"].as_str().map(str::to_owned))
+            .collect();
+        Ok(Self { target, examples })
+    }
+}
+
+/// `wstest -m fuzzingclient` against the echo example, or against `options.url`.
+fn run_server(
+    venv: &venv::Venv,
+    target: &Path,
+    cases: &Cases,
+    allowed: &Allowed,
+    options: &Options,
+    deadline: Instant,
+) -> Result<String, String> {
+    let dir = fresh_dir(&target.join("autobahn/server"))?;
+    let (mut echo, url) = match &options.url {
+        Some(url) => (None, url.clone()),
+        None => {
+            let (echo, url) = start_echo(target, &dir, deadline)?;
+            (Some(echo), url)
+        }
+    };
+    let spec = json!({
+        "outdir": dir,
+        "servers": [{"agent": AGENT, "url": url}],
+        "cases": cases.include,
+        "exclude-cases": cases.exclude,
+        "exclude-agent-cases": {},
+    });
+    let spec_path = write_spec(&dir, &spec)?;
+    let log = dir.join("wstest.log");
+    let mut command = Command::new(venv.python());
+    command.arg("-u").arg(venv.wstest()).args(["-m", "fuzzingclient", "-s"]).arg(&spec_path);
+    let mut wstest = Process::spawn_logged("wstest fuzzingclient", &mut command, &log)?;
+    println!("autobahn server: testing {url}; wstest's log is {}", log.display());
+    let started = Instant::now();
+    let finished =
+        wstest.wait_until(deadline, PROGRESS_EVERY, || progress("server", &log, started))?;
+
+    let mut problems = Vec::new();
+    match finished {
+        Some(status) if status.success() => {}
+        Some(status) => problems.push(format!("{} failed ({status})", wstest.name())),
+        None => {
+            wstest.kill()?;
+            problems.push(format!("{} ran out of time and was killed", wstest.name()));
+        }
+    }
+    if !problems.is_empty() {
+        print!("{}", process::tail(&log, 20));
+    }
+    if let Some(echo) = &mut echo {
+        match echo.stop(STOP_GRACE)? {
+            (_, true) => problems.push(format!(
+                "echo did not exit within {}s of SIGTERM (it must shut down gracefully)",
+                STOP_GRACE.as_secs()
+            )),
+            (status, false) if !status.success() => {
+                problems.push(format!("echo ended with {status} after SIGTERM, not a clean exit"));
+            }
+            (_, false) => {}
+        }
+        if !problems.is_empty() {
+            print!("{}", process::tail(&dir.join("echo.log"), 20));
+        }
+    }
+    conclude("server", &dir, &log, allowed, started, problems)
+}
+
+/// Starts the echo example on a free port and returns it with the URL it says it listens on.
+fn start_echo(target: &Path, dir: &Path, deadline: Instant) -> Result<(Process, String), String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
+    let log_path = dir.join("echo.log");
+    let mut log = File::create(&log_path)
+        .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+    let stderr =
+        log.try_clone().map_err(|e| format!("cannot reopen {}: {e}", log_path.display()))?;
+    let mut command = Command::new(target.join("release/examples").join(Side::Server.example()));
+    command.args(["--addr", &addr.to_string()]);
+    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
+    let mut echo = Process::spawn("echo", &mut command)?;
+    let stdout = echo.take_stdout().expect("the echo's stdout is piped just above");
+    // The line is read here; everything the example prints goes to its log, so that its output
+    // is kept and its pipe never fills.
+    let (found, listening) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(log, "{line}");
+            if let Some(url) = line.trim().strip_prefix("listening on ") {
+                let _ = found.send(url.to_owned());
+            }
+        }
+    });
+    let wait = deadline.min(Instant::now() + START_LIMIT).saturating_duration_since(Instant::now());
+    match listening.recv_timeout(wait) {
+        Ok(url) if url.starts_with("ws://") => Ok((echo, url)),
+        Ok(url) => Err(format!("echo says it listens on `{url}`, not a ws:// URL")),
+        Err(RecvTimeoutError::Timeout) => Err(format!(
+            "echo printed no `listening on ws://ADDR` line within {}s\n{}",
+            wait.as_secs(),
+            process::tail(&log_path, 20)
+        )),
+        Err(RecvTimeoutError::Disconnected) => {
+            let status = echo.stop(STOP_GRACE).map(|(status, _)| status.to_string());
+            Err(format!(
+                "echo closed its stdout ({}) without printing `listening on ws://ADDR`\n{}",
+                status.unwrap_or_else(|e| e),
+                process::tail(&log_path, 20)
+            ))
+        }
+    }
+}
+
+/// `wstest -m fuzzingserver` with the `autobahn_client` example as its client.
+fn run_client(
+    venv: &venv::Venv,
+    target: &Path,
+    cases: &Cases,
+    allowed: &Allowed,
+    deadline: Instant,
+) -> Result<String, String> {
+    let dir = fresh_dir(&target.join("autobahn/client"))?;
+    let port = free_port()?;
+    let url = format!("ws://127.0.0.1:{port}");
+    let spec = json!({
+        "url": url,
+        "outdir": dir,
+        "cases": cases.include,
+        "exclude-cases": cases.exclude,
+        "exclude-agent-cases": {},
+    });
+    let spec_path = write_spec(&dir, &spec)?;
+    let log = dir.join("wstest.log");
+    let mut command = Command::new(venv.python());
+    // `-u 0`: no web server for browsing the reports (it would bind port 8080 on every interface).
+    command.args(["-u", "-c", LOOPBACK_WSTEST, "-m", "fuzzingserver", "-u", "0", "-s"]);
+    command.arg(&spec_path);
+    let mut wstest = Process::spawn_logged("wstest fuzzingserver", &mut command, &log)?;
+    wait_accepting(&mut wstest, port, deadline.min(Instant::now() + START_LIMIT), &log)?;
+
+    let client_log = dir.join("autobahn_client.log");
+    let mut command = Command::new(target.join("release/examples").join(Side::Client.example()));
+    command.args(["--url", &url, "--agent", AGENT]);
+    let mut client = Process::spawn_logged("autobahn_client", &mut command, &client_log)?;
+    println!("autobahn client: wstest serves {url}; logs in {}", dir.display());
+    let started = Instant::now();
+    let finished =
+        client.wait_until(deadline, PROGRESS_EVERY, || progress("client", &log, started))?;
+    let mut problems = Vec::new();
+    match finished {
+        Some(status) if status.success() => {}
+        Some(status) => problems.push(format!("autobahn_client failed ({status})")),
+        None => {
+            client.kill()?;
+            problems.push("autobahn_client ran out of time and was killed".to_owned());
+        }
+    }
+    if !problems.is_empty() {
+        print!("{}", process::tail(&client_log, 20));
+    }
+    // The reports are written when the client asks for updateReports, before it exits.
+    if let (_, true) = wstest.stop(STOP_GRACE)? {
+        println!("autobahn client: wstest needed SIGKILL to stop");
+    }
+    conclude("client", &dir, &log, allowed, started, problems)
+}
+
+/// Waits until `port` accepts a TCP connection, or fails if `server` exits or `until` passes.
+fn wait_accepting(
+    server: &mut Process,
+    port: u16,
+    until: Instant,
+    log: &Path,
+) -> Result<(), String> {
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    loop {
+        if let Some(status) = server.exited()? {
+            return Err(format!(
+                "{} exited ({status}) before listening\n{}",
+                server.name(),
+                process::tail(log, 20)
+            ));
+        }
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
+            return Ok(());
+        }
+        if Instant::now() >= until {
+            return Err(format!(
+                "{} did not listen on {addr} in time\n{}",
+                server.name(),
+                process::tail(log, 20)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Reads and judges one side's report, prints it, and returns a one-line summary or every
+/// problem found (those of the run, `problems`, first).
+fn conclude(
+    side: &str,
+    dir: &Path,
+    log: &Path,
+    allowed: &Allowed,
+    started: Instant,
+    mut problems: Vec<String>,
+) -> Result<String, String> {
+    let took = started.elapsed().as_secs_f64();
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    let planned = report::planned_cases(&output).unwrap_or_default();
+    let outcomes = match report::read_index(dir, AGENT) {
+        Ok(outcomes) => outcomes,
+        Err(e) => {
+            problems.push(e);
+            BTreeMap::new()
+        }
+    };
+    let verdict = report::judge(&planned, &outcomes, allowed, is_excluded);
+    println!(
+        "\nautobahn {side}: {} cases in {took:.1}s (reports in {})",
+        outcomes.len(),
+        dir.display()
+    );
+    if !outcomes.is_empty() {
+        report::print_table(&outcomes);
+    }
+    if !verdict.accepted.is_empty() {
+        println!("accepted without OK ({}):", report::EXPECTED);
+        for (id, behaviour, reason) in &verdict.accepted {
+            println!("  {id}: {behaviour}: {reason}");
+        }
+    }
+    for id in &verdict.stale {
+        println!("warning: {id} passes now; remove it from `{side}` in {}", report::EXPECTED);
+    }
+    if !verdict.unexpected.is_empty() {
+        println!("failed ({}):", verdict.unexpected.len());
+        for id in &verdict.unexpected {
+            report::print_failure(dir, id, &outcomes[id]);
+        }
+        let ids: Vec<&str> = verdict.unexpected.iter().map(CaseId::as_str).collect();
+        problems.push(format!("{} case(s) not OK: {}", ids.len(), ids.join(" ")));
+    }
+    if !verdict.missing.is_empty() {
+        let ids: Vec<&str> = verdict.missing.iter().map(CaseId::as_str).collect();
+        problems.push(format!("{} planned case(s) have no result: {}", ids.len(), ids.join(" ")));
+    }
+    if planned.is_empty() && problems.is_empty() {
+        problems
+            .push(format!("wstest printed no case list (`Cases = [...]`) in {}", log.display()));
+    }
+    if problems.is_empty() {
+        Ok(format!(
+            "ok: {} cases, {} OK, {} accepted by {}, in {took:.1}s",
+            outcomes.len(),
+            verdict.passed,
+            verdict.accepted.len(),
+            report::EXPECTED
+        ))
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+/// Prints how many cases wstest has started so far, read from its log.
+fn progress(side: &str, log: &Path, started: Instant) {
+    let output = std::fs::read_to_string(log).unwrap_or_default();
+    let running: Vec<&str> =
+        output.lines().filter_map(|line| line.strip_prefix("Running test case ID ")).collect();
+    let last = running.last().and_then(|line| line.split_whitespace().next()).unwrap_or("none yet");
+    println!(
+        "autobahn {side}: {} cases started in {:.0}s, the last {last}",
+        running.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// A free TCP port on 127.0.0.1, found by binding port 0 and letting it go.
+fn free_port() -> Result<u16, String> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| format!("cannot bind 127.0.0.1:0 to find a free port: {e}"))?;
+    listener.local_addr().map(|addr| addr.port()).map_err(|e| format!("cannot read the port: {e}"))
+}
+
+/// `dir`, emptied, so that no report from an earlier run is read as this run's.
+fn fresh_dir(dir: &Path) -> Result<PathBuf, String> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)
+            .map_err(|e| format!("cannot remove {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir.to_path_buf())
+}
+
+fn write_spec(dir: &Path, spec: &Value) -> Result<PathBuf, String> {
+    let path = dir.join("spec.json");
+    let text = serde_json::to_string_pretty(spec).expect("a serde_json::Value always serializes");
+    std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(line: &str) -> Vec<String> {
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn both_sides_and_the_default_cases_without_flags() {
+        let options = Options::parse(&[]).unwrap();
+        assert!(options.server && options.client && options.cases.is_none());
+        let options = Options::parse(&args("--client --cases=1.*,2.1")).unwrap();
+        assert!(!options.server && options.client);
+        assert_eq!(options.cases.unwrap(), ["1.*", "2.1"]);
+        let options = Options::parse(&args("--url ws://127.0.0.1:9001")).unwrap();
+        assert!(options.server && !options.client);
+        assert!(Options::parse(&args("--cases")).is_err());
+        assert!(Options::parse(&args("--cases 1;rm")).is_err());
+        assert!(Options::parse(&args("--url http://x")).is_err());
+        assert!(Options::parse(&args("--serve")).is_err());
+    }
+
+    #[test]
+    fn patterns_match_like_wstest() {
+        assert!(matches("12.*", "12.1.3"));
+        assert!(!matches("12.*", "1.2.1"));
+        assert!(!matches("1.*", "12.1.1"));
+        assert!(matches("9.*.1", "9.4.1"));
+        assert!(!matches("9.*.1", "9.4.2"));
+        assert!(matches("*", "1.1.1"));
+        assert!(matches("6.4.3", "6.4.3"));
+        assert!(is_excluded(&CaseId::parse("13.7.18").unwrap()));
+        assert!(!is_excluded(&CaseId::parse("10.1.1").unwrap()));
+    }
+
+    #[test]
+    fn named_cases_run_even_in_excluded_sections() {
+        assert_eq!(Cases::new(None).exclude, EXCLUDED);
+        let asked = vec!["12.1.1".to_owned()];
+        let cases = Cases::new(Some(&asked));
+        assert_eq!((cases.include, cases.exclude), (asked, vec![]));
+    }
+}
