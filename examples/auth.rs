@@ -15,7 +15,9 @@
 //! subprotocol next to the real one. Browsers cannot read a refused handshake's status: for
 //! them, see `Decision::Close` with 3000 Unauthorized, described in the book's Server chapter.
 
-use palisade::server::{Accept, ConnectionInfo, Decision, HandshakeRequest, Rejection, Server, ServerSocket};
+use palisade::server::{
+    Accept, ConnectionInfo, Decision, HandshakeRequest, Rejection, Server, ServerSocket,
+};
 
 /// Who a valid token belongs to, handed from the hook to the handler.
 #[derive(Clone, Debug)]
@@ -31,11 +33,15 @@ async fn check(request: HandshakeRequest) -> Decision {
     match token.as_deref() {
         Some("letmein") => Accept::new().with_data(User("alice".into())).into(),
         Some(_) => Rejection::unauthorized(r#"Bearer realm="chat", error="invalid_token""#)
-            .with_json(&serde_json::json!({"error": "invalid_token", "detail": "the token is not valid"}))
+            .with_json(
+                &serde_json::json!({"error": "invalid_token", "detail": "the token is not valid"}),
+            )
             .with_log_reason("invalid token")
             .into(),
         None => Rejection::unauthorized(r#"Bearer realm="chat""#)
-            .with_json(&serde_json::json!({"error": "missing_token", "detail": "send a bearer token"}))
+            .with_json(
+                &serde_json::json!({"error": "missing_token", "detail": "send a bearer token"}),
+            )
             .with_log_reason("no token")
             .into(),
     }
@@ -59,7 +65,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => "127.0.0.1:9002".to_owned(),
     };
     tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
-    let running = Server::builder().route("/chat", chat).on_handshake(check).build().bind(&addr).await?;
+    let running =
+        Server::builder().route("/chat", chat).on_handshake(check).build().bind(&addr).await?;
     println!("listening on ws://{}/chat", running.local_addr());
     tokio::signal::ctrl_c().await?;
     running.shutdown(std::time::Duration::from_secs(5)).await;

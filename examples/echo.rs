@@ -20,7 +20,10 @@ use palisade::server::{ConnectionConfig, Server, ServerSocket};
 const MAX_MESSAGE: usize = 16 << 20;
 
 // ANCHOR: handler
-async fn echo(ws: ServerSocket, _info: palisade::server::ConnectionInfo) -> Result<(), palisade::Error> {
+async fn echo(
+    ws: ServerSocket,
+    _info: palisade::server::ConnectionInfo,
+) -> Result<(), palisade::Error> {
     loop {
         // `recv` answers pings and runs the close handshake; it returns the closure as an
         // error, which `?` hands back to the server (a clean close is not logged as a failure).
@@ -47,8 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -64,9 +66,7 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: server
     let server = Server::builder()
         .handler(echo)
-        .connection_config(
-            ConnectionConfig::default().with_max_message_size(MAX_MESSAGE),
-        )
+        .connection_config(ConnectionConfig::default().with_max_message_size(MAX_MESSAGE))
         .max_connections(200_000)
         .max_connections_per_ip(200_000)
         .build();

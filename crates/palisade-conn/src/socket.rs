@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use palisade_error::{
-    CloseCode, CloseFrame, ConcurrencyError, Error, Operation, PolicyKind, PolicyViolation,
-    State,
+    CloseCode, CloseFrame, ConcurrencyError, Error, Operation, PolicyKind, PolicyViolation, State,
 };
 use palisade_proto::connection::{Connection, Event};
 use palisade_proto::message::Message;
@@ -482,13 +481,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 None => {}
             }
             match poll_write_out(inner, &mut wcx) {
-                Poll::Ready(Ok(())) => {
-                    if inner.conn.wants_transport_close() && !inner.shutdown_done {
-                        if let Poll::Ready(_) = Pin::new(&mut inner.io).poll_shutdown(&mut wcx) {
-                            inner.shutdown_done = true;
-                        }
-                    }
-                }
+                Poll::Ready(Ok(())) => poll_shutdown_if_due(inner, &mut wcx),
                 Poll::Ready(Err(err)) => return Poll::Ready(Err(self.io_failed(inner, err))),
                 Poll::Pending => {}
             }
@@ -496,9 +489,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
             let lingered = inner.linger_until.is_some_and(|t| now >= t);
             if closed && (inner.shutdown_done || inner.io_dead || lingered) {
                 inner.terminated = true;
-                return Poll::Ready(Err(
-                    inner.pending_error.take().unwrap_or_else(|| inner.conn.closed_error())
-                ));
+                return Poll::Ready(Err(inner
+                    .pending_error
+                    .take()
+                    .unwrap_or_else(|| inner.conn.closed_error())));
             }
             if !inner.read_eof && !inner.io_dead {
                 let hint = inner.conn.read_hint().clamp(MIN_READ, MAX_READ);
@@ -527,7 +521,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                 .flatten()
                 .min();
             if let Some(deadline) = deadline {
-                let sleep = inner.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                let sleep =
+                    inner.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if sleep.deadline() != deadline {
                     sleep.as_mut().reset(deadline);
                 }
@@ -606,23 +601,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         }
         self.wakers.register(WRITER, cx.waker());
         let mut wcx = Context::from_waker(&self.write_waker);
-        loop {
-            let queued = inner.conn.pending_transmit() + inner.chunk.as_ref().map_or(0, Bytes::len);
-            if queued <= target && target > 0 {
-                return Poll::Ready(Ok(()));
+        match poll_write_out(inner, &mut wcx) {
+            Poll::Ready(Ok(())) => {
+                poll_shutdown_if_due(inner, &mut wcx);
+                Poll::Ready(Ok(()))
             }
-            return match poll_write_out(inner, &mut wcx) {
-                Poll::Ready(Ok(())) => {
-                    if inner.conn.wants_transport_close() && !inner.shutdown_done {
-                        if let Poll::Ready(_) = Pin::new(&mut inner.io).poll_shutdown(&mut wcx) {
-                            inner.shutdown_done = true;
-                        }
-                    }
-                    Poll::Ready(Ok(()))
-                }
-                Poll::Ready(Err(err)) => Poll::Ready(Err(self.io_failed(inner, err))),
-                Poll::Pending => Poll::Pending,
-            };
+            Poll::Ready(Err(err)) => Poll::Ready(Err(self.io_failed(inner, err))),
+            Poll::Pending => {
+                let queued =
+                    inner.conn.pending_transmit() + inner.chunk.as_ref().map_or(0, Bytes::len);
+                // Below the low-water mark a waiting sender may go on; the rest is written by
+                // later operations.
+                if target > 0 && queued <= target { Poll::Ready(Ok(())) } else { Poll::Pending }
+            }
         }
     }
 
@@ -808,6 +799,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
             }
         }
         self.poll_flush_writer(cx, 0)
+    }
+}
+
+/// Shuts the transport's write side once the core says the connection is over (and everything
+/// queued is written).
+fn poll_shutdown_if_due<S: AsyncWrite + Unpin>(inner: &mut Inner<S>, cx: &mut Context<'_>) {
+    if inner.conn.wants_transport_close()
+        && !inner.shutdown_done
+        && Pin::new(&mut inner.io).poll_shutdown(cx).is_ready()
+    {
+        inner.shutdown_done = true;
     }
 }
 

@@ -54,7 +54,9 @@ impl fmt::Display for ConnectionClosed {
             (Some(r), Some(s), Some(true)) => {
                 write!(f, "received close frame {r}; then sent close frame {s}")
             }
-            (Some(r), Some(s), _) => write!(f, "sent close frame {s}; then received close frame {r}"),
+            (Some(r), Some(s), _) => {
+                write!(f, "sent close frame {s}; then received close frame {r}")
+            }
             (Some(r), None, _) => write!(f, "received close frame {r}; no close frame sent"),
             (None, Some(s), _) => write!(f, "sent close frame {s}; no close frame received"),
             (None, None, _) => f.write_str("no close frame received or sent"),

@@ -256,9 +256,8 @@ impl Error {
                 }),
                 HandshakeError::InvalidStatus(s) => Some(s.status()),
                 HandshakeError::InvalidHeader(_) => Some(StatusCode::BAD_REQUEST),
-                HandshakeError::InvalidUpgrade { .. } | HandshakeError::UnsupportedVersion { .. } => {
-                    Some(StatusCode::UPGRADE_REQUIRED)
-                }
+                HandshakeError::InvalidUpgrade { .. }
+                | HandshakeError::UnsupportedVersion { .. } => Some(StatusCode::UPGRADE_REQUIRED),
                 HandshakeError::InvalidOrigin { .. } => Some(StatusCode::FORBIDDEN),
                 HandshakeError::Negotiation(n) => match n {
                     NegotiationError::NoCommonSubprotocol

@@ -197,8 +197,10 @@ fn closed_ok_requires_a_complete_normal_handshake() {
     let c = e.connection_closed().unwrap();
     assert_eq!(c.code(), CloseCode::GOING_AWAY);
     assert_eq!(c.reason(), "");
-    assert_eq!(Error::closed(ConnectionClosed::abnormal()).to_string(),
-        "connection closed with an error: no close frame received or sent");
+    assert_eq!(
+        Error::closed(ConnectionClosed::abnormal()).to_string(),
+        "connection closed with an error: no close frame received or sent"
+    );
 }
 
 #[test]

@@ -249,12 +249,7 @@ impl Connection {
         Self::new(Role::Client, config, Some(Box::new(masks)), now)
     }
 
-    fn new(
-        role: Role,
-        config: Config,
-        masks: Option<Box<dyn MaskSource>>,
-        now: Instant,
-    ) -> Self {
+    fn new(role: Role, config: Config, masks: Option<Box<dyn MaskSource>>, now: Instant) -> Self {
         let next_ping = config.ping_interval.map(|i| now + i);
         Self {
             role,
@@ -335,7 +330,8 @@ impl Connection {
         if self.state != State::Open {
             return;
         }
-        if let (Some((sent_at, _)), Some(timeout)) = (self.ping_outstanding, self.config.ping_timeout)
+        if let (Some((sent_at, _)), Some(timeout)) =
+            (self.ping_outstanding, self.config.ping_timeout)
             && now >= sent_at + timeout
         {
             let err = self.fail(Error::timeout(TimeoutPhase::Keepalive));
@@ -367,9 +363,8 @@ impl Connection {
         if self.state == State::Closed {
             return self.close_deadline;
         }
-        let pong_deadline = self
-            .ping_outstanding
-            .and_then(|(sent, _)| self.config.ping_timeout.map(|t| sent + t));
+        let pong_deadline =
+            self.ping_outstanding.and_then(|(sent, _)| self.config.ping_timeout.map(|t| sent + t));
         let idle = self
             .config
             .idle_timeout
@@ -763,7 +758,8 @@ impl Connection {
     /// Queues one frame whose payload is copied.
     fn queue_frame(&mut self, opcode: OpCode, rsv: u8, payload: &[u8]) {
         let mask = self.masks.as_mut().map(|m| m.next_mask());
-        let header = FrameHeader { fin: true, rsv, opcode, mask, payload_len: payload.len() as u64 };
+        let header =
+            FrameHeader { fin: true, rsv, opcode, mask, payload_len: payload.len() as u64 };
         self.staging.reserve(header.encoded_len() + payload.len());
         header.encode(&mut self.staging);
         let start = self.staging.len();

@@ -29,6 +29,9 @@ pub mod mask;
 pub mod message;
 pub mod utf8;
 
+pub use connection::{Config, Connection, Event, Extension, MaskSource};
+pub use frame::{FrameHeader, OpCode};
+pub use message::{Message, Utf8Bytes};
 pub use palisade_error as error;
 
 /// Which end of the connection this is. Clients mask what they send; servers must not, and

@@ -48,7 +48,7 @@ impl OriginPolicy {
     pub fn allows(&self, origin: Option<&str>) -> bool {
         let Some(origin) = origin else { return self.allow_missing };
         let origin = origin.to_ascii_lowercase();
-        if self.exact.iter().any(|o| *o == origin) {
+        if self.exact.contains(&origin) {
             return true;
         }
         self.wildcard.iter().any(|(scheme, suffix)| {

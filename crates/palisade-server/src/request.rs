@@ -135,7 +135,10 @@ impl fmt::Debug for RedactedHeaders<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()
             .entries(self.0.iter().map(|(name, value)| {
-                (name.as_str(), redact::header_value(name.as_str(), value.to_str().unwrap_or("<binary>")))
+                (
+                    name.as_str(),
+                    redact::header_value(name.as_str(), value.to_str().unwrap_or("<binary>")),
+                )
             }))
             .finish()
     }

@@ -19,8 +19,7 @@ use palisade_error::{
 };
 use palisade_proto::connection::Connection;
 use palisade_proto::handshake::{
-    AcceptOptions, HeadLimits, HeadReader, UpgradeRequest, parse_request, rejection,
-    write_response,
+    AcceptOptions, HeadLimits, HeadReader, UpgradeRequest, parse_request, rejection, write_response,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -285,20 +284,24 @@ impl State {
     }
 
     /// Counts a new connection in, or says which limit refuses it.
-    fn admit(&self, id: u64, ip: IpAddr) -> Result<(), Rejection> {
+    fn admit(&self, id: u64, ip: IpAddr) -> Result<(), Box<Rejection>> {
         let mut reg = self.registry();
         if reg.conns.len() >= self.config.max_connections {
-            return Err(Rejection::new(StatusCode::SERVICE_UNAVAILABLE)
-                .with_retry_after(self.config.retry_after)
-                .with_text("Server is at its connection limit; try again later.\n")
-                .with_log_reason("connection limit reached"));
+            return Err(Box::new(
+                Rejection::new(StatusCode::SERVICE_UNAVAILABLE)
+                    .with_retry_after(self.config.retry_after)
+                    .with_text("Server is at its connection limit; try again later.\n")
+                    .with_log_reason("connection limit reached"),
+            ));
         }
         let per_ip = reg.per_ip.entry(ip).or_insert(0);
         if *per_ip >= self.config.max_connections_per_ip {
-            return Err(Rejection::new(StatusCode::TOO_MANY_REQUESTS)
-                .with_retry_after(self.config.retry_after)
-                .with_text("Too many connections from your address; try again later.\n")
-                .with_log_reason("per-IP connection limit reached"));
+            return Err(Box::new(
+                Rejection::new(StatusCode::TOO_MANY_REQUESTS)
+                    .with_retry_after(self.config.retry_after)
+                    .with_text("Too many connections from your address; try again later.\n")
+                    .with_log_reason("per-IP connection limit reached"),
+            ));
         }
         *per_ip += 1;
         reg.conns.insert(id, Entry { ip, close: None, abort: None });
@@ -464,7 +467,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<State>) {
     }
 }
 
-async fn refuse_over_limit(mut stream: TcpStream, rejection: Rejection) {
+async fn refuse_over_limit(mut stream: TcpStream, rejection: Box<Rejection>) {
     tracing::info!(status = rejection.status.as_u16(), reason = %rejection.reason, "connection refused");
     let bytes = encode_rejection(&rejection);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -493,11 +496,9 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, i
         Some(s) => s,
         None => return,
     };
-    let upgraded = tokio::time::timeout(
-        config.handshake_timeout,
-        handshake(&config, &mut stream, peer, id),
-    )
-    .await;
+    let upgraded =
+        tokio::time::timeout(config.handshake_timeout, handshake(&config, &mut stream, peer, id))
+            .await;
     let (info, handler, leftover, close_now) = match upgraded {
         Ok(Ok(Some(upgraded))) => upgraded,
         Ok(Ok(None)) => return,
@@ -510,7 +511,10 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, i
     };
     let socket = palisade_conn::WebSocket::from_parts(
         stream,
-        Connection::server(config.connection.protocol.clone(), tokio::time::Instant::now().into_std()),
+        Connection::server(
+            config.connection.protocol.clone(),
+            tokio::time::Instant::now().into_std(),
+        ),
         config.connection.clone(),
         &leftover,
     );
@@ -537,7 +541,10 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, i
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "non-string panic".to_owned());
             tracing::error!(panic = %what, "handler panicked; closing with 1011");
-            Err(Box::new(crate::handler::CloseWith::new(CloseCode::INTERNAL_ERROR, "internal error")))
+            Err(Box::new(crate::handler::CloseWith::new(
+                CloseCode::INTERNAL_ERROR,
+                "internal error",
+            )))
         }
     };
     if let Err(err) = &result {
@@ -556,7 +563,8 @@ fn log_close(handle: &CloseHandle<Transport>, opened: Instant, why: &str) {
     let info = handle.close_info();
     let stats = handle.stats();
     let code = info.code();
-    let level_info = matches!(code, CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS);
+    let level_info =
+        matches!(code, CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS);
     macro_rules! close_event {
         ($lvl:expr) => {
             tracing::event!(
@@ -642,15 +650,13 @@ async fn handshake(
     if let Some(policy) = &config.origins
         && !policy.allows(request.origin())
     {
-        return Err(HandshakeError::InvalidOrigin { origin: request.origin().map(str::to_owned) }
-            .into());
+        return Err(
+            HandshakeError::InvalidOrigin { origin: request.origin().map(str::to_owned) }.into()
+        );
     }
     let offered = request.subprotocols();
-    let mut subprotocol = config
-        .subprotocols
-        .iter()
-        .find(|p| offered.contains(&p.as_str()))
-        .cloned();
+    let mut subprotocol =
+        config.subprotocols.iter().find(|p| offered.contains(&p.as_str())).cloned();
     if subprotocol.is_none() && config.require_subprotocol {
         return Err(NegotiationError::NoCommonSubprotocol.into());
     }
@@ -706,7 +712,7 @@ async fn read_request(
     limits: &HeadLimits,
 ) -> Result<(http::Request<()>, BytesMut), Error> {
     let mut buf = BytesMut::with_capacity(1024);
-    let mut reader = HeadReader::new(limits.clone());
+    let mut reader = HeadReader::new(*limits);
     loop {
         if let Some(head_len) = reader.feed(&buf)? {
             let request = parse_request(&buf[..head_len], limits)?;
@@ -724,7 +730,9 @@ async fn read_request(
 async fn refuse(stream: &mut Transport, err: &Error) {
     let status = err.http_status().map_or(0, |s| s.as_u16());
     match err.category() {
-        palisade_error::Category::Security => tracing::warn!(status, error = %err, "handshake refused"),
+        palisade_error::Category::Security => {
+            tracing::warn!(status, error = %err, "handshake refused")
+        }
         palisade_error::Category::Transport => {
             tracing::debug!(error = %err, "connection lost during handshake");
             return;

@@ -1,6 +1,9 @@
 //! Integration tests of the tokio connection over real TCP sockets on 127.0.0.1 (and an
 //! in-memory duplex where tokio's paused clock is needed).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant as StdInstant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -30,16 +33,29 @@ async fn tcp_pair(client: Config, server: Config) -> (WebSocket<TcpStream>, WebS
     let (c, s) = (c.unwrap(), s.unwrap().0);
     let now = StdInstant::now();
     (
-        WebSocket::from_parts(c, Connection::client(client.protocol.clone(), masks(), now), client, &[]),
+        WebSocket::from_parts(
+            c,
+            Connection::client(client.protocol.clone(), masks(), now),
+            client,
+            &[],
+        ),
         WebSocket::from_parts(s, Connection::server(server.protocol.clone(), now), server, &[]),
     )
 }
 
-fn duplex_pair(client: Config, server: Config) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
+fn duplex_pair(
+    client: Config,
+    server: Config,
+) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
     let (c, s) = tokio::io::duplex(64 * 1024);
     let now = tokio::time::Instant::now().into_std();
     (
-        WebSocket::from_parts(c, Connection::client(client.protocol.clone(), masks(), now), client, &[]),
+        WebSocket::from_parts(
+            c,
+            Connection::client(client.protocol.clone(), masks(), now),
+            client,
+            &[],
+        ),
         WebSocket::from_parts(s, Connection::server(server.protocol.clone(), now), server, &[]),
     )
 }
@@ -131,7 +147,8 @@ async fn two_receivers_get_a_concurrency_error() {
 #[tokio::test]
 async fn two_senders_on_one_half_get_a_concurrency_error() {
     // A tiny write buffer and a peer that does not read make the first send wait.
-    let cfg = quiet().with_write_buffer(1024, 512).with_write_timeout(None, CloseCode::POLICY_VIOLATION);
+    let cfg =
+        quiet().with_write_buffer(1024, 512).with_write_timeout(None, CloseCode::POLICY_VIOLATION);
     let (client, _server) = tcp_pair(cfg, quiet()).await;
     let (_read, write) = client.split();
     let write = std::sync::Arc::new(write);
@@ -242,12 +259,16 @@ async fn keepalive_timeout_closes_with_1011() {
     assert_eq!(err.close_code(), Some(CloseCode::INTERNAL_ERROR));
     // The client sees the close frame with 1011 once it reads.
     let c = client.recv().await.unwrap_err();
-    assert_eq!(c.connection_closed().unwrap().received.as_ref().unwrap().code(), CloseCode::INTERNAL_ERROR);
+    assert_eq!(
+        c.connection_closed().unwrap().received.as_ref().unwrap().code(),
+        CloseCode::INTERNAL_ERROR
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn keepalive_measures_rtt_when_the_peer_answers() {
-    let cfg = Config::default().with_keepalive(Some(Duration::from_secs(1)), Some(Duration::from_secs(5)));
+    let cfg = Config::default()
+        .with_keepalive(Some(Duration::from_secs(1)), Some(Duration::from_secs(5)));
     let (client, server) = duplex_pair(quiet(), cfg);
     let peer = tokio::spawn(async move { client.recv().await });
     let r = tokio::time::timeout(Duration::from_secs(3), server.recv()).await;
@@ -269,7 +290,8 @@ async fn idle_timeout_closes_with_1001() {
 
 #[tokio::test]
 async fn rate_limit_drop_keeps_the_connection() {
-    let limit = RateLimit::messages(1.0).with_burst(2.0, f64::INFINITY).with_action(RateLimitAction::Drop);
+    let limit =
+        RateLimit::messages(1.0).with_burst(2.0, f64::INFINITY).with_action(RateLimitAction::Drop);
     let (client, server) = tcp_pair(quiet(), quiet().with_rate_limit(Some(limit))).await;
     for i in 0..4 {
         client.send(format!("m{i}")).await.unwrap();

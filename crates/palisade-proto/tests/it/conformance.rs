@@ -184,7 +184,10 @@ mod reserved_bits {
                     let f = h.frame(true, rsv, opcode, b"x");
                     h.conn.handle_bytes(&f);
                     let events = h.events();
-                    assert_eq!(events[0].as_ref().unwrap(), &Event::Message(Message::text("before")));
+                    assert_eq!(
+                        events[0].as_ref().unwrap(),
+                        &Event::Message(Message::text("before"))
+                    );
                     let err = events[1].as_ref().unwrap_err();
                     assert_eq!(protocol_error(err), ProtocolError::ReservedBits { bits: rsv });
                     h.assert_sent_close(CloseCode::PROTOCOL_ERROR);
@@ -323,9 +326,9 @@ mod utf8 {
     fn invalid_text_fails_with_1007() {
         let cases: &[&[u8]] = &[
             b"\xff",
-            b"\xc0\xaf",             // overlong '/'
-            b"\xed\xa0\x80",         // surrogate U+D800
-            b"\xf4\x90\x80\x80",     // above U+10FFFF
+            b"\xc0\xaf",            // overlong '/'
+            b"\xed\xa0\x80",        // surrogate U+D800
+            b"\xf4\x90\x80\x80",    // above U+10FFFF
             b"abc\xce\xba\xe1\xbd", // truncated at the end
             b"\x80",
         ];
@@ -370,7 +373,10 @@ mod utf8 {
             assert!(h.events().is_empty());
             h.conn.handle_bytes(&wire[header_len + bad_at..header_len + bad_at + 2]);
             let err = h.events().pop().expect("fails at the chop").unwrap_err();
-            assert_eq!(protocol_error(&err), ProtocolError::InvalidUtf8 { position: bad_at as u64 });
+            assert_eq!(
+                protocol_error(&err),
+                ProtocolError::InvalidUtf8 { position: bad_at as u64 }
+            );
         }
     }
 
@@ -430,7 +436,9 @@ mod close {
     #[test]
     fn client_gives_up_waiting_for_tcp_close_after_the_timeout() {
         let mut c = Harness::client_with(
-            Config::default().with_keepalive(None, None).with_close_timeout(Some(Duration::from_secs(3))),
+            Config::default()
+                .with_keepalive(None, None)
+                .with_close_timeout(Some(Duration::from_secs(3))),
         );
         c.send_close(1000, "");
         c.ok_events();
@@ -466,7 +474,9 @@ mod close {
     #[test]
     fn close_timeout_when_peer_never_replies() {
         let mut h = Harness::server_with(
-            Config::default().with_keepalive(None, None).with_close_timeout(Some(Duration::from_secs(10))),
+            Config::default()
+                .with_keepalive(None, None)
+                .with_close_timeout(Some(Duration::from_secs(10))),
         );
         h.conn.close(CloseFrame::normal()).unwrap();
         h.advance(Duration::from_secs(9));
@@ -474,7 +484,9 @@ mod close {
         h.advance(Duration::from_secs(1));
         assert!(h.conn.wants_transport_close());
         let err = h.events().pop().unwrap().unwrap_err();
-        assert!(matches!(err, Error::Timeout(t) if t.phase == palisade_proto::error::TimeoutPhase::Close));
+        assert!(
+            matches!(err, Error::Timeout(t) if t.phase == palisade_proto::error::TimeoutPhase::Close)
+        );
         assert!(!h.conn.closed_error().is_closed_ok());
     }
 
@@ -492,7 +504,8 @@ mod close {
 
     #[test]
     fn valid_close_codes_are_accepted() {
-        for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999]
+        for code in
+            [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999]
         {
             for mut h in both() {
                 h.send_close(code, "");
@@ -589,7 +602,9 @@ mod limits {
             assert!(h.events().is_empty(), "exactly at the limit is fine so far");
             h.send_frame(true, 0x0, &[0; 1]);
             let err = h.assert_failed_with(CloseCode::MESSAGE_TOO_BIG);
-            assert!(matches!(err, Error::PayloadTooBig(p) if p.size == Some(1001) && p.max == 1000));
+            assert!(
+                matches!(err, Error::PayloadTooBig(p) if p.size == Some(1001) && p.max == 1000)
+            );
         }
     }
 
@@ -659,7 +674,9 @@ mod timers {
     #[test]
     fn idle_timeout_closes_with_1001() {
         let mut h = Harness::server_with(
-            Config::default().with_keepalive(None, None).with_idle_timeout(Some(Duration::from_secs(60))),
+            Config::default()
+                .with_keepalive(None, None)
+                .with_idle_timeout(Some(Duration::from_secs(60))),
         );
         h.advance(Duration::from_secs(50));
         h.send_text("activity");

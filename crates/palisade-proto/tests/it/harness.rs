@@ -11,7 +11,7 @@ use palisade_proto::frame::{FrameHeader, OpCode};
 use palisade_proto::mask::apply_mask;
 
 /// A deterministic sequence of masking keys.
-pub fn seeded_masks(seed: u32) -> impl FnMut() -> [u8; 4] + Send + 'static {
+pub(crate) fn seeded_masks(seed: u32) -> impl FnMut() -> [u8; 4] + Send + 'static {
     let mut x = seed.max(1);
     move || {
         // xorshift32: deterministic, never zero.
@@ -23,10 +23,10 @@ pub fn seeded_masks(seed: u32) -> impl FnMut() -> [u8; 4] + Send + 'static {
 }
 
 /// One connection under test and its raw peer.
-pub struct Harness {
-    pub conn: Connection,
-    pub start: Instant,
-    pub now: Instant,
+pub(crate) struct Harness {
+    pub(crate) conn: Connection,
+    pub(crate) start: Instant,
+    pub(crate) now: Instant,
     peer_masks: Box<dyn FnMut() -> [u8; 4] + Send>,
     /// Bytes the connection sent that `sent_frames` has not decoded yet.
     sent: BytesMut,
@@ -34,41 +34,48 @@ pub struct Harness {
 
 /// A frame the connection sent, unmasked.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sent {
-    pub header: FrameHeader,
-    pub payload: Vec<u8>,
+pub(crate) struct Sent {
+    pub(crate) header: FrameHeader,
+    pub(crate) payload: Vec<u8>,
 }
 
 impl Sent {
     /// The close code in a sent close frame (None for an empty close body).
-    pub fn close_code(&self) -> Option<CloseCode> {
+    pub(crate) fn close_code(&self) -> Option<CloseCode> {
         assert_eq!(self.header.opcode, OpCode::Close);
-        (self.payload.len() >= 2).then(|| CloseCode(u16::from_be_bytes([self.payload[0], self.payload[1]])))
+        (self.payload.len() >= 2)
+            .then(|| CloseCode(u16::from_be_bytes([self.payload[0], self.payload[1]])))
     }
 }
 
 impl Harness {
     /// A server connection, with keepalive off unless the test turns it on.
-    pub fn server() -> Self {
+    pub(crate) fn server() -> Self {
         Self::server_with(Config::default().with_keepalive(None, None))
     }
 
-    pub fn server_with(config: Config) -> Self {
+    pub(crate) fn server_with(config: Config) -> Self {
         let start = Instant::now();
         Self::new(Connection::server(config, start), start)
     }
 
-    pub fn client() -> Self {
+    pub(crate) fn client() -> Self {
         Self::client_with(Config::default().with_keepalive(None, None))
     }
 
-    pub fn client_with(config: Config) -> Self {
+    pub(crate) fn client_with(config: Config) -> Self {
         let start = Instant::now();
         Self::new(Connection::client(config, seeded_masks(7), start), start)
     }
 
     fn new(conn: Connection, start: Instant) -> Self {
-        Self { conn, start, now: start, peer_masks: Box::new(seeded_masks(99)), sent: BytesMut::new() }
+        Self {
+            conn,
+            start,
+            now: start,
+            peer_masks: Box::new(seeded_masks(99)),
+            sent: BytesMut::new(),
+        }
     }
 
     fn peer_masks(&self) -> bool {
@@ -76,7 +83,7 @@ impl Harness {
     }
 
     /// Encodes a frame as the peer would (masked when the peer is a client).
-    pub fn frame(&mut self, fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn frame(&mut self, fin: bool, rsv: u8, opcode: u8, payload: &[u8]) -> Vec<u8> {
         let mask = self.peer_masks().then(|| (self.peer_masks)());
         let mut out = Vec::new();
         // Build the header by hand so reserved opcodes can be sent too.
@@ -94,56 +101,51 @@ impl Harness {
                 out.extend_from_slice(&(n as u64).to_be_bytes());
             }
         }
-        let start = out.len();
         if let Some(key) = mask {
             out.extend_from_slice(&key);
         }
         let body = out.len();
         out.extend_from_slice(payload);
         if let Some(key) = mask {
-            let _ = start;
             apply_mask(&mut out[body..], key, 0);
         }
         out
     }
 
     /// Sends one frame from the peer.
-    pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+    pub(crate) fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
         let bytes = self.frame(fin, 0, opcode, payload);
         self.conn.handle_bytes(&bytes);
     }
 
-    pub fn send_text(&mut self, text: &str) {
+    pub(crate) fn send_text(&mut self, text: &str) {
         self.send_frame(true, 0x1, text.as_bytes());
     }
 
-    pub fn send_close(&mut self, code: u16, reason: &str) {
+    pub(crate) fn send_close(&mut self, code: u16, reason: &str) {
         let mut p = code.to_be_bytes().to_vec();
         p.extend_from_slice(reason.as_bytes());
         self.send_frame(true, 0x8, &p);
     }
 
     /// All events available now.
-    pub fn events(&mut self) -> Vec<Result<Event, Error>> {
+    pub(crate) fn events(&mut self) -> Vec<Result<Event, Error>> {
         std::iter::from_fn(|| self.conn.poll_event()).collect()
     }
 
     /// All events, which must all be `Ok`.
-    pub fn ok_events(&mut self) -> Vec<Event> {
+    pub(crate) fn ok_events(&mut self) -> Vec<Event> {
         self.events().into_iter().map(|e| e.expect("no error expected")).collect()
     }
 
     /// Decodes everything the connection has transmitted since the last call.
-    pub fn sent_frames(&mut self) -> Vec<Sent> {
+    pub(crate) fn sent_frames(&mut self) -> Vec<Sent> {
         while let Some(chunk) = self.conn.poll_transmit() {
             self.sent.extend_from_slice(&chunk);
         }
         let mut frames = Vec::new();
-        loop {
-            let Some((header, n)) = FrameHeader::decode(&self.sent).expect("we send valid frames")
-            else {
-                break;
-            };
+        while let Some((header, n)) = FrameHeader::decode(&self.sent).expect("we send valid frames")
+        {
             let len = header.payload_len as usize;
             if self.sent.len() < n + len {
                 break;
@@ -159,14 +161,14 @@ impl Harness {
     }
 
     /// Advances the virtual clock.
-    pub fn advance(&mut self, d: Duration) {
+    pub(crate) fn advance(&mut self, d: Duration) {
         self.now += d;
         self.conn.handle_timeout(self.now);
     }
 
     /// Asserts the connection failed: the error has `code` as its close code, a close frame
     /// with `code` went out, the connection is closed and discards input.
-    pub fn assert_failed_with(&mut self, code: CloseCode) -> Error {
+    pub(crate) fn assert_failed_with(&mut self, code: CloseCode) -> Error {
         let events = self.events();
         let err = events
             .into_iter()
@@ -183,7 +185,7 @@ impl Harness {
     }
 
     /// Asserts that the last frame sent is a close with `code`.
-    pub fn assert_sent_close(&mut self, code: CloseCode) {
+    pub(crate) fn assert_sent_close(&mut self, code: CloseCode) {
         let frames = self.sent_frames();
         let last = frames.last().unwrap_or_else(|| panic!("no frame sent, expected close {code}"));
         assert_eq!(last.close_code(), Some(code), "sent {frames:?}");

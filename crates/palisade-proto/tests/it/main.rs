@@ -1,6 +1,9 @@
 //! Integration tests of the sans-I/O core, one binary (STYLE.md §5): a deterministic harness,
 //! a conformance suite organised like the Autobahn|Testsuite's sections, and property tests.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 mod conformance;
 mod harness;
 mod roundtrip;

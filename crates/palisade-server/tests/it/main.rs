@@ -1,6 +1,9 @@
 //! Integration tests of the server over real TCP on 127.0.0.1. The test client is built from
 //! the sans-I/O handshake and palisade-conn (the server must not depend on the client crate).
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,8 +14,8 @@ use palisade_error::{CloseCode, Error};
 use palisade_proto::connection::Connection;
 use palisade_proto::handshake::{ClientHandshake, HeadLimits, HeadReader, ResponseOutcome};
 use palisade_server::{
-    Accept, CloseWith, ConnectionInfo, Decision, HandshakeRequest, OriginPolicy, Rejection,
-    Server, ServerBuilder, ServerSocket,
+    Accept, CloseWith, ConnectionInfo, Decision, HandshakeRequest, OriginPolicy, Rejection, Server,
+    ServerBuilder, ServerSocket,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -46,14 +49,24 @@ fn quiet() -> Config {
 }
 
 /// Opens a WebSocket to `addr` at `target` with extra headers and offered subprotocols.
-async fn connect(addr: SocketAddr, target: &str, headers: &[(&str, &str)], protocols: &[&str]) -> Answer {
+async fn connect(
+    addr: SocketAddr,
+    target: &str,
+    headers: &[(&str, &str)],
+    protocols: &[&str],
+) -> Answer {
     let uri: http::Uri = format!("ws://{addr}{target}").parse().unwrap();
     let mut hs = ClientHandshake::new(&uri, *b"0123456789abcdef").unwrap();
     if !protocols.is_empty() {
         hs = hs.with_subprotocols(protocols.iter().copied()).unwrap();
     }
     for (k, v) in headers {
-        hs = hs.with_header(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()).unwrap();
+        hs = hs
+            .with_header(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            )
+            .unwrap();
     }
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     let mut out = Vec::new();
@@ -69,7 +82,8 @@ async fn connect(addr: SocketAddr, target: &str, headers: &[(&str, &str)], proto
     };
     match hs.read_response(&buf[..head_len], &HeadLimits::default()).unwrap() {
         ResponseOutcome::Upgraded(n) => {
-            let conn = Connection::client(quiet().protocol, || [9, 8, 7, 6], std::time::Instant::now());
+            let conn =
+                Connection::client(quiet().protocol, || [9, 8, 7, 6], std::time::Instant::now());
             let leftover = buf.split_off(head_len);
             Answer::Open(WebSocket::from_parts(tcp, conn, quiet(), &leftover), n.subprotocol)
         }
@@ -130,18 +144,20 @@ async fn echo_on_every_path_and_clean_close() {
 
 #[tokio::test]
 async fn hook_rejects_with_status_headers_and_json_body() {
-    let server = start(Server::builder().handler(echo).on_handshake(|req: HandshakeRequest| async move {
-        if req.bearer_token() == Some("good") {
-            Accept::new().into()
-        } else {
-            Decision::Reject(
-                Rejection::unauthorized("Bearer realm=\"test\"")
-                    .with_json(&serde_json::json!({"error": "invalid_token"})),
-            )
-        }
-    }))
-    .await;
-    let (status, headers, body) = connect(server.local_addr(), "/", &[("authorization", "Bearer bad")], &[]).await.refused();
+    let server =
+        start(Server::builder().handler(echo).on_handshake(|req: HandshakeRequest| async move {
+            if req.bearer_token() == Some("good") {
+                Accept::new().into()
+            } else {
+                Decision::Reject(
+                    Rejection::unauthorized("Bearer realm=\"test\"")
+                        .with_json(&serde_json::json!({"error": "invalid_token"})),
+                )
+            }
+        }))
+        .await;
+    let (status, headers, body) =
+        connect(server.local_addr(), "/", &[("authorization", "Bearer bad")], &[]).await.refused();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(headers["www-authenticate"], "Bearer realm=\"test\"");
     assert_eq!(headers["content-type"], "application/json");
@@ -151,9 +167,11 @@ async fn hook_rejects_with_status_headers_and_json_body() {
 
 #[tokio::test]
 async fn hook_can_accept_then_close_for_browsers() {
-    let server = start(Server::builder().handler(echo).on_handshake(|_req| async {
-        palisade_server::close_unauthorized("log in first")
-    }))
+    let server = start(
+        Server::builder()
+            .handler(echo)
+            .on_handshake(|_req| async { palisade_server::close_unauthorized("log in first") }),
+    )
     .await;
     let c = connect(server.local_addr(), "/", &[], &[]).await.open();
     let err = c.recv().await.unwrap_err();
@@ -176,13 +194,17 @@ async fn accept_hands_data_to_the_handler_and_picks_a_subprotocol() {
             .on_handshake(|req: HandshakeRequest| async move {
                 // A token smuggled in as a subprotocol: accept with the real protocol.
                 match req.subprotocol_token("token.") {
-                    Some("t1") => Accept::new().with_subprotocol("chat").with_data(User("alice")).into(),
+                    Some("t1") => {
+                        Accept::new().with_subprotocol("chat").with_data(User("alice")).into()
+                    }
                     _ => Rejection::forbidden().into(),
                 }
             }),
     )
     .await;
-    let Answer::Open(c, proto) = connect(server.local_addr(), "/", &[], &["chat", "token.t1"]).await else {
+    let Answer::Open(c, proto) =
+        connect(server.local_addr(), "/", &[], &["chat", "token.t1"]).await
+    else {
         panic!("refused")
     };
     assert_eq!(proto.as_deref(), Some("chat"), "the token is never echoed as the protocol");
@@ -192,9 +214,10 @@ async fn accept_hands_data_to_the_handler_and_picks_a_subprotocol() {
 #[tokio::test]
 async fn origin_allow_list() {
     let server = start(
-        Server::builder()
-            .handler(echo)
-            .allowed_origins(OriginPolicy::new(["https://app.example.com", "https://*.example.org"]).with_missing_allowed(false)),
+        Server::builder().handler(echo).allowed_origins(
+            OriginPolicy::new(["https://app.example.com", "https://*.example.org"])
+                .with_missing_allowed(false),
+        ),
     )
     .await;
     let addr = server.local_addr();
@@ -209,7 +232,9 @@ async fn origin_allow_list() {
 
 #[tokio::test]
 async fn subprotocol_preference_and_requirement() {
-    let server = start(Server::builder().handler(echo).subprotocols(["v2", "v1"]).require_subprotocol(true)).await;
+    let server =
+        start(Server::builder().handler(echo).subprotocols(["v2", "v1"]).require_subprotocol(true))
+            .await;
     let addr = server.local_addr();
     let Answer::Open(_, p) = connect(addr, "/", &[], &["v1", "v2"]).await else { panic!() };
     assert_eq!(p.as_deref(), Some("v2"), "server preference wins");
@@ -223,11 +248,10 @@ async fn subprotocol_preference_and_requirement() {
 
 #[tokio::test]
 async fn routing_by_path_and_404() {
-    let server = start(
-        Server::builder()
-            .route("/echo", echo)
-            .route("/hello", |ws: ServerSocket, _: ConnectionInfo| async move { ws.send("hello").await }),
-    )
+    let server = start(Server::builder().route("/echo", echo).route(
+        "/hello",
+        |ws: ServerSocket, _: ConnectionInfo| async move { ws.send("hello").await },
+    ))
     .await;
     let addr = server.local_addr();
     let c = connect(addr, "/hello", &[], &[]).await.open();
@@ -268,7 +292,8 @@ async fn connection_limits_total_and_per_ip() {
 
 #[tokio::test]
 async fn slowloris_gets_408_after_the_handshake_timeout() {
-    let server = start(Server::builder().handler(echo).handshake_timeout(Duration::from_millis(200))).await;
+    let server =
+        start(Server::builder().handler(echo).handshake_timeout(Duration::from_millis(200))).await;
     let answer = raw(server.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
@@ -280,9 +305,19 @@ async fn plain_http_answers_for_what_is_not_a_valid_upgrade() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 405"),
         (b"GET / HTTP/1.0\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 505"),
-        (format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000)).into_bytes(), "HTTP/1.1 414"),
-        (format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(9000)).into_bytes(), "HTTP/1.1 431"),
-        (format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-H: 1\r\n".repeat(100)).into_bytes(), "HTTP/1.1 431"),
+        (
+            format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000)).into_bytes(),
+            "HTTP/1.1 414",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(9000))
+                .into_bytes(),
+            "HTTP/1.1 431",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nHost: x\r\n{}\r\n", "X-H: 1\r\n".repeat(100)).into_bytes(),
+            "HTTP/1.1 431",
+        ),
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 426"),
         (b"garbage\r\n\r\n".to_vec(), "HTTP/1.1 400"),
     ];
@@ -295,8 +330,14 @@ async fn plain_http_answers_for_what_is_not_a_valid_upgrade() {
     v8 = text.into_bytes();
     let answer = raw(addr, &v8).await;
     assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
-    assert!(answer.contains("Sec-WebSocket-Version: 13") || answer.contains("sec-websocket-version: 13"), "{answer}");
-    let no_key = String::from_utf8(upgrade_request("")).unwrap().replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
+    assert!(
+        answer.contains("Sec-WebSocket-Version: 13")
+            || answer.contains("sec-websocket-version: 13"),
+        "{answer}"
+    );
+    let no_key = String::from_utf8(upgrade_request(""))
+        .unwrap()
+        .replace("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "");
     assert!(raw(addr, no_key.as_bytes()).await.starts_with("HTTP/1.1 400"));
     // The 101 answer for the RFC's example key.
     let mut tcp = TcpStream::connect(addr).await.unwrap();
@@ -310,10 +351,11 @@ async fn plain_http_answers_for_what_is_not_a_valid_upgrade() {
 
 #[tokio::test]
 async fn http_hook_answers_plain_requests() {
-    let server = start(Server::builder().handler(echo).on_http(|req: HandshakeRequest| async move {
-        (req.path() == "/health").then(|| http::Response::new(bytes::Bytes::from_static(b"ok")))
-    }))
-    .await;
+    let server =
+        start(Server::builder().handler(echo).on_http(|req: HandshakeRequest| async move {
+            (req.path() == "/health").then(|| http::Response::new(bytes::Bytes::from_static(b"ok")))
+        }))
+        .await;
     let answer = raw(server.local_addr(), b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("ok"));
@@ -322,16 +364,19 @@ async fn http_hook_answers_plain_requests() {
 
 #[tokio::test]
 async fn handler_errors_map_to_close_codes_and_panics_are_contained() {
-    let server = start(Server::builder().handler(|ws: ServerSocket, _: ConnectionInfo| async move {
-        let m = ws.recv().await?;
-        match m.as_text() {
-            Some("fail") => Err::<(), Box<dyn std::error::Error + Send + Sync>>("db password=hunter2 down".into()),
-            Some("custom") => Err(CloseWith::new(CloseCode(4004), "not found").into()),
-            Some("panic") => panic!("handler bug"),
-            _ => Ok(()),
-        }
-    }))
-    .await;
+    let server =
+        start(Server::builder().handler(|ws: ServerSocket, _: ConnectionInfo| async move {
+            let m = ws.recv().await?;
+            match m.as_text() {
+                Some("fail") => Err::<(), Box<dyn std::error::Error + Send + Sync>>(
+                    "db password=hunter2 down".into(),
+                ),
+                Some("custom") => Err(CloseWith::new(CloseCode(4004), "not found").into()),
+                Some("panic") => panic!("handler bug"),
+                _ => Ok(()),
+            }
+        }))
+        .await;
     let addr = server.local_addr();
     for (msg, code, reason) in [
         ("fail", CloseCode::INTERNAL_ERROR, "internal error"),
@@ -366,17 +411,20 @@ async fn graceful_shutdown_sends_1001_and_reports() {
         assert_eq!(err.connection_closed().unwrap().code(), CloseCode::GOING_AWAY);
         assert!(err.is_retryable(), "1001: come back later");
     }
-    assert!(TcpStream::connect(addr).await.is_err() || raw(addr, &upgrade_request("")).await.is_empty());
+    assert!(
+        TcpStream::connect(addr).await.is_err() || raw(addr, &upgrade_request("")).await.is_empty()
+    );
 }
 
 #[tokio::test]
 async fn shutdown_aborts_connections_that_do_not_close_in_time() {
-    let server = start(Server::builder().handler(|_ws: ServerSocket, _: ConnectionInfo| async move {
-        // A handler that never reads, so the close handshake never completes.
-        tokio::time::sleep(Duration::from_secs(3600)).await;
-        Ok::<(), Error>(())
-    }))
-    .await;
+    let server =
+        start(Server::builder().handler(|_ws: ServerSocket, _: ConnectionInfo| async move {
+            // A handler that never reads, so the close handshake never completes.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok::<(), Error>(())
+        }))
+        .await;
     let _c = connect(server.local_addr(), "/", &[], &[]).await.open();
     let summary = server.shutdown(Duration::from_millis(200)).await;
     assert_eq!((summary.closed, summary.aborted), (0, 1));
