@@ -105,6 +105,94 @@ fn mixed_text(size: usize) -> Vec<u8> {
     text.into_bytes()
 }
 
+/// Message sizes for frame decoding: a tiny event, a typical JSON message, a large blob.
+const FRAME_SIZES: [usize; 3] = [16, 1024, 64 * 1024];
+
+/// Masked text frames, as a client sends them, totalling about 1 MiB (at least 16 frames).
+fn client_frames(size: usize) -> (Vec<u8>, usize) {
+    let count = ((1 << 20) / size).max(16);
+    let payload = mixed_text(size);
+    let mut wire = Vec::with_capacity(count * (size + 14));
+    for i in 0..count {
+        let key = [0x11, 0x22, 0x33, i as u8];
+        palisade_proto::frame::FrameHeader {
+            fin: true,
+            rsv: 0,
+            opcode: palisade_proto::frame::OpCode::Text,
+            mask: Some(key),
+            payload_len: size as u64,
+        }
+        .encode(&mut wire);
+        let start = wire.len();
+        wire.extend_from_slice(&payload);
+        apply_mask(&mut wire[start..], key, 0);
+    }
+    (wire, count)
+}
+
+/// An in-memory stream for tungstenite: reads the prepared frames, discards writes.
+struct Replay<'a>(std::io::Cursor<&'a [u8]>);
+
+impl std::io::Read for Replay<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl std::io::Write for Replay<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Frame decode, unmasking and UTF-8 validation of whole text messages, server side: messages
+/// per second, palisade's sans-I/O connection against tungstenite's `WebSocket` over the same
+/// bytes in memory.
+fn bench_frames(c: &mut Criterion) {
+    let mut group = c.benchmark_group("frames");
+    for size in FRAME_SIZES {
+        let (wire, count) = client_frames(size);
+        group.throughput(Throughput::Elements(count as u64));
+        group.bench_with_input(BenchmarkId::new("palisade", size), &wire, |b, wire| {
+            b.iter(|| {
+                let config = palisade_proto::Config::default()
+                    .with_keepalive(None, None)
+                    .with_max_message_size(1 << 24)
+                    .with_max_frame_size(1 << 24);
+                let mut conn =
+                    palisade_proto::Connection::server(config, std::time::Instant::now());
+                conn.handle_bytes(wire);
+                let mut n = 0;
+                while let Some(event) = conn.poll_event() {
+                    black_box(event.is_ok());
+                    n += 1;
+                }
+                assert_eq!(n, count);
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("tungstenite", size), &wire, |b, wire| {
+            b.iter(|| {
+                let mut ws = tungstenite::WebSocket::from_raw_socket(
+                    Replay(std::io::Cursor::new(wire.as_slice())),
+                    tungstenite::protocol::Role::Server,
+                    None,
+                );
+                let mut n = 0;
+                while let Ok(message) = ws.read() {
+                    black_box(message.is_text());
+                    n += 1;
+                }
+                assert_eq!(n, count);
+            })
+        });
+    }
+    group.finish();
+}
+
 // The list of groups: one `bench_*` function each. To add a group (e.g. `bench_frames` for
 // frame decoding), write its function above and add its name to `targets`.
 // (`criterion_group!` generates an undocumented `pub fn`, hence the `allow`.)
@@ -118,7 +206,7 @@ mod groups {
         targets =
             bench_mask,
             bench_utf8,
-            // bench_frames,
+            bench_frames,
     }
 }
 criterion_main!(groups::benches);

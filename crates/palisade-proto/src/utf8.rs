@@ -13,6 +13,17 @@
 //! means precisely "a prefix of valid UTF-8". Positions reported are those
 //! `std::str::from_utf8` would report for the whole message (`valid_up_to`): the first byte of
 //! the first bad sequence.
+//!
+//! # Speed
+//!
+//! `cargo bench -p palisade-proto --bench proto -- utf8`, mixed ASCII and 2–4-byte text, GiB/s
+//! on the project machine (2 shared cores, ±20 %):
+//!
+//! | bytes | [`validate`] | [`Utf8Validator`], 4 KiB pieces | `std::str::from_utf8` |
+//! |------:|-------------:|--------------------------------:|----------------------:|
+//! |    16 |         0.68 |                            0.65 |                  0.54 |
+//! |  1024 |         7.96 |                            7.81 |                  0.97 |
+//! | 65536 |         8.47 |                            7.34 |                  0.86 |
 
 /// Pieces shorter than this are validated by std: `simdutf8`'s set-up costs more than it saves
 /// below a 64-byte block (measured: 16-byte pieces went from ~23 ns to ~17 ns per message).

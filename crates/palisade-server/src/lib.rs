@@ -29,6 +29,7 @@
 //!
 //! - `rustls`: `wss://` with [`ServerBuilder::tls`].
 
+pub mod auth;
 mod decision;
 mod handler;
 mod origin;

@@ -20,16 +20,18 @@ use palisade_server::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod tls;
+
 type Client = WebSocket<TcpStream>;
 
 /// What the server answered to an upgrade.
-enum Answer {
-    Open(Client, Option<String>),
+enum Answer<S = TcpStream> {
+    Open(WebSocket<S>, Option<String>),
     Refused { status: StatusCode, headers: http::HeaderMap, body: String },
 }
 
-impl Answer {
-    fn open(self) -> Client {
+impl<S> Answer<S> {
+    fn open(self) -> WebSocket<S> {
         match self {
             Answer::Open(c, _) => c,
             Answer::Refused { status, body, .. } => panic!("refused with {status}: {body}"),
@@ -55,7 +57,21 @@ async fn connect(
     headers: &[(&str, &str)],
     protocols: &[&str],
 ) -> Answer {
-    let uri: http::Uri = format!("ws://{addr}{target}").parse().unwrap();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connect_on(tcp, &format!("ws://{addr}{target}"), headers, protocols).await
+}
+
+/// Runs the client side of the handshake on an open stream (TCP or TLS).
+async fn connect_on<S>(
+    mut stream: S,
+    uri: &str,
+    headers: &[(&str, &str)],
+    protocols: &[&str],
+) -> Answer<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let uri: http::Uri = uri.parse().unwrap();
     let mut hs = ClientHandshake::new(&uri, *b"0123456789abcdef").unwrap();
     if !protocols.is_empty() {
         hs = hs.with_subprotocols(protocols.iter().copied()).unwrap();
@@ -68,28 +84,27 @@ async fn connect(
             )
             .unwrap();
     }
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
     let mut out = Vec::new();
     hs.write_request(&mut out);
-    tcp.write_all(&out).await.unwrap();
+    stream.write_all(&out).await.unwrap();
     let mut buf = BytesMut::new();
     let mut reader = HeadReader::new(HeadLimits::default());
     let head_len = loop {
         if let Some(n) = reader.feed(&buf).unwrap() {
             break n;
         }
-        assert!(tcp.read_buf(&mut buf).await.unwrap() > 0, "server closed during handshake");
+        assert!(stream.read_buf(&mut buf).await.unwrap() > 0, "server closed during handshake");
     };
     match hs.read_response(&buf[..head_len], &HeadLimits::default()).unwrap() {
         ResponseOutcome::Upgraded(n) => {
             let conn =
                 Connection::client(quiet().protocol, || [9, 8, 7, 6], std::time::Instant::now());
             let leftover = buf.split_off(head_len);
-            Answer::Open(WebSocket::from_parts(tcp, conn, quiet(), &leftover), n.subprotocol)
+            Answer::Open(WebSocket::from_parts(stream, conn, quiet(), &leftover), n.subprotocol)
         }
         ResponseOutcome::NotUpgraded(resp) => {
             let mut rest = buf.split_off(head_len).to_vec();
-            tcp.read_to_end(&mut rest).await.unwrap();
+            stream.read_to_end(&mut rest).await.unwrap();
             Answer::Refused {
                 status: resp.status(),
                 headers: resp.headers().clone(),
@@ -443,4 +458,38 @@ async fn too_big_message_closes_with_1009() {
     c.send(Message::binary(vec![0; 2048])).await.unwrap();
     let err = c.recv().await.unwrap_err();
     assert_eq!(err.connection_closed().unwrap().code(), CloseCode::MESSAGE_TOO_BIG);
+}
+
+#[tokio::test]
+async fn first_message_must_arrive_before_the_deadline() {
+    let server =
+        start(Server::builder().handler(|ws: ServerSocket, _: ConnectionInfo| async move {
+            let token =
+                palisade_server::auth::first_message(&ws, Duration::from_millis(300)).await?;
+            if token.as_text() != Some("token:ok") {
+                return Err(CloseWith::new(CloseCode::FORBIDDEN, "bad token").into());
+            }
+            ws.send("welcome").await?;
+            ws.recv().await?;
+            Ok::<(), palisade_server::BoxError>(())
+        }))
+        .await;
+    let addr = server.local_addr();
+    // On time, with a good token.
+    let c = connect(addr, "/", &[], &[]).await.open();
+    c.send("token:ok").await.unwrap();
+    assert_eq!(c.recv().await.unwrap(), Message::text("welcome"));
+    // A bad token: 3003.
+    let c = connect(addr, "/", &[], &[]).await.open();
+    c.send("token:bad").await.unwrap();
+    let err = c.recv().await.unwrap_err();
+    assert_eq!(err.connection_closed().unwrap().code(), CloseCode::FORBIDDEN);
+    // Silence: 1008 after the deadline.
+    let c = connect(addr, "/", &[], &[]).await.open();
+    let err = c.recv().await.unwrap_err();
+    let frame = err.connection_closed().unwrap().received.clone().unwrap();
+    assert_eq!(
+        (frame.code(), frame.reason()),
+        (CloseCode::POLICY_VIOLATION, "authentication timeout")
+    );
 }
