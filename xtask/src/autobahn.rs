@@ -403,7 +403,8 @@ fn start_echo(target: &Path, dir: &Path, deadline: Instant) -> Result<(Process, 
     let stderr =
         log.try_clone().map_err(|e| format!("cannot reopen {}: {e}", log_path.display()))?;
     let mut command = Command::new(target.join("release/examples").join(Side::Server.example()));
-    command.args(["--addr", &addr.to_string()]);
+    // The log is a file: tracing's colour codes would only clutter it.
+    command.args(["--addr", &addr.to_string()]).env("NO_COLOR", "1");
     command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(stderr);
     let mut echo = Process::spawn("echo", &mut command)?;
     let stdout = echo.take_stdout().expect("the echo's stdout is piped just above");
@@ -459,10 +460,12 @@ fn run_client(
     });
     let spec_path = write_spec(&dir, &spec)?;
     let log = dir.join("wstest.log");
+    let wrapper = dir.join("wstest_loopback.py");
+    std::fs::write(&wrapper, LOOPBACK_WSTEST)
+        .map_err(|e| format!("cannot write {}: {e}", wrapper.display()))?;
     let mut command = Command::new(venv.python());
     // `-u 0`: no web server for browsing the reports (it would bind port 8080 on every interface).
-    command.args(["-u", "-c", LOOPBACK_WSTEST, "-m", "fuzzingserver", "-u", "0", "-s"]);
-    command.arg(&spec_path);
+    command.arg("-u").arg(&wrapper).args(["-m", "fuzzingserver", "-u", "0", "-s"]).arg(&spec_path);
     let mut wstest = Process::spawn_logged("wstest fuzzingserver", &mut command, &log)?;
     wait_accepting(&mut wstest, port, deadline.min(Instant::now() + START_LIMIT), &log)?;
 
@@ -566,12 +569,19 @@ fn conclude(
         for id in &verdict.unexpected {
             report::print_failure(dir, id, &outcomes[id]);
         }
-        let ids: Vec<&str> = verdict.unexpected.iter().map(CaseId::as_str).collect();
-        problems.push(format!("{} case(s) not OK: {}", ids.len(), ids.join(" ")));
+        problems.push(format!(
+            "{} case(s) not OK: {}",
+            verdict.unexpected.len(),
+            abbreviate(&verdict.unexpected, 40)
+        ));
     }
-    if !verdict.missing.is_empty() {
-        let ids: Vec<&str> = verdict.missing.iter().map(CaseId::as_str).collect();
-        problems.push(format!("{} planned case(s) have no result: {}", ids.len(), ids.join(" ")));
+    // Without an index every planned case is missing, which says nothing more.
+    if !verdict.missing.is_empty() && !outcomes.is_empty() {
+        problems.push(format!(
+            "{} planned case(s) have no result (did the peer stop?): {}",
+            verdict.missing.len(),
+            abbreviate(&verdict.missing, 20)
+        ));
     }
     if planned.is_empty() && problems.is_empty() {
         problems
@@ -587,6 +597,15 @@ fn conclude(
         ))
     } else {
         Err(problems.join("; "))
+    }
+}
+
+/// The first `max` ids, then how many more there are.
+fn abbreviate(ids: &[CaseId], max: usize) -> String {
+    let shown: Vec<&str> = ids.iter().take(max).map(CaseId::as_str).collect();
+    match ids.len().checked_sub(max) {
+        Some(more) if more > 0 => format!("{} and {more} more", shown.join(" ")),
+        _ => shown.join(" "),
     }
 }
 

@@ -15,7 +15,7 @@ Tasks:
   ci [STAGE...]   run CI's checks, cheapest first, stopping at the first failure;
                   with STAGE names, run only those (in CI order)
   autobahn        the Autobahn testsuite against the echo example (--server) and the
-                  autobahn_client example (--client), both by default; --cases "1.*,2.*"
+                  autobahn_client example (--client), both by default; --cases \"1.*,2.*\"
                   picks cases, --url ws://HOST:PORT tests a running server instead
   help            print this text
 

@@ -148,7 +148,7 @@ mod tests {
     fn chunks_decode_incrementally_and_within_the_limit() {
         let raw = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\n\r\n";
         assert_eq!(dechunk(raw, 100), (b"Wikipedia".to_vec(), true));
-        assert_eq!(dechunk(&raw[..12], 100), (b"Wi".to_vec(), false));
+        assert_eq!(dechunk(&raw[..11], 100), (b"Wi".to_vec(), false));
         assert_eq!(dechunk(&raw[..15], 100), (b"Wiki".to_vec(), false));
         assert_eq!(dechunk(raw, 6), (b"Wikipe".to_vec(), true));
         assert_eq!(dechunk(b"zz\r\n", 100), (Vec::new(), true));
@@ -161,7 +161,15 @@ mod tests {
         h.insert(header::CONTENT_LENGTH, "100000".parse().unwrap());
         let data = vec![b'x'; 100_000];
         let mut body = Vec::new();
-        read(&mut &data[10..], StatusCode::FORBIDDEN, &h, BytesMut::from(&data[..10]), 1000, &mut body).await;
+        read(
+            &mut &data[10..],
+            StatusCode::FORBIDDEN,
+            &h,
+            BytesMut::from(&data[..10]),
+            1000,
+            &mut body,
+        )
+        .await;
         assert_eq!(body.len(), 1000);
 
         // The connection ends before Content-Length: keep what arrived.

@@ -112,7 +112,10 @@ impl fmt::Debug for Client {
             .headers
             .iter()
             .map(|(k, v)| {
-                (k.as_str(), redact::header_value(k.as_str(), &String::from_utf8_lossy(v.as_bytes())))
+                (
+                    k.as_str(),
+                    redact::header_value(k.as_str(), &String::from_utf8_lossy(v.as_bytes())),
+                )
             })
             .collect();
         let mut d = f.debug_struct("Client");
@@ -185,7 +188,8 @@ impl Client {
             None => self.user_agent = None,
             Some(Ok(v)) => self.user_agent = Some(v),
             Some(Err(_)) => {
-                self.invalid_header = Some(("user-agent", user_agent.unwrap_or_default().to_owned()))
+                self.invalid_header =
+                    Some(("user-agent", user_agent.unwrap_or_default().to_owned()))
             }
         }
         self
@@ -400,7 +404,7 @@ impl Client {
                 Opened::Open(mut connected) => {
                     connected.url = url;
                     connected.redirects = redirects;
-                    return Ok(connected);
+                    return Ok(*connected);
                 }
                 Opened::Redirect(location) => {
                     if redirects >= self.max_redirects {
@@ -509,35 +513,44 @@ impl Client {
                     RngMasks(rng),
                     Instant::now().into_std(),
                 );
+                let tls = io.is_tls();
                 let socket = WebSocket::from_parts(io, conn, self.config.clone(), &leftover);
                 tracing::debug!(url = %url, "connected");
-                Ok(Opened::Open(Connected {
+                Ok(Opened::Open(Box::new(Connected {
                     socket,
                     subprotocol: negotiated.subprotocol,
                     extensions: negotiated.extensions,
                     response: negotiated.response,
                     url: url.clone(),
                     redirects: 0,
-                }))
+                    tls,
+                })))
             }
             ResponseOutcome::NotUpgraded(response) => {
                 let status = response.status();
-                if follow_redirects && is_redirect(status) {
-                    if let Some(location) = response.headers().get(header::LOCATION) {
-                        let location = location.to_str().map_err(|_| {
-                            InvalidHeader::bad_format(
-                                "location",
-                                &String::from_utf8_lossy(location.as_bytes()),
-                                0,
-                            )
-                        })?;
-                        return Ok(Opened::Redirect(location.to_owned()));
-                    }
+                if follow_redirects
+                    && is_redirect(status)
+                    && let Some(location) = response.headers().get(header::LOCATION)
+                {
+                    let location = location.to_str().map_err(|_| {
+                        InvalidHeader::bad_format(
+                            "location",
+                            &String::from_utf8_lossy(location.as_bytes()),
+                            0,
+                        )
+                    })?;
+                    return Ok(Opened::Redirect(location.to_owned()));
                 }
                 let mut body = Vec::new();
                 let after_head = buf.split_off(head_len);
-                let read =
-                    crate::body::read(&mut io, status, response.headers(), after_head, self.max_body, &mut body);
+                let read = crate::body::read(
+                    &mut io,
+                    status,
+                    response.headers(),
+                    after_head,
+                    self.max_body,
+                    &mut body,
+                );
                 // The refusal matters more than its body: stop reading at the open deadline
                 // and report what arrived (this inner deadline wins over the outer one, which
                 // is polled after it).
@@ -565,7 +578,7 @@ fn is_loopback(host: &str) -> bool {
 }
 
 enum Opened {
-    Open(Connected),
+    Open(Box<Connected>),
     Redirect(String),
 }
 
@@ -587,6 +600,7 @@ pub struct Connected {
     response: Response<()>,
     url: WsUrl,
     redirects: u8,
+    tls: bool,
 }
 
 impl Connected {
@@ -625,6 +639,11 @@ impl Connected {
     pub fn redirects(&self) -> u8 {
         self.redirects
     }
+
+    /// Whether the connection runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
 }
 
 impl Deref for Connected {
@@ -643,6 +662,7 @@ impl fmt::Debug for Connected {
             .field("extensions", &self.extensions)
             .field("status", &self.response.status())
             .field("redirects", &self.redirects)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -679,8 +699,12 @@ mod tests {
     fn invalid_header_text_is_reported_and_redacted_in_debug() {
         let url = WsUrl::parse("ws://a.example/").unwrap();
         let err = Client::new().with_origin("bad\norigin").request_headers(&url).unwrap_err();
-        assert!(matches!(&err, Error::Handshake(h) if matches!(**h, HandshakeError::InvalidHeader(_))), "{err:?}");
-        let client = Client::new().with_header(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
+        assert!(
+            matches!(&err, Error::Handshake(h) if matches!(**h, HandshakeError::InvalidHeader(_))),
+            "{err:?}"
+        );
+        let client = Client::new()
+            .with_header(header::AUTHORIZATION, HeaderValue::from_static("Bearer s3cret"));
         assert!(!format!("{client:?}").contains("s3cret"));
     }
 

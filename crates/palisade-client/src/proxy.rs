@@ -122,7 +122,11 @@ impl Proxy {
 
     /// Sets the credentials: HTTP basic authentication for `CONNECT`, user/password
     /// authentication (RFC 1929) for SOCKS5.
-    pub fn with_credentials(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
+    pub fn with_credentials(
+        mut self,
+        user: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
         self.credentials = Some((user.into(), password.into()));
         self
     }
@@ -174,7 +178,9 @@ pub(crate) fn from_env(
     var: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<Proxy>, Error> {
     let get = |lower: &str, upper: &str| {
-        var(lower).filter(|v| !v.trim().is_empty()).or_else(|| var(upper).filter(|v| !v.trim().is_empty()))
+        var(lower)
+            .filter(|v| !v.trim().is_empty())
+            .or_else(|| var(upper).filter(|v| !v.trim().is_empty()))
     };
     if let Some(no_proxy) = get("no_proxy", "NO_PROXY")
         && bypasses(&no_proxy, url.host(), url.port())
@@ -188,7 +194,9 @@ pub(crate) fn from_env(
     };
     match scheme_proxy.or_else(|| get("all_proxy", "ALL_PROXY")) {
         // A bare `host:port` means an HTTP proxy, as curl reads it.
-        Some(value) if !value.contains("://") => Proxy::parse(&format!("http://{}", value.trim())).map(Some),
+        Some(value) if !value.contains("://") => {
+            Proxy::parse(&format!("http://{}", value.trim())).map(Some)
+        }
         Some(value) => Proxy::parse(value.trim()).map(Some),
         None => Ok(None),
     }
@@ -304,7 +312,11 @@ fn refused(status: u16, reason: impl Into<String>) -> Error {
 /// An EOF from the proxy is a broken proxy conversation, not a transport failure.
 fn eof_as(reason: &'static str) -> impl Fn(io::Error) -> Error {
     move |e| {
-        if e.kind() == io::ErrorKind::UnexpectedEof { invalid_message(reason) } else { Error::io(e) }
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            invalid_message(reason)
+        } else {
+            Error::io(e)
+        }
     }
 }
 
@@ -338,7 +350,9 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
         }
         buf.reserve(1024);
         if io.read_buf(&mut buf).await? == 0 {
-            return Err(invalid_message("the proxy closed the connection before answering CONNECT"));
+            return Err(invalid_message(
+                "the proxy closed the connection before answering CONNECT",
+            ));
         }
     };
     let response = parse_response(&buf, &limits)
@@ -511,14 +525,21 @@ mod tests {
     #[test]
     fn proxy_urls_parse() {
         let p = Proxy::parse("http://proxy.local").unwrap();
-        assert_eq!((p.kind(), p.host(), p.port(), p.has_credentials()), (ProxyKind::HttpConnect, "proxy.local", 80, false));
+        assert_eq!(
+            (p.kind(), p.host(), p.port(), p.has_credentials()),
+            (ProxyKind::HttpConnect, "proxy.local", 80, false)
+        );
         let p = Proxy::parse("socks5://u%40x:p%3A@[::1]:1081/").unwrap();
         assert_eq!((p.kind(), p.host(), p.port()), (ProxyKind::Socks5, "::1", 1081));
         assert_eq!(p.credentials, Some(("u@x".into(), "p:".into())));
         assert_eq!(Proxy::parse("SOCKS5H://h").unwrap().port(), 1080);
-        for bad in ["https://h", "ftp://h", "h:80", "http://", "http://h:0", "http://h:x", "http://[::1"] {
+        for bad in
+            ["https://h", "ftp://h", "h:80", "http://", "http://h:0", "http://h:x", "http://[::1"]
+        {
             match Proxy::parse(bad) {
-                Err(Error::Proxy(p)) => assert!(matches!(*p, ProxyError::InvalidProxy { .. }), "{bad}"),
+                Err(Error::Proxy(p)) => {
+                    assert!(matches!(*p, ProxyError::InvalidProxy { .. }), "{bad}")
+                }
                 other => panic!("{bad}: {other:?}"),
             }
         }
@@ -537,9 +558,14 @@ mod tests {
         assert_eq!(chosen("ws://a.example/", &vars).unwrap().host(), "plain");
         assert_eq!(chosen("wss://a.example/", &vars).unwrap().host(), "secure");
         assert_eq!(chosen("ws://a.example/", &vars[3..]).unwrap().host(), "all");
-        assert_eq!(chosen("ws://a.example/", &[("http_proxy", " "), ("ALL_PROXY", "h:9")]).unwrap().port(), 9);
+        assert_eq!(
+            chosen("ws://a.example/", &[("http_proxy", " "), ("ALL_PROXY", "h:9")]).unwrap().port(),
+            9
+        );
         assert!(chosen("ws://a.example/", &[]).is_none());
-        assert!(from_env(&WsUrl::parse("ws://a/").unwrap(), env(&[("http_proxy", "ftp://x")])).is_err());
+        assert!(
+            from_env(&WsUrl::parse("ws://a/").unwrap(), env(&[("http_proxy", "ftp://x")])).is_err()
+        );
     }
 
     #[test]

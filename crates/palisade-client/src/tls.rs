@@ -66,7 +66,8 @@ impl TlsSettings {
     pub(crate) fn add_roots_pem(&mut self, pem: &[u8]) -> Result<usize, Error> {
         let mut added = 0;
         for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| tls_error(format!("invalid PEM certificate: {e}"), None))?;
+            let cert =
+                cert.map_err(|e| tls_error(format!("invalid PEM certificate: {e}"), None))?;
             self.add_root(cert);
             added += 1;
         }
@@ -193,17 +194,19 @@ mod tests {
             (CertificateError::NotValidYet, "not yet valid"),
             (CertificateError::Revoked, "revoked"),
         ] {
-            let io = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(err));
+            let io =
+                io::Error::new(io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(err));
             match handshake_error(io) {
-                Error::Handshake(h) => assert_eq!(
-                    h.to_string(),
-                    format!("server certificate refused: {reason}")
-                ),
+                Error::Handshake(h) => {
+                    assert_eq!(h.to_string(), format!("server certificate refused: {reason}"))
+                }
                 other => panic!("{other:?}"),
             }
         }
         let io = io::Error::new(io::ErrorKind::InvalidData, rustls::Error::HandshakeNotComplete);
-        assert!(matches!(handshake_error(io), Error::Transport(t) if matches!(*t, TransportError::Tls { .. })));
+        assert!(
+            matches!(handshake_error(io), Error::Transport(t) if matches!(*t, TransportError::Tls { .. }))
+        );
         let io = io::Error::from(io::ErrorKind::ConnectionReset);
         assert!(handshake_error(io).is_retryable());
     }

@@ -215,7 +215,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Starts the close handshake with `code` and `reason` (cut to 123 bytes at a character
     /// boundary), then receives until it completes or the close timeout passes, discarding
-    /// messages that arrive meanwhile. Returns `Ok` on a clean close.
+    /// messages that arrive meanwhile. Returns `Ok` once both close frames have been exchanged
+    /// (whatever the codes), and the closure error otherwise (no reply in time, TCP dropped).
     pub async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
         self.shared.close_and_wait(code, reason).await
     }
@@ -706,7 +707,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         loop {
             match self.recv().await {
                 Ok(_) => continue,
-                Err(err) if err.is_closed_ok() => return Ok(()),
+                // Both close frames exchanged, whatever the code: the handshake we started is
+                // complete, which is what closing asks for.
+                Err(err)
+                    if err.connection_closed().is_some_and(|c| c.received_then_sent.is_some()) =>
+                {
+                    return Ok(());
+                }
                 Err(err) => return Err(err),
             }
         }

@@ -14,6 +14,8 @@
 //! |---|---|---|
 //! | — | always | [`error`] (`palisade-error`): the error hierarchy; [`Error`], [`Result`], [`Category`], [`CloseCode`], [`CloseFrame`] at the root; [`http`], whose types the errors carry |
 //! | `proto` | yes | [`proto`] (`palisade-proto`): the sans-I/O protocol core — frames, masking, UTF-8 validation, the handshake and the connection state machine, with no I/O of its own |
+//! | `client` | yes | [`client`] (`palisade-client`): connect with precise errors, proxies, redirects, reconnect with backoff |
+//! | `rustls` | no | `wss://` for the client (and TLS for the server) with rustls |
 //!
 //! ## Crate map
 //!
@@ -21,6 +23,7 @@
 //! |---|---|---|
 //! | `palisade-error` | every failure, with its close code, HTTP status, category and retry class; `CloseCode`, `CloseFrame` | [`error`], and the root |
 //! | `palisade-proto` | the RFC 6455 protocol as a state machine: bytes in, events and bytes out | [`proto`] |
+//! | `palisade-client` | the tokio client: URL checks, proxies, TLS, redirects, the handshake, reconnecting | [`client`] |
 //!
 //! The tokio connection, the server and client runtimes, typed JSON messages, derive macros and
 //! permessage-deflate are on the roadmap; each arrives as a crate of its own behind a feature of
@@ -66,5 +69,8 @@ pub use palisade_conn as conn;
 
 #[cfg(feature = "server")]
 pub use palisade_server as server;
+
+#[cfg(feature = "client")]
+pub use palisade_client as client;
 
 pub use http;

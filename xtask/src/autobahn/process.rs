@@ -81,7 +81,7 @@ impl Process {
         }
         // std has no SIGTERM, and xtask takes no libc dependency for one call: kill(1) by PID.
         let pid = self.child.id().to_string();
-        if !cmd::succeeds(&mut Command::new("kill").args(["-TERM", &pid])) {
+        if !cmd::succeeds(Command::new("kill").args(["-TERM", &pid])) {
             println!("autobahn: `kill -TERM {pid}` failed; killing {} instead", self.name);
         }
         if let Some(status) = self.wait_until(Instant::now() + grace, grace, || {})? {
@@ -151,7 +151,11 @@ pub(super) fn tail(path: &Path, lines: usize) -> String {
     let mut shown = format!("last lines of {}:\n", path.display());
     for line in &all[start..] {
         shown.push_str("    | ");
-        shown.push_str(line);
+        // wstest's list of cases is one very long line.
+        match line.char_indices().nth(300) {
+            Some((cut, _)) => shown.push_str(&format!("{}…", &line[..cut])),
+            None => shown.push_str(line),
+        }
         shown.push('\n');
     }
     shown

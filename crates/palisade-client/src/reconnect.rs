@@ -1,0 +1,379 @@
+//! Reconnecting: exponential backoff with full jitter, `Retry-After`, and retries only for
+//! failures that retrying can fix.
+
+use std::fmt;
+use std::time::Duration;
+
+use palisade_error::{Error, HandshakeError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::client::{Client, Connected};
+use crate::url::WsUrl;
+
+/// How long to wait between connection attempts: exponential backoff with full jitter (AWS
+/// Architecture Blog, "Exponential Backoff And Jitter"): before retry `n` (from 0), a delay
+/// drawn uniformly from `[0, min(max, initial × factorⁿ)]`.
+///
+/// Defaults: initial 0.5 s, factor 2, max 30 s; `Retry-After` honoured up to 10 minutes.
+///
+/// ```
+/// use std::time::Duration;
+/// use palisade_client::Backoff;
+///
+/// let backoff = Backoff::default().with_initial(Duration::from_millis(100)).with_max(Duration::from_secs(5));
+/// assert_eq!(backoff.ceiling(0), Duration::from_millis(100));
+/// assert_eq!(backoff.ceiling(3), Duration::from_millis(800));
+/// assert_eq!(backoff.ceiling(30), Duration::from_secs(5));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Backoff {
+    /// The ceiling of the first delay. Default 0.5 s.
+    pub initial: Duration,
+    /// What each failure multiplies the ceiling by. Default 2.
+    pub factor: f64,
+    /// The largest ceiling. Default 30 s.
+    pub max: Duration,
+    /// The longest `Retry-After` (of a 429 or 503) obeyed; a longer one is cut to this.
+    /// Default 10 minutes.
+    pub max_retry_after: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            factor: 2.0,
+            max: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Backoff {
+    /// Sets [`Backoff::initial`].
+    pub fn with_initial(mut self, initial: Duration) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// Sets [`Backoff::factor`] (values below 1 count as 1).
+    pub fn with_factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// Sets [`Backoff::max`].
+    pub fn with_max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Sets [`Backoff::max_retry_after`].
+    pub fn with_max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// The largest delay before retry `retry` (counted from 0): `min(max, initial ×
+    /// factor^retry)`.
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let factor = if self.factor.is_finite() { self.factor.max(1.0) } else { 1.0 };
+        let exp = i32::try_from(retry).unwrap_or(i32::MAX);
+        let secs = self.initial.as_secs_f64() * factor.powi(exp);
+        if secs.is_finite() && secs < self.max.as_secs_f64() {
+            Duration::from_secs_f64(secs)
+        } else {
+            self.max
+        }
+    }
+
+    /// The delay before retry `retry`: uniform in `[0, ceiling(retry)]`.
+    pub(crate) fn delay(&self, retry: u32, rng: &mut impl Rng) -> Duration {
+        let ceiling = self.ceiling(retry);
+        // 53 random bits make a uniform f64 in [0, 1].
+        let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ceiling.mul_f64(unit)
+    }
+
+    /// The delay a refusal asks for: `Retry-After` seconds on a 429 or 503, bounded by
+    /// [`Backoff::max_retry_after`].
+    pub(crate) fn retry_after(&self, err: &Error) -> Option<Duration> {
+        let Error::Handshake(h) = err else { return None };
+        let HandshakeError::InvalidStatus(status) = &**h else { return None };
+        if !matches!(status.status().as_u16(), 429 | 503) {
+            return None;
+        }
+        Some(Duration::from_secs(status.retry_after()?).min(self.max_retry_after))
+    }
+}
+
+/// What a [`Reconnecting`] client tells its [`Reconnecting::with_on_attempt`] callback after
+/// each attempt.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Attempt<'a> {
+    /// The attempt's number, from 1, over the client's life.
+    pub number: u64,
+    /// `Ok` when connected, or why the attempt failed.
+    pub result: Result<(), &'a Error>,
+    /// When the attempt failed: the wait before the next one, or `None` when there will be
+    /// none (the failure is not retryable, or the attempt limit is reached).
+    pub retry_in: Option<Duration>,
+}
+
+type OnAttempt = Box<dyn FnMut(&Attempt<'_>) + Send>;
+
+/// A client that connects again when connecting fails or the connection ends.
+///
+/// ```no_run
+/// use palisade_client::Client;
+///
+/// # async fn run() {
+/// let mut reconnecting = Client::new().reconnecting("wss://example.com/feed");
+/// while let Some(conn) = reconnecting.next().await {
+///     while let Ok(message) = conn.recv().await {
+///         println!("{message:?}");
+///     }
+///     // The connection ended: `next()` connects again.
+/// }
+/// // A failure that retrying cannot fix (a 401, a bad URL, a certificate).
+/// eprintln!("giving up: {:?}", reconnecting.last_error());
+/// # }
+/// ```
+///
+/// Each `next()` connects, retrying failed attempts after [`Backoff`] delays, until it
+/// succeeds (`Some`) or a failure is not worth retrying (`None`):
+///
+/// - only errors with [`Error::is_retryable`] are retried: I/O errors, timeouts, 408, 429 and
+///   5xx answers; a 401, an invalid URL, a TLS or protocol failure stop at once;
+/// - a 429 or 503 with `Retry-After: <seconds>` waits that long instead of the backoff;
+/// - headers from [`Client::with_headers_fn`] are produced afresh for each attempt;
+/// - each attempt is logged (`tracing`, target `palisade_client`) with its number and, when
+///   it failed, the reason and the wait; the callback of [`Reconnecting::with_on_attempt`]
+///   sees the same;
+/// - a successful connection resets the backoff. The next `next()` (the connection has ended)
+///   first waits a jittered initial delay, so that a server that accepts and drops at once is
+///   not hammered.
+pub struct Reconnecting {
+    client: Client,
+    url: String,
+    backoff: Backoff,
+    max_attempts: Option<u64>,
+    on_attempt: Option<OnAttempt>,
+    rng: StdRng,
+    attempts: u64,
+    /// Failed attempts since the last success: the backoff's exponent.
+    failures: u32,
+    connected_before: bool,
+    last_error: Option<Error>,
+    finished: bool,
+}
+
+impl fmt::Debug for Reconnecting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reconnecting")
+            .field("url", &palisade_error::redact::uri(&self.url))
+            .field("backoff", &self.backoff)
+            .field("max_attempts", &self.max_attempts)
+            .field("attempts", &self.attempts)
+            .field("failures", &self.failures)
+            .field("last_error", &self.last_error)
+            .field("finished", &self.finished)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reconnecting {
+    pub(crate) fn new(client: Client, url: String) -> Self {
+        Self {
+            client,
+            url,
+            backoff: Backoff::default(),
+            max_attempts: None,
+            on_attempt: None,
+            rng: StdRng::from_rng(&mut rand::rng()),
+            attempts: 0,
+            failures: 0,
+            connected_before: false,
+            last_error: None,
+            finished: false,
+        }
+    }
+
+    /// Sets the backoff.
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Stops after this many attempts in all (`None`, the default: never).
+    pub fn with_max_attempts(mut self, max: Option<u64>) -> Self {
+        self.max_attempts = max;
+        self
+    }
+
+    /// Calls `f` after each attempt, with its outcome (for metrics, or to show "reconnecting
+    /// in 2 s").
+    pub fn with_on_attempt(mut self, f: impl FnMut(&Attempt<'_>) + Send + 'static) -> Self {
+        self.on_attempt = Some(Box::new(f));
+        self
+    }
+
+    /// The last attempt's failure: after `next()` returned `None`, why it gave up.
+    pub fn last_error(&self) -> Option<&Error> {
+        self.last_error.as_ref()
+    }
+
+    /// Takes the last failure out.
+    pub fn take_error(&mut self) -> Option<Error> {
+        self.last_error.take()
+    }
+
+    /// How many attempts have been made.
+    pub fn attempts(&self) -> u64 {
+        self.attempts
+    }
+
+    /// Connects, retrying as described on the type. `None` once a failure is not retryable
+    /// or the attempt limit is reached ([`Reconnecting::last_error`] says which); every later
+    /// call returns `None` too.
+    pub async fn next(&mut self) -> Option<Connected> {
+        if self.finished {
+            return None;
+        }
+        let url = match WsUrl::parse(&self.url) {
+            Ok(url) => url,
+            Err(err) => {
+                tracing::warn!(url = %palisade_error::redact::uri(&self.url), error = %err, "not reconnecting: invalid URL");
+                self.last_error = Some(err);
+                self.finished = true;
+                return None;
+            }
+        };
+        let mut delay = if self.connected_before {
+            self.backoff.delay(0, &mut self.rng)
+        } else {
+            Duration::ZERO
+        };
+        loop {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            self.attempts += 1;
+            let number = self.attempts;
+            match &self.last_error {
+                Some(reason) => {
+                    tracing::info!(url = %url, attempt = number, %reason, "reconnecting")
+                }
+                None if self.connected_before => {
+                    tracing::info!(url = %url, attempt = number, "reconnecting after the connection ended")
+                }
+                None => tracing::info!(url = %url, attempt = number, "connecting"),
+            }
+            match self.client.connect_url(url.clone()).await {
+                Ok(connected) => {
+                    self.failures = 0;
+                    self.connected_before = true;
+                    self.last_error = None;
+                    tracing::info!(url = %url, attempt = number, "connected");
+                    self.notify(&Attempt { number, result: Ok(()), retry_in: None });
+                    return Some(connected);
+                }
+                Err(err) => {
+                    let limit_reached = self.max_attempts.is_some_and(|max| number >= max);
+                    let retry_in = if !err.is_retryable() || limit_reached {
+                        None
+                    } else {
+                        let d = self
+                            .backoff
+                            .retry_after(&err)
+                            .unwrap_or_else(|| self.backoff.delay(self.failures, &mut self.rng));
+                        Some(d)
+                    };
+                    self.failures = self.failures.saturating_add(1);
+                    self.notify(&Attempt { number, result: Err(&err), retry_in });
+                    match retry_in {
+                        Some(d) => {
+                            tracing::warn!(url = %url, attempt = number, error = %err, retry_in = ?d, "connection attempt failed");
+                            delay = d;
+                            self.last_error = Some(err);
+                        }
+                        None => {
+                            let why = if limit_reached && err.is_retryable() {
+                                "attempt limit reached"
+                            } else {
+                                "not retryable"
+                            };
+                            tracing::warn!(url = %url, attempt = number, error = %err, "giving up: {why}");
+                            self.last_error = Some(err);
+                            self.finished = true;
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn notify(&mut self, attempt: &Attempt<'_>) {
+        if let Some(f) = &mut self.on_attempt {
+            f(attempt);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{HeaderMap, StatusCode};
+    use palisade_error::InvalidStatus;
+
+    use super::*;
+
+    #[test]
+    fn ceilings_grow_then_cap() {
+        let b = Backoff::default();
+        let ceilings: Vec<f64> = (0..8).map(|n| b.ceiling(n).as_secs_f64()).collect();
+        assert_eq!(ceilings, [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]);
+        assert_eq!(b.ceiling(u32::MAX), b.max);
+        assert_eq!(b.with_factor(f64::NAN).ceiling(5), b.initial);
+        assert_eq!(b.with_factor(0.1).ceiling(5), b.initial);
+    }
+
+    #[test]
+    fn full_jitter_stays_within_the_ceiling_and_spreads() {
+        let b = Backoff::default();
+        let mut rng = StdRng::seed_from_u64(7);
+        for retry in 0..10 {
+            let mut seen = Vec::new();
+            for _ in 0..200 {
+                let d = b.delay(retry, &mut rng);
+                assert!(d <= b.ceiling(retry));
+                seen.push(d);
+            }
+            // Spread over the range, not clustered at one end.
+            let low = seen.iter().filter(|d| **d < b.ceiling(retry) / 2).count();
+            assert!((40..160).contains(&low), "{retry}: {low}");
+        }
+    }
+
+    fn refusal(status: u16, retry_after: Option<&str>) -> Error {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = retry_after {
+            headers.insert("retry-after", v.parse().unwrap());
+        }
+        InvalidStatus::new(StatusCode::from_u16(status).unwrap(), &headers, b"", 0).into()
+    }
+
+    #[test]
+    fn retry_after_applies_to_429_and_503_only() {
+        let b = Backoff::default();
+        assert_eq!(b.retry_after(&refusal(503, Some("7"))), Some(Duration::from_secs(7)));
+        assert_eq!(b.retry_after(&refusal(429, Some("3"))), Some(Duration::from_secs(3)));
+        assert_eq!(b.retry_after(&refusal(429, Some("99999"))), Some(b.max_retry_after));
+        assert_eq!(b.retry_after(&refusal(500, Some("7"))), None);
+        assert_eq!(b.retry_after(&refusal(503, None)), None);
+        assert_eq!(b.retry_after(&refusal(503, Some("Wed, 21 Oct 2015 07:28:00 GMT"))), None);
+    }
+}

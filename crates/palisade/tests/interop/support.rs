@@ -1,0 +1,191 @@
+//! Python peers for interop tests: a pinned venv with `websockets`, and child processes that
+//! are always killed.
+//!
+//! - [`python`] creates `target/interop-venv` once (`python3 -m venv`, then `pip install
+//!   websockets==WEBSOCKETS_VERSION`), guarded by a lock file so that parallel tests and test
+//!   binaries do it once.
+//! - [`Peer::spawn`] runs a script from `tests/interop/py/` with arguments and reads its
+//!   stdout line by line; [`Peer::server`] starts `server.py` in a mode and returns its port.
+//!   Scripts print `PORT <n>` when listening and end themselves after a timeout; the process
+//!   is killed by PID when the [`Peer`] drops.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// The pinned `websockets` release.
+pub(crate) const WEBSOCKETS_VERSION: &str = "17.4";
+
+/// How long a peer may take to print a line we wait for.
+const LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A lock older than this was left by a killed test run.
+const STALE_LOCK: Duration = Duration::from_secs(600);
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
+}
+
+/// The venv's Python, with `websockets` installed; created on first use.
+pub(crate) fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let target = target_dir();
+        std::fs::create_dir_all(&target).unwrap();
+        let venv = target.join("interop-venv");
+        let python = venv.join("bin").join("python");
+        let ready = venv.join(format!(".websockets-{WEBSOCKETS_VERSION}"));
+        if ready.exists() {
+            return python;
+        }
+        let _lock = LockFile::acquire(target.join("interop-venv.lock"), &ready);
+        if !ready.exists() {
+            run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv));
+            run(std::process::Command::new(&python).args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                &format!("websockets=={WEBSOCKETS_VERSION}"),
+            ]));
+            std::fs::write(&ready, WEBSOCKETS_VERSION).unwrap();
+        }
+        python
+    })
+}
+
+fn run(command: &mut std::process::Command) {
+    let status = command.status().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+/// A lock file created with `create_new`; removed on drop.
+struct LockFile(PathBuf);
+
+impl LockFile {
+    /// Waits for the lock, or for `done` to appear (another process did the work).
+    fn acquire(path: PathBuf, done: &Path) -> Option<Self> {
+        let started = SystemTime::now();
+        loop {
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => return Some(Self(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if done.exists() {
+                        return None;
+                    }
+                    let age = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|m| m.elapsed().ok())
+                        .unwrap_or_default();
+                    if age > STALE_LOCK {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    assert!(
+                        started.elapsed().unwrap_or_default() < STALE_LOCK,
+                        "waited too long for {}",
+                        path.display()
+                    );
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("{}: {e}", path.display()),
+            }
+        }
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A Python process; killed (by PID) when dropped.
+pub(crate) struct Peer {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Peer {
+    /// Runs `tests/interop/py/<script>` with `args` in the venv.
+    pub(crate) fn spawn(script: &str, args: &[&str]) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/py").join(script);
+        let mut child = Command::new(python())
+            .arg("-u")
+            .arg(&path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let stdout = child.stdout.take().unwrap();
+        Self { child, lines: BufReader::new(stdout).lines() }
+    }
+
+    /// Starts `server.py MODE [PORT]` and waits until it listens; returns it and its port.
+    pub(crate) async fn server(mode: &str, port: Option<u16>) -> (Self, u16) {
+        let port_arg = port.map(|p| p.to_string());
+        let mut args = vec![mode];
+        args.extend(port_arg.as_deref());
+        let mut peer = Self::spawn("server.py", &args);
+        let line = peer.line_starting("PORT ").await;
+        let port = line["PORT ".len()..].trim().parse().unwrap();
+        (peer, port)
+    }
+
+    /// The next line the peer prints.
+    pub(crate) async fn line(&mut self) -> String {
+        match tokio::time::timeout(LINE_TIMEOUT, self.lines.next_line()).await {
+            Ok(Ok(Some(line))) => line,
+            Ok(Ok(None)) => panic!("the peer ended its output"),
+            Ok(Err(e)) => panic!("reading the peer's output: {e}"),
+            Err(_) => panic!("the peer printed nothing for {LINE_TIMEOUT:?}"),
+        }
+    }
+
+    /// The next line starting with `prefix` (others are skipped).
+    pub(crate) async fn line_starting(&mut self, prefix: &str) -> String {
+        loop {
+            let line = self.line().await;
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// The process id.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Kills the process and waits for it to end.
+    pub(crate) async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Waits (bounded) for the process to end by itself (for client scripts).
+    #[allow(dead_code, reason = "for peers that end by themselves, such as Python clients")]
+    pub(crate) async fn wait(&mut self) -> ExitStatus {
+        tokio::time::timeout(LINE_TIMEOUT, self.child.wait())
+            .await
+            .expect("the peer did not end in time")
+            .unwrap()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // `kill_on_drop` does the same; this makes it explicit and immediate.
+        let _ = self.child.start_kill();
+    }
+}

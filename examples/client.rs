@@ -1,0 +1,94 @@
+//! A command-line WebSocket client: each line typed becomes a text message, and whatever the
+//! server sends is printed.
+//!
+//! Run it against the echo server (started with `cargo run --release --example echo -- --addr
+//! 127.0.0.1:9001`):
+//!
+//! ```text
+//! cargo run --release --example client -- ws://127.0.0.1:9001/
+//! ```
+//!
+//! Type lines; end with Ctrl-D, which closes the connection with 1000. Look at what a failure
+//! prints: try `ws://127.0.0.1:1/` (refused), `http://x/` (bad URI), or a server that answers
+//! 401 — each shows the error's category, the close code or HTTP status, and whether retrying
+//! would help. Proxies come from `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY`.
+
+use std::process::ExitCode;
+
+use palisade::client::{Client, Message};
+use palisade::error::HandshakeError;
+use palisade::{CloseCode, Error};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let Some(url) = std::env::args().nth(1) else {
+        eprintln!("usage: client URL   (ws://… or wss://…)");
+        return ExitCode::from(2);
+    };
+    match run(&url).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            report(&err);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(url: &str) -> Result<(), Error> {
+    let ws = Client::new().connect(url).await?;
+    eprintln!(
+        "connected to {}{}",
+        palisade::error::redact::uri(url),
+        ws.subprotocol().map(|p| format!(" (subprotocol {p})")).unwrap_or_default()
+    );
+    let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        // Both are cancel-safe: whichever is not chosen loses nothing.
+        tokio::select! {
+            message = ws.recv() => match message {
+                Ok(Message::Text(text)) => println!("< {}", text.as_str()),
+                Ok(Message::Binary(bytes)) => println!("< [{} bytes of binary]", bytes.len()),
+                Err(err) if err.is_closed_ok() => {
+                    eprintln!("closed: {err}");
+                    return Ok(());
+                }
+                Err(err) => return Err(err),
+            },
+            line = lines.next_line() => match line {
+                Ok(Some(line)) => ws.send(Message::text(line)).await?,
+                // End of input (or unreadable input): close cleanly.
+                Ok(None) | Err(_) => {
+                    ws.close(CloseCode::NORMAL, "").await?;
+                    eprintln!("closed with 1000");
+                    return Ok(());
+                }
+            },
+        }
+    }
+}
+
+/// Everything a user needs to decide what to do next.
+fn report(err: &Error) {
+    eprintln!("error: {err}");
+    eprintln!("  category: {}", err.category());
+    if let Some(closed) = err.connection_closed() {
+        eprintln!("  close code: {} {}", closed.code(), closed.reason());
+    } else if let Some(code) = err.close_code() {
+        eprintln!("  close code sent: {code}");
+    }
+    if let Some(status) = err.http_status() {
+        eprintln!("  HTTP status: {status}");
+    }
+    if let Error::Handshake(h) = err
+        && let HandshakeError::InvalidStatus(refusal) = &**h
+    {
+        if let Some(body) = refusal.body_text().filter(|b| !b.is_empty()) {
+            eprintln!("  body: {body}");
+        }
+        if let Some(secs) = refusal.retry_after() {
+            eprintln!("  retry after: {secs} s");
+        }
+    }
+    eprintln!("  retry would help: {}", if err.is_retryable() { "yes" } else { "no" });
+}
