@@ -6,4 +6,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod server;
 mod support;
