@@ -65,8 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => "127.0.0.1:9002".to_owned(),
     };
     tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
+    // ANCHOR: server
     let running =
         Server::builder().route("/chat", chat).on_handshake(check).build().bind(&addr).await?;
+    // ANCHOR_END: server
     println!("listening on ws://{}/chat", running.local_addr());
     tokio::signal::ctrl_c().await?;
     running.shutdown(std::time::Duration::from_secs(5)).await;

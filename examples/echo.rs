@@ -74,9 +74,11 @@ async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: server
     println!("listening on ws://{}", running.local_addr());
 
+    // ANCHOR: shutdown
     shutdown_signal().await?;
     let summary = running.shutdown(Duration::from_secs(5)).await;
     eprintln!("shut down: {} closed cleanly, {} aborted", summary.closed, summary.aborted);
+    // ANCHOR_END: shutdown
     Ok(())
 }
 

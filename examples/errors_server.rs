@@ -6,12 +6,13 @@
 //! cargo run --release --example errors_server
 //! ```
 //!
-//! It starts a server on a free port of 127.0.0.1, plays six clients against it (palisade's
+//! It starts a server on a free port of 127.0.0.1, plays seven clients against it (palisade's
 //! own client) and prints what each client sees; the server's log lines go to stderr. Look at:
 //!
-//! - the refused handshake: a non-browser client reads the 401, its `WWW-Authenticate` header
+//! - the refused handshakes: a non-browser client reads the 401, its `WWW-Authenticate` header
 //!   and its JSON body; a "browser" (a client that sends `Origin`) is instead accepted and
-//!   closed at once with 3000, because a browser never sees a refused handshake's status;
+//!   closed at once with 3000, because a browser never sees a refused handshake's status; a page
+//!   on another site gets 403 from the origin allow-list before the hook is even asked;
 //! - the JSON error reply, after which the same connection goes on working;
 //! - the close codes: 1008 for a policy refusal, 4001 for an application's own reason, 1003 for
 //!   a binary message, and 1011 with the generic reason "internal error" for a failure — whose
@@ -27,8 +28,8 @@ use std::time::Duration;
 use palisade::client::Client;
 use palisade::error::HandshakeError;
 use palisade::server::{
-    Accept, BoxError, CloseWith, ConnectionInfo, Decision, HandshakeRequest, Rejection, Server,
-    ServerSocket, close_unauthorized,
+    Accept, BoxError, CloseWith, ConnectionInfo, Decision, HandshakeRequest, OriginPolicy,
+    Rejection, Server, ServerSocket, close_unauthorized,
 };
 use palisade::{CloseCode, Error, Message};
 use serde_json::json;
@@ -62,11 +63,15 @@ async fn session(ws: ServerSocket, _info: ConnectionInfo) -> Result<(), BoxError
         match command {
             "echo" => ws.send(argument.to_owned()).await?,
             // Way 3: close with a code and a reason the client can show.
-            "admin" => return Err(CloseWith::new(CloseCode::POLICY_VIOLATION, "not allowed").into()),
+            "admin" => {
+                return Err(CloseWith::new(CloseCode::POLICY_VIOLATION, "not allowed").into());
+            }
             "expire" => return Err(CloseWith::new(CloseCode(4001), "session expired").into()),
             // Any other error closes with 1011 and the generic reason "internal error"; its
             // text goes to the server's log only.
-            "crash" => return Err(std::io::Error::other("database at 10.0.0.7:5432 unreachable").into()),
+            "crash" => {
+                return Err(std::io::Error::other("database at 10.0.0.7:5432 unreachable").into());
+            }
             // Way 2: an error reply in the application's own format; the connection stays open.
             _ => {
                 let reply = json!({"error": "unknown_command", "detail": "try: echo TEXT"});
@@ -79,7 +84,12 @@ async fn session(ws: ServerSocket, _info: ConnectionInfo) -> Result<(), BoxError
 
 fn server() -> Server {
     // ANCHOR: server
-    Server::builder().handler(session).on_handshake(authenticate).build()
+    Server::builder()
+        .handler(session)
+        .on_handshake(authenticate)
+        // Pages on other sites get 403 before the hook runs (cross-site WebSocket hijacking).
+        .allowed_origins(OriginPolicy::new(["https://app.example.com"]))
+        .build()
     // ANCHOR_END: server
 }
 
@@ -110,27 +120,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Plays the clients, printing what each one sees.
 async fn demo(base: &str) -> Result<(), Error> {
-    println!("\n1. A client without a token (no Origin header):");
-    // ANCHOR: client_refused
-    match Client::new().connect(base).await {
-        Err(Error::Handshake(refused)) => {
-            if let HandshakeError::InvalidStatus(status) = &*refused {
-                let challenge = status.headers().get("www-authenticate");
-                println!("   refused: {}, WWW-Authenticate: {challenge:?}", status.status());
-                println!("   body: {}", status.body_text().unwrap_or("<not text>"));
-            }
-        }
-        Err(other) => println!("   failed otherwise: {other}"),
-        Ok(_) => println!("   connected (unexpected)"),
-    }
-    // ANCHOR_END: client_refused
+    println!("\n1. A client without a token (it sends no Origin header):");
+    print_refusal(Client::new().connect(base).await);
 
     println!("\n2. A browser without a token (it sends Origin):");
     let ws = Client::new().with_origin("https://app.example.com").connect(base).await?;
     show_close(ws.recv().await);
 
     let url = format!("{base}?token=letmein");
-    println!("\n3. A client with a token sends a command the server does not know, then another:");
+    println!("\n3. A page on another site, with a token:");
+    print_refusal(Client::new().with_origin("https://evil.example").connect(&url).await);
+
+    println!("\n4. A client with a token sends a command the server does not know, then others:");
     let ws = Client::new().connect(&url).await?;
     for command in ["frobnicate", "echo still here", "admin"] {
         println!("   > {command}");
@@ -142,9 +143,9 @@ async fn demo(base: &str) -> Result<(), Error> {
     }
 
     for (n, what, message) in [
-        (4, "a command whose session has expired", Message::text("expire")),
-        (5, "a binary message", Message::binary(vec![0xde, 0xad])),
-        (6, "a command that makes the handler fail", Message::text("crash")),
+        (5, "a command whose session has expired", Message::text("expire")),
+        (6, "a binary message", Message::binary(vec![0xde, 0xad])),
+        (7, "a command that makes the handler fail", Message::text("crash")),
     ] {
         println!("\n{n}. A client sends {what}:");
         let ws = Client::new().connect(&url).await?;
@@ -154,11 +155,31 @@ async fn demo(base: &str) -> Result<(), Error> {
     Ok(())
 }
 
+// ANCHOR: client_refused
+/// Prints what a non-browser client learns from a refused handshake.
+fn print_refusal<T>(result: Result<T, Error>) {
+    match result {
+        Err(Error::Handshake(refused)) => match &*refused {
+            HandshakeError::InvalidStatus(response) => {
+                let challenge = response.headers().get("www-authenticate");
+                println!("   refused: {}, WWW-Authenticate: {challenge:?}", response.status());
+                println!("   body: {}", response.body_text().unwrap_or("<not text>"));
+            }
+            other => println!("   refused: {other}"),
+        },
+        Err(other) => println!("   failed: {other}"),
+        Ok(_) => println!("   connected"),
+    }
+}
+// ANCHOR_END: client_refused
+
 /// Prints how a connection ended, as the client sees it.
 fn show_close(result: Result<Message, Error>) {
     match result {
         Err(err) => match err.connection_closed() {
-            Some(closed) => println!("   closed: code {}, reason {:?}", closed.code(), closed.reason()),
+            Some(closed) => {
+                println!("   closed: code {}, reason {:?}", closed.code(), closed.reason())
+            }
             None => println!("   failed: {err}"),
         },
         Ok(message) => println!("   unexpected message {message:?}"),

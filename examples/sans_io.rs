@@ -80,7 +80,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .encode(&mut huge);
     violation("a frame announcing 2^62 bytes", &huge);
     // The first fragment of a text message (FIN clear) holding a UTF-16 surrogate, ED A0 80.
-    violation("invalid UTF-8 in a first fragment", &frame(false, OpCode::Text, key, b"ok \xED\xA0\x80"));
+    violation(
+        "invalid UTF-8 in a first fragment",
+        &frame(false, OpCode::Text, key, b"ok \xED\xA0\x80"),
+    );
     // ANCHOR_END: violations
 
     println!("\n== time");
@@ -139,7 +142,10 @@ fn close_handshake(
     while let Some(event) = client.poll_event() {
         println!("  client event: {}", describe(&event));
     }
-    println!("  client: close TCP now: {}", client.wants_transport_close());
+    println!(
+        "  client, after the server's TCP close: close TCP now: {}",
+        client.wants_transport_close()
+    );
     println!("  client ended with: {}", client.closed_error());
     println!("  server ended with: {}", server.closed_error());
     // ANCHOR_END: close
@@ -156,11 +162,15 @@ fn violation(what: &str, bytes: &[u8]) {
     let mut server = Connection::server(Config::default(), Instant::now());
     server.handle_bytes(bytes);
     match server.poll_event() {
-        Some(Err(err)) => println!("  {what}: {err} → close code {:?}", err.close_code()),
+        Some(Err(err)) => println!("  {what}: {err} → close code {}", code(&err)),
         other => println!("  {what}: unexpected {other:?}"),
     }
     let out = transmit(&mut server);
-    println!("    queued {}; close TCP after writing it: {}", frames(&out), server.wants_transport_close());
+    println!(
+        "    queued {}; close TCP after writing it: {}",
+        frames(&out),
+        server.wants_transport_close()
+    );
     // Whatever the peer sends now is discarded (RFC 6455 §7.1.7).
     server.handle_bytes(&frame(true, OpCode::Text, Some([1, 2, 3, 4]), b"more"));
     assert!(server.poll_event().is_none());
@@ -180,7 +190,7 @@ fn keepalive() -> Result<(), Box<dyn std::error::Error>> {
     let deadline = server.poll_timeout().ok_or("a pong deadline")?;
     server.handle_timeout(deadline);
     if let Some(Err(err)) = server.poll_event() {
-        println!("  at +{:?}: {err} → close code {:?}", deadline - t0, err.close_code());
+        println!("  at +{:?}: {err} → close code {}", deadline - t0, code(&err));
     }
     println!("    queued {}", frames(&transmit(&mut server)));
     // ANCHOR_END: time
@@ -222,6 +232,11 @@ fn describe(event: &Result<Event, Error>) -> String {
         Ok(other) => format!("{other:?}"),
         Err(err) => format!("error: {err}"),
     }
+}
+
+/// The close code an error calls for, for display.
+fn code(err: &Error) -> String {
+    err.close_code().map_or_else(|| "none".to_owned(), |code| code.to_string())
 }
 
 /// One frame's bytes, masked with `mask` if given.

@@ -90,7 +90,10 @@ enum Outcome {
     Event(Event),
     /// A failure, by the close code it calls for, and whether it came after the end of input
     /// (when no close frame is owed).
-    Error { code: Option<CloseCode>, after_eof: bool },
+    Error {
+        code: Option<CloseCode>,
+        after_eof: bool,
+    },
 }
 
 /// A frame the connection sent, unmasked.

@@ -1,9 +1,10 @@
-//! The bodies of palisade's fuzz targets, one function per target.
+//! The bodies of palisade's fuzz targets, one function per target (the frame layer's in
+//! `frame.rs`).
 //!
 //! The binaries in `fuzz_targets/` call these under libFuzzer; the stable test module
 //! `crates/palisade-proto/tests/it/fuzz_corpus.rs` includes this file and replays `corpus/`
-//! through the same functions, so a crash found once stays a regression test. Each function states the
-//! properties it checks beyond "does not panic".
+//! through the same functions, so a crash found once stays a regression test. Each function
+//! states the properties it checks beyond "does not panic".
 //!
 //! To add a target: a function here, a file in `fuzz_targets/`, a `[[bin]]` in `Cargo.toml`, a
 //! seed directory in `corpus/`, and one line in the replay test's table.

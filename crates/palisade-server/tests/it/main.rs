@@ -22,7 +22,6 @@ use tokio::net::TcpStream;
 
 mod tls;
 
-type Client = WebSocket<TcpStream>;
 
 /// What the server answered to an upgrade.
 enum Answer<S = TcpStream> {
