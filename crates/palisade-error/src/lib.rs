@@ -153,12 +153,20 @@ impl Error {
         }
     }
 
-    /// An I/O error. An `UnexpectedEof` becomes [`TransportError::UnexpectedEof`].
+    /// An I/O error from the transport. An `UnexpectedEof` becomes
+    /// [`TransportError::UnexpectedEof`]; `InvalidData` becomes [`TransportError::Tls`],
+    /// because a TCP socket never reports it and TLS streams (tokio-rustls) report their
+    /// failures — bad records, alerts, certificate trouble after the handshake — that way.
     pub fn io(err: std::io::Error) -> Self {
-        if err.kind() == std::io::ErrorKind::UnexpectedEof {
-            Self::Transport(Box::new(TransportError::UnexpectedEof))
-        } else {
-            Self::Transport(Box::new(TransportError::Io(err)))
+        match err.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                Self::Transport(Box::new(TransportError::UnexpectedEof))
+            }
+            std::io::ErrorKind::InvalidData => Self::Transport(Box::new(TransportError::Tls {
+                message: err.to_string(),
+                source: Some(Box::new(err)),
+            })),
+            _ => Self::Transport(Box::new(TransportError::Io(err))),
         }
     }
 

@@ -169,6 +169,7 @@ table! {
 
     transport_io: Error::io(std::io::Error::from(std::io::ErrorKind::ConnectionReset)) => None, None, Transport, true;
     transport_eof: Error::io(std::io::Error::from(std::io::ErrorKind::UnexpectedEof)) => None, None, Transport, true;
+    transport_tls_from_io: Error::io(std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: BadRecordMac")) => None, None, Transport, false;
     transport_tls: TransportError::Tls { message: "bad record mac".into(), source: None }.into() => None, None, Transport, false;
 
     timeout_open: timeout(TimeoutPhase::Open) => None, None, Timeout, true;

@@ -22,7 +22,6 @@ use tokio::net::TcpStream;
 
 mod tls;
 
-
 /// What the server answered to an upgrade.
 enum Answer<S = TcpStream> {
     Open(WebSocket<S>, Option<String>),
@@ -491,4 +490,90 @@ async fn first_message_must_arrive_before_the_deadline() {
         (frame.code(), frame.reason()),
         (CloseCode::POLICY_VIOLATION, "authentication timeout")
     );
+}
+
+#[tokio::test]
+async fn serves_several_listeners_at_once() {
+    let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l2 = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
+    let server =
+        Server::builder().handler(echo).connection_config(quiet()).build().serve([l1, l2]).unwrap();
+    assert_eq!(server.local_addrs().len(), 2);
+    for addr in server.local_addrs().to_vec() {
+        let c = connect(addr, "/", &[], &[]).await.open();
+        c.send("hi").await.unwrap();
+        assert_eq!(c.recv().await.unwrap(), Message::text("hi"));
+    }
+}
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn logs_say_what_happened_and_never_a_secret() {
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let secret = "s3cr3t-t0k3n";
+    let server = start(
+        Server::builder()
+            .handler(echo)
+            .allowed_origins(OriginPolicy::new(["https://app.example.com"]))
+            .on_handshake(move |req: HandshakeRequest| async move {
+                match req.query_param("token").as_deref() {
+                    Some("good") => Accept::new().into(),
+                    _ => Rejection::unauthorized("Bearer").with_log_reason("bad token").into(),
+                }
+            }),
+    )
+    .await;
+    let addr = server.local_addr();
+    let c =
+        connect(addr, "/chat?token=good", &[("authorization", &format!("Bearer {secret}"))], &[])
+            .await
+            .open();
+    c.send("hello").await.unwrap();
+    c.recv().await.unwrap();
+    c.close(CloseCode::NORMAL, "bye").await.unwrap();
+    let _ = connect(addr, &format!("/chat?token={secret}"), &[], &[]).await.refused();
+    let _ = connect(addr, "/chat?token=good", &[("origin", "https://evil.example")], &[])
+        .await
+        .refused();
+    // Let the server tasks log the ends of the connections.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("connection open"), "{text}");
+    assert!(text.contains("connection closed"), "{text}");
+    assert!(text.contains("code=1000"), "{text}");
+    assert!(text.contains("messages_in=1"), "{text}");
+    assert!(text.contains("path=\"/chat\""), "a span per connection names the path: {text}");
+    assert!(text.contains("status=401") && text.contains("bad token"), "{text}");
+    assert!(text.contains("status=403") && text.contains("evil.example"), "{text}");
+    assert!(!text.contains(secret), "a secret reached the log: {text}");
 }
