@@ -66,8 +66,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
     // ANCHOR: server
-    let running =
-        Server::builder().route("/chat", chat).on_handshake(check).build().bind(&addr).await?;
+    let running = Server::builder()
+        .route("/chat", chat)
+        // A browser carrying its token as a `bearer.TOKEN` subprotocol also offers the real
+        // one; the server must answer with that, never with the token.
+        .subprotocols(["chat"])
+        .on_handshake(check)
+        .build()
+        .bind(&addr)
+        .await?;
     // ANCHOR_END: server
     println!("listening on ws://{}/chat", running.local_addr());
     tokio::signal::ctrl_c().await?;

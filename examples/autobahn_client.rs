@@ -8,13 +8,13 @@
 //! cargo run --release --example autobahn_client -- --url ws://127.0.0.1:9001 --agent palisade
 //! ```
 //!
-//! It prints one line per case and the failures to connect; the verdicts are in the fuzzing
+//! It offers permessage-deflate on every connection (sections 12 and 13). It prints one line per case and the failures to connect; the verdicts are in the fuzzing
 //! server's report directory (`reports/clients/index.html`).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
-use palisade::client::{Client, Config, Message};
+use palisade::client::{Client, Config, DeflateConfig, Message};
 use palisade::{CloseCode, Error};
 
 /// The suite's largest messages are 16 MiB.
@@ -48,6 +48,8 @@ async fn run(url: &str, agent: &str) -> Result<(), Error> {
     let client = Client::new()
         .without_proxy()
         .with_open_timeout(Some(Duration::from_secs(60)))
+        // Sections 12 and 13 need permessage-deflate; servers that decline it get plain frames.
+        .with_compression(DeflateConfig::default())
         // The suite measures the protocol, not our keepalive.
         .with_config(
             Config::default().with_max_message_size(MAX_MESSAGE).with_keepalive(None, None),

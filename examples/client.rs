@@ -36,13 +36,16 @@ async fn main() -> ExitCode {
 }
 
 async fn run(url: &str) -> Result<(), Error> {
+    // ANCHOR: connect
     let ws = Client::new().connect(url).await?;
     eprintln!(
         "connected to {}{}",
         palisade::error::redact::uri(url),
         ws.subprotocol().map(|p| format!(" (subprotocol {p})")).unwrap_or_default()
     );
+    // ANCHOR_END: connect
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
+    // ANCHOR: session
     loop {
         // Both are cancel-safe: whichever is not chosen loses nothing.
         tokio::select! {
@@ -66,8 +69,10 @@ async fn run(url: &str) -> Result<(), Error> {
             },
         }
     }
+    // ANCHOR_END: session
 }
 
+// ANCHOR: report
 /// Everything a user needs to decide what to do next.
 fn report(err: &Error) {
     eprintln!("error: {err}");
@@ -80,6 +85,7 @@ fn report(err: &Error) {
     if let Some(status) = err.http_status() {
         eprintln!("  HTTP status: {status}");
     }
+    // ANCHOR: refusal
     if let Error::Handshake(h) = err
         && let HandshakeError::InvalidStatus(refusal) = &**h
     {
@@ -90,5 +96,7 @@ fn report(err: &Error) {
             eprintln!("  retry after: {secs} s");
         }
     }
+    // ANCHOR_END: refusal
     eprintln!("  retry would help: {}", if err.is_retryable() { "yes" } else { "no" });
 }
+// ANCHOR_END: report

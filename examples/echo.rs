@@ -10,11 +10,12 @@
 //! It prints `listening on ws://ADDR` once it accepts connections, logs each connection's open
 //! and close (set `RUST_LOG=debug` for more), and on Ctrl-C or SIGTERM shuts down gracefully:
 //! every client receives 1001 Going Away. Options: `--threads N` (default 1: one core, as in
-//! the benchmarks).
+//! the benchmarks); `--deflate` accepts permessage-deflate (RFC 7692) from clients that offer
+//! it, `--deflate-lean` the same with the memory-lean preset.
 
 use std::time::Duration;
 
-use palisade::server::{ConnectionConfig, Server, ServerSocket};
+use palisade::server::{ConnectionConfig, DeflateConfig, Server, ServerSocket};
 
 /// Large enough for the Autobahn|Testsuite's biggest messages (16 MiB).
 const MAX_MESSAGE: usize = 16 << 20;
@@ -36,13 +37,18 @@ async fn echo(
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:9001".to_owned();
     let mut threads = 1usize;
+    let mut deflate = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.next().ok_or("--addr needs a value")?,
             "--threads" => threads = args.next().ok_or("--threads needs a value")?.parse()?,
+            "--deflate" => deflate = Some(DeflateConfig::default()),
+            "--deflate-lean" => deflate = Some(DeflateConfig::lean()),
             "-h" | "--help" => {
-                println!("usage: echo [--addr HOST:PORT] [--threads N]");
+                println!(
+                    "usage: echo [--addr HOST:PORT] [--threads N] [--deflate | --deflate-lean]"
+                );
                 return Ok(());
             }
             other => return Err(format!("unknown argument {other:?}").into()),
@@ -59,17 +65,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()?
     };
-    runtime.block_on(serve(addr))
+    runtime.block_on(serve(addr, deflate))
 }
 
-async fn serve(addr: String) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(
+    addr: String,
+    deflate: Option<DeflateConfig>,
+) -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: server
-    let server = Server::builder()
+    let mut builder = Server::builder()
         .handler(echo)
         .connection_config(ConnectionConfig::default().with_max_message_size(MAX_MESSAGE))
         .max_connections(200_000)
-        .max_connections_per_ip(200_000)
-        .build();
+        .max_connections_per_ip(200_000);
+    if let Some(config) = deflate {
+        builder = builder.compression(config);
+    }
+    let server = builder.build();
     let running = server.bind(&addr).await?;
     // ANCHOR_END: server
     println!("listening on ws://{}", running.local_addr());

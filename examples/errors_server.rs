@@ -161,9 +161,13 @@ fn print_refusal<T>(result: Result<T, Error>) {
     match result {
         Err(Error::Handshake(refused)) => match &*refused {
             HandshakeError::InvalidStatus(response) => {
-                let challenge = response.headers().get("www-authenticate");
-                println!("   refused: {}, WWW-Authenticate: {challenge:?}", response.status());
-                println!("   body: {}", response.body_text().unwrap_or("<not text>"));
+                println!("   refused: {}", response.status());
+                if let Some(challenge) = response.headers().get("www-authenticate") {
+                    println!("   WWW-Authenticate: {challenge:?}");
+                }
+                for line in response.body_text().unwrap_or("<not text>").trim_end().lines() {
+                    println!("   | {line}");
+                }
             }
             other => println!("   refused: {other}"),
         },

@@ -70,6 +70,12 @@ pub(crate) const STAGES: &[Stage] = &[
                 (cargo xtask autobahn)",
         run: autobahn,
     },
+    Stage {
+        name: "bench-smoke",
+        about: "cargo xtask bench --smoke: the benchmark harness runs against all three echo \
+                servers (no timing assertions; writes to target/bench-smoke/)",
+        run: bench_smoke,
+    },
 ];
 
 /// How a stage ended.
@@ -174,4 +180,8 @@ fn doc(_: &mut Context) -> Result<(), String> {
 
 fn autobahn(_: &mut Context) -> Result<(), String> {
     crate::autobahn::ci()
+}
+
+fn bench_smoke(_: &mut Context) -> Result<(), String> {
+    crate::bench::smoke()
 }

@@ -8,6 +8,7 @@
 //! on a fresh machine and keeps working while the crates it checks are broken.
 
 mod autobahn;
+mod bench;
 mod ci;
 mod cmd;
 mod help;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
         Some("autobahn") => autobahn::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         None | Some("help" | "--help" | "-h") => help::run(),
         Some(unknown) => {
             eprintln!("error: unknown task `{unknown}`\n");

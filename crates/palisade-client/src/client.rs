@@ -14,7 +14,9 @@ use palisade_error::{
     Error, HandshakeError, InvalidHeader, InvalidMessage, InvalidStatus, TimeoutPhase,
     TransportError, redact,
 };
+use palisade_proto::Role;
 use palisade_proto::connection::{Connection, MaskSource};
+use palisade_proto::deflate::{Deflate, DeflateConfig, DeflateParams};
 use palisade_proto::handshake::{
     ClientHandshake, ExtensionOffer, HeadLimits, HeadReader, ResponseOutcome,
 };
@@ -64,6 +66,7 @@ pub struct Client {
     /// A header value given as text that is not a valid header value: reported at connect.
     invalid_header: Option<(&'static str, String)>,
     subprotocols: Vec<String>,
+    compression: Option<DeflateConfig>,
     config: Config,
     head_limits: HeadLimits,
     max_body: usize,
@@ -95,6 +98,7 @@ impl Default for Client {
             user_agent: Some(HeaderValue::from_static(DEFAULT_USER_AGENT)),
             invalid_header: None,
             subprotocols: Vec::new(),
+            compression: None,
             config: Config::default(),
             head_limits: HeadLimits::default(),
             max_body: 64 * 1024,
@@ -204,6 +208,16 @@ impl Client {
         S: Into<String>,
     {
         self.subprotocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Offers permessage-deflate (RFC 7692) with `config`'s parameters. A server that declines
+    /// gives an uncompressed connection; an answer that breaks the offer fails the handshake
+    /// with the [`palisade_error::NegotiationError`] naming the parameter. The agreed
+    /// parameters are [`Connected::compression`]. Inflated messages are held to the
+    /// connection's `max_message_size` (a decompression bomb fails with 1009). Off by default.
+    pub fn with_compression(mut self, config: DeflateConfig) -> Self {
+        self.compression = Some(config);
         self
     }
 
@@ -480,6 +494,9 @@ impl Client {
         if !self.subprotocols.is_empty() {
             handshake = handshake.with_subprotocols(self.subprotocols.iter().cloned())?;
         }
+        if let Some(deflate) = &self.compression {
+            handshake = handshake.with_extensions(&deflate.offer_header())?;
+        }
         for (name, value) in headers {
             handshake = handshake.with_header(name.clone(), value.clone())?;
         }
@@ -508,11 +525,18 @@ impl Client {
         match handshake.read_response(&buf, &self.head_limits)? {
             ResponseOutcome::Upgraded(negotiated) => {
                 let leftover = buf.split_off(head_len);
-                let conn = Connection::client(
+                let compression = match &self.compression {
+                    Some(deflate) => deflate.check_answers(&negotiated.extensions)?,
+                    None => None,
+                };
+                let mut conn = Connection::client(
                     self.config.protocol.clone(),
                     RngMasks(rng),
                     Instant::now().into_std(),
                 );
+                if let (Some(params), Some(deflate)) = (compression, &self.compression) {
+                    conn.set_extension(Box::new(Deflate::new(Role::Client, params, deflate)));
+                }
                 let tls = io.is_tls();
                 let socket = WebSocket::from_parts(io, conn, self.config.clone(), &leftover);
                 tracing::debug!(url = %url, "connected");
@@ -520,6 +544,7 @@ impl Client {
                     socket,
                     subprotocol: negotiated.subprotocol,
                     extensions: negotiated.extensions,
+                    compression,
                     response: negotiated.response,
                     url: url.clone(),
                     redirects: 0,
@@ -597,6 +622,7 @@ pub struct Connected {
     socket: WebSocket<ClientStream>,
     subprotocol: Option<String>,
     extensions: Vec<ExtensionOffer>,
+    compression: Option<DeflateParams>,
     response: Response<()>,
     url: WsUrl,
     redirects: u8,
@@ -622,6 +648,12 @@ impl Connected {
     /// The extensions the server accepted.
     pub fn extensions(&self) -> &[ExtensionOffer] {
         &self.extensions
+    }
+
+    /// The permessage-deflate parameters agreed, when [`Client::with_compression`] offered it
+    /// and the server accepted.
+    pub fn compression(&self) -> Option<&DeflateParams> {
+        self.compression.as_ref()
     }
 
     /// The server's 101 response (for its headers, such as `Set-Cookie`).

@@ -64,9 +64,10 @@ mod url;
 pub use client::{Client, Connected, DEFAULT_USER_AGENT};
 pub use palisade_conn::{Config, Message, Utf8Bytes, WebSocket};
 pub use palisade_error::{Category, CloseCode, CloseFrame, Error, Result};
+pub use palisade_proto::deflate::{DeflateConfig, DeflateParams};
 pub use palisade_proto::handshake::{ExtensionOffer, HeadLimits};
 pub use proxy::{Proxy, ProxyKind};
-pub use reconnect::{Attempt, Backoff, Reconnecting};
+pub use reconnect::{Attempt, Backoff, Reconnecting, STABLE_AFTER};
 /// The rustls crate this one is built with, for [`Client::with_tls_config`].
 #[cfg(feature = "rustls")]
 pub use rustls;

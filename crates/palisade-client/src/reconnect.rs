@@ -133,12 +133,16 @@ type OnAttempt = Box<dyn FnMut(&Attempt<'_>) + Send>;
 /// # async fn run() {
 /// let mut reconnecting = Client::new().reconnecting("wss://example.com/feed");
 /// while let Some(conn) = reconnecting.next().await {
-///     while let Ok(message) = conn.recv().await {
-///         println!("{message:?}");
-///     }
-///     // The connection ended: `next()` connects again.
+///     let ended = loop {
+///         match conn.recv().await {
+///             Ok(message) => println!("{message:?}"),
+///             Err(end) => break end,
+///         }
+///     };
+///     // A retryable end (1001, 1006 …): `next()` connects again; otherwise it returns None.
+///     reconnecting.connection_ended(ended);
 /// }
-/// // A failure that retrying cannot fix (a 401, a bad URL, a certificate).
+/// // An end or a failure that retrying cannot fix (1000, 1008, a 401, a bad URL …).
 /// eprintln!("giving up: {:?}", reconnecting.last_error());
 /// # }
 /// ```
@@ -153,9 +157,12 @@ type OnAttempt = Box<dyn FnMut(&Attempt<'_>) + Send>;
 /// - each attempt is logged (`tracing`, target `palisade_client`) with its number and, when
 ///   it failed, the reason and the wait; the callback of [`Reconnecting::with_on_attempt`]
 ///   sees the same;
-/// - a successful connection resets the backoff. The next `next()` (the connection has ended)
-///   first waits a jittered initial delay, so that a server that accepts and drops at once is
-///   not hammered.
+/// - tell it how each connection ended with [`Reconnecting::connection_ended`]: an end that
+///   reconnecting cannot fix (a normal 1000 close, a 1008 policy close, a protocol error) makes
+///   the next `next()` return `None`; without it, `next()` reconnects whatever the end was;
+/// - a connection that stayed up for [`STABLE_AFTER`] resets the backoff; one that ended
+///   sooner counts as a failure, so a server that accepts and drops at once is retried ever
+///   more slowly instead of being hammered.
 pub struct Reconnecting {
     client: Client,
     url: String,
@@ -167,9 +174,14 @@ pub struct Reconnecting {
     /// Failed attempts since the last success: the backoff's exponent.
     failures: u32,
     connected_before: bool,
+    /// When the last successful connection opened.
+    connected_at: Option<tokio::time::Instant>,
     last_error: Option<Error>,
     finished: bool,
 }
+
+/// How long a connection must stay up for its end to reset the backoff.
+pub const STABLE_AFTER: Duration = Duration::from_secs(30);
 
 impl fmt::Debug for Reconnecting {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -197,6 +209,7 @@ impl Reconnecting {
             attempts: 0,
             failures: 0,
             connected_before: false,
+            connected_at: None,
             last_error: None,
             finished: false,
         }
@@ -208,7 +221,8 @@ impl Reconnecting {
         self
     }
 
-    /// Stops after this many attempts in all (`None`, the default: never).
+    /// Stops after this many consecutive failed attempts (`None`, the default: never). A
+    /// connection that stays up for [`STABLE_AFTER`] starts the count again.
     pub fn with_max_attempts(mut self, max: Option<u64>) -> Self {
         self.max_attempts = max;
         self
@@ -219,6 +233,18 @@ impl Reconnecting {
     pub fn with_on_attempt(mut self, f: impl FnMut(&Attempt<'_>) + Send + 'static) -> Self {
         self.on_attempt = Some(Box::new(f));
         self
+    }
+
+    /// Reports how the connection `next()` returned has ended (the error its `recv` gave).
+    /// If retrying cannot help ([`Error::is_retryable`] is false: a 1000 or 1008 close, a
+    /// protocol error …), the next `next()` returns `None` and [`Reconnecting::last_error`]
+    /// is this error.
+    pub fn connection_ended(&mut self, end: Error) {
+        if !end.is_retryable() {
+            tracing::info!(url = %palisade_error::redact::uri(&self.url), error = %end, "not reconnecting: the connection ended for good");
+            self.finished = true;
+        }
+        self.last_error = Some(end);
     }
 
     /// The last attempt's failure: after `next()` returned `None`, why it gave up.
@@ -253,7 +279,14 @@ impl Reconnecting {
             }
         };
         let mut delay = if self.connected_before {
-            self.backoff.delay(0, &mut self.rng)
+            // A connection that ended soon after opening is as good as a failed attempt.
+            let stable = self.connected_at.is_some_and(|t| t.elapsed() >= STABLE_AFTER);
+            if stable {
+                self.failures = 0;
+            } else {
+                self.failures = self.failures.saturating_add(1);
+            }
+            self.backoff.delay(self.failures, &mut self.rng)
         } else {
             Duration::ZERO
         };
@@ -274,15 +307,16 @@ impl Reconnecting {
             }
             match self.client.connect_url(url.clone()).await {
                 Ok(connected) => {
-                    self.failures = 0;
                     self.connected_before = true;
+                    self.connected_at = Some(tokio::time::Instant::now());
                     self.last_error = None;
                     tracing::info!(url = %url, attempt = number, "connected");
                     self.notify(&Attempt { number, result: Ok(()), retry_in: None });
                     return Some(connected);
                 }
                 Err(err) => {
-                    let limit_reached = self.max_attempts.is_some_and(|max| number >= max);
+                    let consecutive = u64::from(self.failures) + 1;
+                    let limit_reached = self.max_attempts.is_some_and(|max| consecutive >= max);
                     let retry_in = if !err.is_retryable() || limit_reached {
                         None
                     } else {

@@ -193,7 +193,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Sends a message, waiting while the write buffer is above its high-water mark, then until
     /// it is written to the transport.
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
-        self.shared.send_exclusive(message.into()).await
+        self.shared.send_exclusive(message.into(), true).await
+    }
+
+    /// Sends a message as [`WebSocket::send`] does, but never compressed, even when
+    /// permessage-deflate is on: for data that does not compress, or secrets that must not
+    /// share a compression context with attacker-chosen text.
+    pub async fn send_uncompressed(&self, message: impl Into<Message>) -> Result<(), Error> {
+        self.shared.send_exclusive(message.into(), false).await
     }
 
     /// Queues a message without waiting: fails with [`TrySendError::Full`] (giving the message
@@ -298,7 +305,7 @@ impl<S> std::fmt::Debug for WriteHalf<S> {
 impl<S: AsyncRead + AsyncWrite + Unpin> WriteHalf<S> {
     /// Sends a message; see [`WebSocket::send`].
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
-        self.shared.send_exclusive(message.into()).await
+        self.shared.send_exclusive(message.into(), true).await
     }
 
     /// Queues a message without waiting; see [`WebSocket::try_send`].
@@ -346,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sender<S> {
     /// Sends a message after any send in progress on this connection.
     pub async fn send(&self, message: impl Into<Message>) -> Result<(), Error> {
         let _turn = self.shared.write_lock.lock().await;
-        self.shared.send_locked(message.into()).await
+        self.shared.send_locked(message.into(), true).await
     }
 
     /// Queues a message without waiting; see [`WebSocket::try_send`].
@@ -389,6 +396,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> CloseHandle<S> {
             return Ok(());
         }
         self.shared.with_write_timeout(poll_fn(|cx| self.shared.poll_flush_writer(cx, 0))).await
+    }
+
+    /// Runs the whole close handshake: sends our close frame (unless one was already sent),
+    /// then receives — discarding messages — until the peer's close frame and the end of the
+    /// transport, or the close timeout. For use when no other task is receiving on the
+    /// connection (a server whose handler has returned); otherwise that receiver sees the end
+    /// and this returns [`Error::Concurrency`]. `Ok` once both close frames were exchanged.
+    pub async fn close_and_wait(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        self.shared.close_and_wait(code, reason).await
     }
 
     /// The connection's state.
@@ -618,15 +634,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
         }
     }
 
-    async fn send_exclusive(&self, message: Message) -> Result<(), Error> {
+    async fn send_exclusive(&self, message: Message, compress: bool) -> Result<(), Error> {
         let Ok(_turn) = self.write_lock.try_lock() else {
             return Err(ConcurrencyError { operation: Operation::Send }.into());
         };
-        self.send_locked(message).await
+        self.send_locked(message, compress).await
     }
 
     /// Sends with the write turn held: waits below the high-water mark, queues, flushes.
-    async fn send_locked(&self, message: Message) -> Result<(), Error> {
+    async fn send_locked(&self, message: Message, compress: bool) -> Result<(), Error> {
         let high = self.config.write_high_water;
         let low = self.config.write_low_water;
         let over_high = {
@@ -641,7 +657,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
             if inner.terminated || inner.io_dead {
                 return Err(inner.conn.closed_error());
             }
-            match inner.conn.send(&message) {
+            let sent = if compress {
+                inner.conn.send(&message)
+            } else {
+                inner.conn.send_uncompressed(&message)
+            };
+            match sent {
                 Ok(()) => inner.stats.messages_out += 1,
                 Err(Error::InvalidState(_)) => return Err(inner.conn.closed_error()),
                 Err(err) => return Err(err),

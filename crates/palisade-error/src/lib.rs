@@ -188,7 +188,7 @@ impl Error {
     /// | `Handshake(Negotiation(MissingExtension))` | 1010 (client) |
     /// | `Timeout` keepalive | 1011 |
     /// | `Timeout` idle | 1001 |
-    /// | `Timeout` write, first message | 1008 |
+    /// | `Timeout` first message | 1008 |
     /// | `Timeout` open, handshake, close | none |
     /// | `ConnectionClosed*`, other `Handshake`, `InvalidUri`, `Proxy`, `InvalidState`, `Concurrency`, `Transport` | none |
     pub fn close_code(&self) -> Option<CloseCode> {
@@ -218,9 +218,7 @@ impl Error {
             Self::Timeout(t) => match t.phase {
                 TimeoutPhase::Keepalive => Some(CloseCode::INTERNAL_ERROR),
                 TimeoutPhase::Idle => Some(CloseCode::GOING_AWAY),
-                TimeoutPhase::Write | TimeoutPhase::FirstMessage => {
-                    Some(CloseCode::POLICY_VIOLATION)
-                }
+                TimeoutPhase::FirstMessage => Some(CloseCode::POLICY_VIOLATION),
                 TimeoutPhase::Open | TimeoutPhase::Handshake | TimeoutPhase::Close => None,
             },
             Self::ConnectionClosedOk(_)
@@ -296,7 +294,6 @@ impl Error {
                 | TimeoutPhase::Close
                 | TimeoutPhase::Keepalive
                 | TimeoutPhase::Idle
-                | TimeoutPhase::Write
                 | TimeoutPhase::FirstMessage => None,
             },
             Self::ConnectionClosedOk(_)

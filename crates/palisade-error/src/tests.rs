@@ -177,7 +177,6 @@ table! {
     timeout_close: timeout(TimeoutPhase::Close) => None, None, Timeout, true;
     timeout_keepalive: timeout(TimeoutPhase::Keepalive) => Some(1011), None, Timeout, true;
     timeout_idle: timeout(TimeoutPhase::Idle) => Some(1001), None, Timeout, true;
-    timeout_write: timeout(TimeoutPhase::Write) => Some(1008), None, Timeout, true;
     timeout_first_message: timeout(TimeoutPhase::FirstMessage) => Some(1008), None, Timeout, true;
 }
 

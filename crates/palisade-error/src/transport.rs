@@ -47,8 +47,6 @@ pub enum TimeoutPhase {
     Keepalive,
     /// No message in either direction for the idle limit. Close 1001.
     Idle,
-    /// A send stayed blocked on a peer that does not read. Close 1008.
-    Write,
     /// A first message (carrying credentials, say) did not arrive in time. Close 1008.
     FirstMessage,
 }
@@ -61,7 +59,6 @@ impl fmt::Display for TimeoutPhase {
             Self::Close => "closing handshake",
             Self::Keepalive => "keepalive ping",
             Self::Idle => "idle period",
-            Self::Write => "write to a slow peer",
             Self::FirstMessage => "wait for the first message",
         })
     }

@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p palisade-proto --bench proto
-//! cargo bench -p palisade-proto --bench proto -- --warm-up-time 1 --measurement-time 2 mask utf8
+//! cargo bench -p palisade-proto --bench proto -- --warm-up-time 1 --measurement-time 3 'mask|utf8|frames'
 //! ```
 //!
 //! Each group is one `fn bench_<group>(c: &mut Criterion)` listed in `criterion_group!` at the

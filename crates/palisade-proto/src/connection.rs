@@ -714,6 +714,22 @@ impl Connection {
         Ok(())
     }
 
+    /// Queues a data message as it is, bypassing the extension (permessage-deflate): for
+    /// payloads known not to compress (already compressed media) or that mix secrets with
+    /// attacker-chosen data in one compression context. Otherwise as [`Connection::send`].
+    pub fn send_uncompressed(&mut self, message: &Message) -> Result<(), Error> {
+        self.check_can_send(Operation::Send)?;
+        let opcode = if message.is_text() { OpCode::Text } else { OpCode::Binary };
+        self.queue_frame_bytes(opcode, 0, message.payload().clone());
+        self.last_activity = self.now;
+        Ok(())
+    }
+
+    /// Whether an extension (permessage-deflate) is installed.
+    pub fn has_extension(&self) -> bool {
+        self.extension.is_some()
+    }
+
     /// Queues a ping with `payload` (at most 125 bytes).
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.check_can_send(Operation::Ping)?;

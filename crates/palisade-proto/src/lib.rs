@@ -1,12 +1,14 @@
 //! # palisade-proto
 //!
 //! The sans-I/O WebSocket protocol core under palisade's server and client runtimes: bytes in,
-//! events and bytes out (RFC 6455, with room for RFC 7692 permessage-deflate).
+//! events and bytes out (RFC 6455, and RFC 7692 permessage-deflate).
 //!
 //! - [`frame`]: frame headers, decoded incrementally from input in arbitrary pieces, and encoded.
 //! - [`mask`]: applying and removing the client-to-server mask, the hot path.
 //! - [`utf8`]: incremental UTF-8 validation that fails as soon as the bytes so far cannot be valid.
 //! - [`handshake`]: the HTTP/1.1 upgrade for both roles, with header limits.
+//! - [`deflate`]: permessage-deflate negotiation and the bomb-proof codec, on `flate2` with
+//!   the pure-Rust `zlib-rs` backend (window-bits control, no C compiler).
 //! - [`Connection`]: the state machine for one connection after the handshake — messages,
 //!   fragmentation, control frames, limits and the close handshake.
 //!
@@ -23,6 +25,7 @@
 
 pub mod close;
 pub mod connection;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod mask;

@@ -28,7 +28,7 @@
 //! with other builds, so expect ±20 % between runs), payload starting 6 bytes past a 32-byte
 //! boundary as it does after a masked frame header.
 //!
-//! `cargo bench -p palisade-proto --bench proto -- --warm-up-time 1 --measurement-time 2 mask`:
+//! `cargo bench -p palisade-proto --bench proto -- --warm-up-time 1 --measurement-time 3 'mask|utf8|frames'`:
 //!
 //! | bytes | `apply_mask` | plain loop | `fastwebsockets::unmask` | `memcpy` (the limit) |
 //! |------:|-------------:|-----------:|-------------------------:|---------------------:|

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use palisade_error::{CloseCode, CloseFrame, Error};
+use palisade_proto::deflate::DeflateParams;
 
 use crate::request::HandshakeRequest;
 use crate::transport::Transport;
@@ -26,6 +27,7 @@ pub struct ConnectionInfo {
     pub(crate) request: HandshakeRequest,
     pub(crate) subprotocol: Option<String>,
     pub(crate) data: Arc<http::Extensions>,
+    pub(crate) compression: Option<DeflateParams>,
 }
 
 impl ConnectionInfo {
@@ -47,6 +49,12 @@ impl ConnectionInfo {
     /// The subprotocol agreed in the handshake.
     pub fn subprotocol(&self) -> Option<&str> {
         self.subprotocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed in the handshake, if compression is on (see
+    /// [`crate::ServerBuilder::compression`]).
+    pub fn compression(&self) -> Option<&DeflateParams> {
+        self.compression.as_ref()
     }
 
     /// A value the handshake hook attached with [`crate::Accept::with_data`].

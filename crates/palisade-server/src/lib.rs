@@ -41,6 +41,11 @@ pub use decision::{Accept, Decision, Rejection, close_unauthorized};
 pub use handler::{BoxError, CloseWith, ConnectionInfo, Handler, ServerSocket};
 pub use origin::OriginPolicy;
 pub use palisade_conn::{Config as ConnectionConfig, Message, RateLimit, RateLimitAction};
+pub use palisade_proto::deflate::{DeflateConfig, DeflateParams};
 pub use request::HandshakeRequest;
 pub use server::{Running, Server, ServerBuilder, ShutdownSummary};
 pub use transport::Transport;
+
+/// The rustls version [`ServerBuilder::tls`] takes its configuration from.
+#[cfg(feature = "rustls")]
+pub use tokio_rustls::rustls;

@@ -17,7 +17,9 @@ use palisade_conn::CloseHandle;
 use palisade_error::{
     CloseCode, CloseFrame, Error, HandshakeError, InvalidMessage, NegotiationError, TimeoutPhase,
 };
+use palisade_proto::Role;
 use palisade_proto::connection::Connection;
+use palisade_proto::deflate::{Deflate, DeflateConfig, DeflateParams};
 use palisade_proto::handshake::{
     AcceptOptions, HeadLimits, HeadReader, UpgradeRequest, parse_request, rejection, write_response,
 };
@@ -51,6 +53,7 @@ pub struct ServerBuilder {
     handshake_timeout: Duration,
     head_limits: HeadLimits,
     connection: palisade_conn::Config,
+    compression: Option<DeflateConfig>,
     expose_handler_errors: bool,
     #[cfg(feature = "rustls")]
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -65,6 +68,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("max_connections", &self.max_connections)
             .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("compression", &self.compression)
             .finish_non_exhaustive()
     }
 }
@@ -85,6 +89,7 @@ impl Default for ServerBuilder {
             handshake_timeout: Duration::from_secs(10),
             head_limits: HeadLimits::default(),
             connection: palisade_conn::Config::default(),
+            compression: None,
             expose_handler_errors: false,
             #[cfg(feature = "rustls")]
             tls: None,
@@ -193,6 +198,19 @@ impl ServerBuilder {
     /// limit).
     pub fn connection_config(mut self, config: palisade_conn::Config) -> Self {
         self.connection = config;
+        self
+    }
+
+    /// Accepts permessage-deflate (RFC 7692) from clients that offer it, within `config`'s
+    /// limits: the first acceptable offer wins, and a client that offers none connects
+    /// uncompressed. Off by default: with context takeover each connection holds about
+    /// 300 KiB of zlib state, compressing costs CPU on every message, and compressing
+    /// secrets next to attacker-chosen text in one context leaks them (CRIME). Browsers offer
+    /// it; turn it on for text-heavy traffic, with [`DeflateConfig::lean`] for many mostly
+    /// idle connections. Inflated messages are held to
+    /// [`palisade_proto::Config::max_message_size`], so a decompression bomb fails with 1009.
+    pub fn compression(mut self, config: DeflateConfig) -> Self {
+        self.compression = Some(config);
         self
     }
 
@@ -509,15 +527,15 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, i
             return refuse(&mut stream, &err).await;
         }
     };
-    let socket = palisade_conn::WebSocket::from_parts(
-        stream,
-        Connection::server(
-            config.connection.protocol.clone(),
-            tokio::time::Instant::now().into_std(),
-        ),
-        config.connection.clone(),
-        &leftover,
+    let mut conn = Connection::server(
+        config.connection.protocol.clone(),
+        tokio::time::Instant::now().into_std(),
     );
+    if let (Some(params), Some(deflate)) = (info.compression, &config.compression) {
+        conn.set_extension(Box::new(Deflate::new(Role::Server, params, deflate)));
+    }
+    let socket =
+        palisade_conn::WebSocket::from_parts(stream, conn, config.connection.clone(), &leftover);
     let handle = socket.close_handle();
     if let Some(entry) = state.registry().conns.get_mut(&id) {
         entry.close = Some(handle.clone());
@@ -526,7 +544,7 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, i
 
     if let Some(frame) = close_now {
         drop(socket);
-        let _ = handle.close(frame.code(), frame.reason()).await;
+        let _ = handle.close_and_wait(frame.code(), frame.reason()).await;
         log_close(&handle, opened, "closed by the handshake hook");
         return;
     }
@@ -554,7 +572,14 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, i
         }
     }
     if let Some(frame) = close_for(&result, config.expose_handler_errors) {
-        let _ = handle.close(frame.code(), frame.reason()).await;
+        // Finish the close handshake (bounded by the close timeout) so the close is clean and
+        // the peer's reply is not met with a reset. If a task the handler spawned is still
+        // receiving, it sees the end instead.
+        if let Err(Error::Concurrency(_)) =
+            handle.close_and_wait(frame.code(), frame.reason()).await
+        {
+            let _ = handle.close(frame.code(), frame.reason()).await;
+        }
     }
     log_close(&handle, opened, "handler returned");
 }
@@ -695,6 +720,13 @@ async fn handshake(
     for (name, value) in &accept.headers {
         options = options.with_header(name.clone(), value.clone());
     }
+    let mut compression: Option<DeflateParams> = None;
+    if let Some(deflate) = &config.compression
+        && let Some(accepted) = deflate.accept(upgrade.extensions())
+    {
+        options = options.with_extensions(vec![accepted.response]);
+        compression = Some(accepted.params);
+    }
     let response = upgrade.accept(options)?;
     let mut out = Vec::with_capacity(256);
     write_response(&response, &[], &mut out);
@@ -702,7 +734,8 @@ async fn handshake(
     if let Some(p) = &subprotocol {
         tracing::Span::current().record("subprotocol", p.as_str());
     }
-    let info = ConnectionInfo { id, request, subprotocol, data: Arc::new(accept.data) };
+    let info =
+        ConnectionInfo { id, request, subprotocol, data: Arc::new(accept.data), compression };
     Ok(Some((info, handler, leftover, close_now)))
 }
 

@@ -14,8 +14,10 @@
 //! |---|---|---|
 //! | — | always | [`error`] (`palisade-error`): the error hierarchy; [`Error`], [`Result`], [`Category`], [`CloseCode`], [`CloseFrame`] at the root; [`http`], whose types the errors carry |
 //! | `proto` | yes | [`proto`] (`palisade-proto`): the sans-I/O protocol core — frames, masking, UTF-8 validation, the handshake and the connection state machine, with no I/O of its own |
-//! | `client` | yes | [`client`] (`palisade-client`): connect with precise errors, proxies, redirects, reconnect with backoff |
-//! | `rustls` | no | `wss://` for the client (and TLS for the server) with rustls |
+//! | `conn` | yes (with `server` or `client`) | [`conn`] (`palisade-conn`): the tokio connection both runtimes share — cancel-safe `recv`, halves, fan-out senders, `Stream`/`Sink`, keepalive, backpressure, rate limits |
+//! | `server` | yes | [`server`] (`palisade-server`): reject before accept, origin/subprotocol/connection-limit policies, supervised handlers, graceful shutdown |
+//! | `client` | yes | [`client`] (`palisade-client`): connect with precise errors, TLS, proxies, redirects, reconnect with backoff |
+//! | `rustls` | no | `wss://` for the server and the client, with rustls |
 //!
 //! ## Crate map
 //!
@@ -23,11 +25,12 @@
 //! |---|---|---|
 //! | `palisade-error` | every failure, with its close code, HTTP status, category and retry class; `CloseCode`, `CloseFrame` | [`error`], and the root |
 //! | `palisade-proto` | the RFC 6455 protocol as a state machine: bytes in, events and bytes out | [`proto`] |
+//! | `palisade-conn` | the tokio connection over any `AsyncRead + AsyncWrite` | [`conn`] |
+//! | `palisade-server` | the tokio server: accept loop, handshake policies, lifecycle | [`server`] |
 //! | `palisade-client` | the tokio client: URL checks, proxies, TLS, redirects, the handshake, reconnecting | [`client`] |
 //!
-//! The tokio connection, the server and client runtimes, typed JSON messages, derive macros and
-//! permessage-deflate are on the roadmap; each arrives as a crate of its own behind a feature of
-//! this one.
+//! Typed JSON messages and derive macros for handlers are on the roadmap; each arrives as a
+//! crate of its own behind a feature of this one.
 //!
 //! ## Architecture invariants
 //!

@@ -89,9 +89,10 @@ async fn reconnects_after_the_server_restarts() {
     assert_eq!(log.last().map(|e| e.1), Some(true));
     let failed: Vec<_> = log.iter().filter(|e| !e.1).collect();
     assert!(failed.len() >= 2, "{log:?}");
-    // Each wait is within its backoff ceiling, counted from the reset at the first success.
+    // Each wait is within its backoff ceiling. The first connection ended at once, which counts
+    // as one failure (only a connection that stayed up resets the backoff).
     for (i, (_, _, retry_in)) in failed.iter().enumerate() {
-        let ceiling = fast().ceiling(u32::try_from(i).unwrap());
+        let ceiling = fast().ceiling(u32::try_from(i + 1).unwrap());
         assert!(retry_in.unwrap() <= ceiling, "{i}: {retry_in:?} > {ceiling:?}");
     }
     assert_eq!(reconnecting.attempts(), log.len() as u64);
@@ -185,4 +186,54 @@ async fn retry_after_is_honoured_and_headers_are_fresh() {
     conn.send(Message::text("ok")).await.unwrap();
     assert_eq!(*tokens.lock().unwrap(), ["token-1", "token-2"]);
     assert_eq!(*log.lock().unwrap(), [(1, false, Some(Duration::from_secs(1))), (2, true, None)]);
+}
+
+#[tokio::test]
+async fn an_end_that_retrying_cannot_fix_stops_reconnection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _server = serve_on(listener, |mut tcp| async move {
+        let head = read_head(&mut tcp).await;
+        echo_after_head(tcp, &head, "").await;
+    });
+    let mut reconnecting = client().reconnecting(format!("ws://{addr}/")).with_backoff(fast());
+    let conn = reconnecting.next().await.unwrap();
+    conn.close(palisade_client::CloseCode::NORMAL, "done").await.unwrap();
+    let end = conn.recv().await.unwrap_err();
+    assert!(!end.is_retryable(), "a normal close is final: {end:?}");
+    reconnecting.connection_ended(end);
+    assert!(reconnecting.next().await.is_none());
+    assert_eq!(reconnecting.attempts(), 1);
+    assert!(reconnecting.last_error().unwrap().connection_closed().is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_that_drops_at_once_is_retried_ever_more_slowly() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Accepts the upgrade, then drops the connection: a 1006 each time.
+    let _server = serve_on(listener, |mut tcp| async move {
+        let head = read_head(&mut tcp).await;
+        tcp.write_all(switching(&head, "").as_bytes()).await.unwrap();
+    });
+    let log: Log = Arc::default();
+    let mut reconnecting = client()
+        .reconnecting(format!("ws://{addr}/"))
+        .with_backoff(fast())
+        .with_on_attempt(recorder(&log));
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        let before = tokio::time::Instant::now();
+        let conn = reconnecting.next().await.unwrap();
+        waits.push(before.elapsed());
+        let end = conn.recv().await.unwrap_err();
+        assert!(end.is_retryable());
+        reconnecting.connection_ended(end);
+    }
+    // Every reconnection after a short-lived connection waits within a growing ceiling, and
+    // the count of consecutive failures is what grows it.
+    for (i, wait) in waits.iter().enumerate().skip(1) {
+        assert!(*wait <= fast().ceiling(u32::try_from(i).unwrap()), "{i}: {wait:?}");
+    }
+    assert_eq!(reconnecting.attempts(), 4);
 }

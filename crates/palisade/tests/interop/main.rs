@@ -6,5 +6,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod client;
+mod deflate;
 mod server;
 mod support;

@@ -12,6 +12,10 @@ Scenarios:
   silent URL          stop reading after the handshake (so no pong is sent); after 3 s,
                       resume and print `CLOSED <code> <reason>`
   wait URL            print `OPEN`, then `CLOSED <code> <reason>` when the server closes
+  deflate URL OFFER   offer permessage-deflate (OFFER: `default` as websockets does, or `lean`:
+                      both no_context_takeover flags, server window 10, client window 9); print
+                      `EXT <the server's Sec-WebSocket-Extensions>`, echo compressible and
+                      incompressible messages, print `ECHO OK`
 """
 
 import asyncio
@@ -20,6 +24,7 @@ import sys
 
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 TIMEOUT = 60
 
@@ -49,6 +54,9 @@ async def main(scenario, url, *args):
             body = exc.response.body.decode("utf-8", "replace")
             print(f"STATUS {exc.response.status_code} {body}", flush=True)
         return
+    if scenario == "deflate":
+        await deflate(url, args[0])
+        return
     async with connect(url, max_size=None, ping_interval=None) as ws:
         if scenario == "echo":
             for size in (0, 1, 125, 126, 65535, 65536, 1000000):
@@ -77,6 +85,37 @@ async def main(scenario, url, *args):
             await wait_closed(ws)
         else:
             raise SystemExit(f"unknown scenario {scenario}")
+
+
+async def deflate(url, offer):
+    factories = None
+    if offer == "lean":
+        factories = [
+            ClientPerMessageDeflateFactory(
+                server_no_context_takeover=True,
+                client_no_context_takeover=True,
+                server_max_window_bits=10,
+                client_max_window_bits=9,
+            )
+        ]
+    kwargs = {"extensions": factories, "compression": None} if factories else {}
+    async with connect(url, max_size=None, ping_interval=None, **kwargs) as ws:
+        print(f"EXT {ws.response.headers.get('Sec-WebSocket-Extensions', '-')}", flush=True)
+        messages = [
+            "hello, compressed world " * 40,
+            "hello, compressed world " * 40,
+            "short",
+            "é" * 100000,
+            b"\x00" * 1000000,
+            os.urandom(50000),
+            "",
+        ]
+        for message in messages:
+            await ws.send(message)
+            assert await ws.recv() == message, len(message)
+        print("ECHO OK", flush=True)
+        await ws.close(1000, "done")
+        closed(ws)
 
 
 async def watchdog():

@@ -9,6 +9,10 @@ Modes:
   subproto  like echo, with subprotocols ["superchat", "chat"]
   auth401   process_request refuses with 401, a JSON body and WWW-Authenticate
   noping    completes the handshake, then stops reading (so answers no ping)
+  lean      like echo, accepting permessage-deflate with both no_context_takeover flags and
+            10-bit windows
+  plain     like echo, without compression
+  bomb      sends 10 MB of zeros (about 10 KB compressed), then prints `CLOSED <code> <reason>`
 """
 
 import asyncio
@@ -19,6 +23,7 @@ import sys
 
 from websockets.asyncio.server import serve
 from websockets.datastructures import Headers
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.http11 import Response
 
 TIMEOUT = 120
@@ -50,6 +55,15 @@ def refuse(connection, request):
     return Response(http.HTTPStatus.UNAUTHORIZED.value, "Unauthorized", headers, body)
 
 
+async def bomb(ws):
+    try:
+        await ws.send(b"\x00" * 10_000_000)
+        await ws.wait_closed()
+    finally:
+        code = ws.close_code if ws.close_code is not None else 1006
+        print(f"CLOSED {code} {ws.close_reason or ''}", flush=True)
+
+
 async def silent(ws):
     # Stop reading from the socket: pings are never seen, so never answered.
     ws.transport.pause_reading()
@@ -68,6 +82,20 @@ async def main():
         kwargs["process_request"] = refuse
     elif mode == "noping":
         handler = silent
+    elif mode == "lean":
+        kwargs["compression"] = None
+        kwargs["extensions"] = [
+            ServerPerMessageDeflateFactory(
+                server_no_context_takeover=True,
+                client_no_context_takeover=True,
+                server_max_window_bits=10,
+                client_max_window_bits=10,
+            )
+        ]
+    elif mode == "plain":
+        kwargs["compression"] = None
+    elif mode == "bomb":
+        handler = bomb
     elif mode != "echo":
         sys.exit(f"unknown mode {mode}")
     async with serve(handler, "127.0.0.1", port, **kwargs) as server:

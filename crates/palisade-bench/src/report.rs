@@ -1,0 +1,538 @@
+//! The `benchmarks.md` chapter and its charts, from the results of one `cargo xtask bench` run.
+//!
+//! The results file is the JSON object xtask writes:
+//!
+//! ```text
+//! { "machine": { "cpu": "...", "cores": 2, "date": "...", "kernel": "..." },
+//!   "mode": "full" | "quick" | "smoke", "warmup": 1.0, "duration": 5.0, "window": 1,
+//!   "pinning": "...", "elapsed": 512.0,
+//!   "servers": ["palisade", "tokio-tungstenite", "fastwebsockets"],
+//!   "load": [ { "server": "palisade", <palisade-load load output> }, ... ],
+//!   "idle": [ { "server": "palisade", <palisade-load idle output> }, ... ] }
+//! ```
+//!
+//! [`write()`] puts `benchmarks.md` in the output directory and the charts in `bench/` under it.
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use plotters::prelude::*;
+use serde_json::Value;
+
+/// The server every ratio is about.
+const OURS: &str = "palisade";
+
+/// One colour per server, in the order of the results' `servers`.
+const COLOURS: [RGBColor; 4] =
+    [RGBColor(0x1f, 0x77, 0xb4), RGBColor(0xff, 0x7f, 0x0e), RGBColor(0x2c, 0xa0, 0x2c), RED];
+
+/// Writes the chapter and its charts for `results` into `out`.
+pub fn write(results: &Value, out: &Path) -> Result<(), String> {
+    let results = Results::new(results);
+    let charts = out.join("bench");
+    std::fs::create_dir_all(&charts).map_err(|e| format!("{}: {e}", charts.display()))?;
+    let mut images = Vec::new();
+    if !results.cases.is_empty() {
+        throughput_chart(&results, &charts.join("throughput.svg"))?;
+        latency_chart(&results, &charts.join("latency.svg"))?;
+        images.extend(["throughput", "latency"]);
+    }
+    if !results.idle_counts.is_empty() {
+        memory_chart(&results, &charts.join("memory.svg"))?;
+        images.push("memory");
+    }
+    let chapter = out.join("benchmarks.md");
+    std::fs::write(&chapter, markdown(&results, &images))
+        .map_err(|e| format!("{}: {e}", chapter.display()))
+}
+
+/// The results, indexed.
+struct Results<'a> {
+    raw: &'a Value,
+    servers: Vec<String>,
+    /// (connections, size) in matrix order.
+    cases: Vec<(u64, u64)>,
+    idle_counts: Vec<u64>,
+}
+
+impl<'a> Results<'a> {
+    fn new(raw: &'a Value) -> Self {
+        let servers = raw["servers"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let runs = raw["load"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let cases: BTreeSet<(u64, u64)> = runs
+            .iter()
+            .filter_map(|r| Some((r["size"].as_u64()?, r["connections"].as_u64()?)))
+            .collect();
+        let cases = cases.into_iter().map(|(size, conns)| (conns, size)).collect();
+        let idle = raw["idle"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let idle_counts: BTreeSet<u64> =
+            idle.iter().filter_map(|r| r["connections"].as_u64()).collect();
+        Self { raw, servers, cases, idle_counts: idle_counts.into_iter().collect() }
+    }
+
+    fn load(&self, server: &str, (conns, size): (u64, u64)) -> Option<&'a Value> {
+        self.raw["load"]
+            .as_array()?
+            .iter()
+            .find(|r| r["server"] == server && r["connections"] == conns && r["size"] == size)
+    }
+
+    fn idle(&self, server: &str, conns: u64) -> Option<&'a Value> {
+        self.raw["idle"]
+            .as_array()?
+            .iter()
+            .find(|r| r["server"] == server && r["connections"] == conns)
+    }
+
+    fn number(&self, server: &str, case: (u64, u64), field: &str) -> Option<f64> {
+        self.load(server, case)?[field].as_f64()
+    }
+
+    fn per_connection(&self, server: &str, conns: u64) -> Option<f64> {
+        let run = self.idle(server, conns)?;
+        (run["opened"].as_u64()? > 0).then(|| run["bytes_per_connection"].as_f64())?
+    }
+}
+
+/// `16 B`, `1 KiB`, `64 KiB`, `1 MiB`.
+pub fn size_label(size: u64) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}
+
+/// A count with thousands separators: `1,234,567`.
+pub fn thousands(value: f64) -> String {
+    let digits = format!("{:.0}", value.max(0.0));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn or_dash(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "–".to_owned())
+}
+
+fn markdown(r: &Results<'_>, images: &[&str]) -> String {
+    let m = &r.raw["machine"];
+    let text = |v: &Value| v.as_str().unwrap_or("unknown").to_owned();
+    let peers: Vec<&String> = r.servers.iter().filter(|s| *s != OURS).collect();
+    let mut md = String::new();
+    let _ = writeln!(md, "# Benchmarks\n");
+    let _ = writeln!(
+        md,
+        "palisade's `echo` example next to echo servers of the same shape on \
+         [tokio-tungstenite](https://crates.io/crates/tokio-tungstenite) and \
+         [fastwebsockets](https://crates.io/crates/fastwebsockets), measured in one run on one \
+         machine by `cargo xtask bench` (mode: {}). This page is generated: run the command again \
+         to replace it with figures from your machine.\n",
+        text(&r.raw["mode"])
+    );
+    let _ = writeln!(
+        md,
+        "- **Machine:** {}, {} cores, Linux {}; run on {}, taking {:.0} s.\n\
+         - **Caveat:** every figure comes from **one run on a shared 2-core machine** on which \
+         other builds may have been running; differences under about 10% are noise.\n\
+         - **Setup:** {}. Every server is single-threaded (a current-thread tokio runtime, one \
+         task per connection, messages up to 16 MiB).\n\
+         - **Load:** `palisade-load` keeps {} binary message(s) in flight per connection, \
+         {} s of warm-up, then {} s measured. A round trip is one message sent and its \
+         echo received; latency is measured from the moment the generator queues a message.\n",
+        text(&m["cpu"]),
+        m["cores"].as_u64().unwrap_or(0),
+        text(&m["kernel"]),
+        text(&m["date"]),
+        r.raw["elapsed"].as_f64().unwrap_or(0.0),
+        text(&r.raw["pinning"]),
+        r.raw["window"].as_u64().unwrap_or(1),
+        r.raw["warmup"].as_f64().unwrap_or(0.0),
+        r.raw["duration"].as_f64().unwrap_or(0.0),
+    );
+
+    targets(&mut md, r);
+
+    if !r.cases.is_empty() {
+        let _ = writeln!(md, "## Echo throughput\n\nRound trips per second (higher is better).\n");
+        let mut header = "| connections | size |".to_owned();
+        let mut rule = "|---:|---:|".to_owned();
+        for s in &r.servers {
+            let _ = write!(header, " {s} |");
+            rule.push_str("---:|");
+        }
+        for p in &peers {
+            let _ = write!(header, " {OURS} / {p} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(md, "{header}\n{rule}");
+        for &case in &r.cases {
+            let mut row = format!("| {} | {} |", case.0, size_label(case.1));
+            for s in &r.servers {
+                let rps = r.number(s, case, "rps").map(thousands);
+                let _ = write!(row, " {} |", or_dash(rps));
+            }
+            for p in &peers {
+                let ratio = r
+                    .number(OURS, case, "rps")
+                    .zip(r.number(p, case, "rps"))
+                    .filter(|(_, theirs)| *theirs > 0.0)
+                    .map(|(ours, theirs)| format!("{:.2}×", ours / theirs));
+                let _ = write!(row, " {} |", or_dash(ratio));
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        if images.contains(&"throughput") {
+            let _ = writeln!(
+                md,
+                "\n![Round trips per second relative to tokio-tungstenite](bench/throughput.svg)\n"
+            );
+        }
+
+        let _ =
+            writeln!(md, "## Latency\n\nRound-trip latency, p50 / p99 in µs (lower is better).\n");
+        let mut header = "| connections | size |".to_owned();
+        let mut rule = "|---:|---:|".to_owned();
+        for s in &r.servers {
+            let _ = write!(header, " {s} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(md, "{header}\n{rule}");
+        for &case in &r.cases {
+            let mut row = format!("| {} | {} |", case.0, size_label(case.1));
+            for s in &r.servers {
+                let cell = r
+                    .number(s, case, "p50_us")
+                    .zip(r.number(s, case, "p99_us"))
+                    .map(|(p50, p99)| format!("{} / {}", thousands(p50), thousands(p99)));
+                let _ = write!(row, " {} |", or_dash(cell));
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        if images.contains(&"latency") {
+            let _ = writeln!(md, "\n![p99 round-trip latency](bench/latency.svg)\n");
+        }
+
+        let _ = writeln!(
+            md,
+            "## Every run\n\nMB/s counts echoed payload in each direction. CPU is the share of \
+             one core used during the measured interval: a server at 1.00 is saturated; the load \
+             generator staying well under 1.00 shows it was not the bottleneck.\n\n\
+             | server | connections | size | round trips/s | MB/s | server CPU | generator CPU | errors |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for &case in &r.cases {
+            for s in &r.servers {
+                let Some(run) = r.load(s, case) else { continue };
+                let f = |field: &str, digits: usize| {
+                    or_dash(run[field].as_f64().map(|v| format!("{v:.digits$}")))
+                };
+                let errors = run["errors"].as_u64().unwrap_or(0);
+                let _ = writeln!(
+                    md,
+                    "| {s} | {} | {} | {} | {} | {} | {} | {errors} |",
+                    case.0,
+                    size_label(case.1),
+                    or_dash(run["rps"].as_f64().map(thousands)),
+                    f("mb_per_s", 1),
+                    f("server_cpu", 2),
+                    f("client_cpu", 2),
+                );
+            }
+        }
+        let _ = writeln!(md);
+    }
+
+    if !r.idle_counts.is_empty() {
+        let _ = writeln!(
+            md,
+            "## Memory per idle connection\n\nThe server's resident memory (`VmRSS`) read \
+             before and after opening N connections that complete the handshake and then send \
+             nothing, divided by N (lower is better). Everything the server keeps per connection \
+             counts: socket, task, buffers, and the allocator's slack.\n"
+        );
+        let mut header = "| connections |".to_owned();
+        let mut rule = "|---:|".to_owned();
+        for s in &r.servers {
+            let _ = write!(header, " {s} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(md, "{header}\n{rule}");
+        for &n in &r.idle_counts {
+            let mut row = format!("| {} |", thousands(n as f64));
+            for s in &r.servers {
+                let cell = r.per_connection(s, n).map(|b| format!("{:.1} KiB", b / 1024.0));
+                let failed = r.idle(s, n).and_then(|run| run["failed"].as_u64()).unwrap_or(0);
+                let note = if failed > 0 { format!(" ({failed} failed)") } else { String::new() };
+                let _ = write!(row, " {}{note} |", or_dash(cell));
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        if images.contains(&"memory") {
+            let _ = writeln!(md, "\n![Memory per idle connection](bench/memory.svg)\n");
+        }
+    }
+
+    let _ = writeln!(
+        md,
+        "## Reproducing\n\n\
+         ```text\n\
+         cargo xtask bench            # the full matrix, about 15 minutes\n\
+         cargo xtask bench --quick    # a subset, under 3 minutes\n\
+         ```\n\n\
+         The peer servers are `crates/palisade-bench/src/bin/echo-tungstenite.rs` and \
+         `echo-fastwebsockets.rs`, each following its crate's own echo example; the load \
+         generator is `palisade-load` in the same crate. The load generator writes one \
+         pre-masked frame per message and skips reply payloads without copying them."
+    );
+    md
+}
+
+/// The targets of the benchmark issue, checked against this run.
+fn targets(md: &mut String, r: &Results<'_>) {
+    const BEST_PEER: &str = "fastwebsockets";
+    if !r.servers.iter().any(|s| s == BEST_PEER) {
+        return;
+    }
+    let _ = writeln!(md, "## Targets\n");
+    let compared: Vec<(u64, u64, f64)> = r
+        .cases
+        .iter()
+        .filter_map(|&case| {
+            let ours = r.number(OURS, case, "rps")?;
+            let theirs = r.number(BEST_PEER, case, "rps").filter(|v| *v > 0.0)?;
+            Some((case.0, case.1, ours / theirs))
+        })
+        .collect();
+    if !compared.is_empty() {
+        let ahead = compared.iter().filter(|c| c.2 >= 1.0).count();
+        let behind: Vec<String> = compared
+            .iter()
+            .filter(|c| c.2 < 1.0)
+            .map(|&(conns, size, ratio)| format!("{conns} × {} ({ratio:.2}×)", size_label(size)))
+            .collect();
+        let _ = write!(
+            md,
+            "- **Throughput ≥ fastwebsockets everywhere:** palisade is at or above it in {ahead} \
+             of {} cases",
+            compared.len()
+        );
+        if behind.is_empty() {
+            let _ = writeln!(md, ".");
+        } else {
+            let _ = writeln!(md, "; below it at {}.", behind.join(", "));
+        }
+    }
+    if let Some(&n) = r.idle_counts.last() {
+        if let Some(ours) = r.per_connection(OURS, n) {
+            let kib = ours / 1024.0;
+            let verdict = if kib < 4.0 {
+                "met, and under the 4 KiB aim"
+            } else if kib < 6.0 {
+                "met"
+            } else {
+                "missed"
+            };
+            let _ = writeln!(
+                md,
+                "- **Idle memory < 6 KiB per connection (aim < 4 KiB):** {kib:.1} KiB at {} \
+                 connections — {verdict}.",
+                thousands(n as f64)
+            );
+        }
+    }
+    let _ = writeln!(md);
+}
+
+/// The x-axis label of a case: `64 × 1 KiB`.
+fn case_label((conns, size): (u64, u64)) -> String {
+    format!("{conns}×{}", size_label(size))
+}
+
+/// Grouped bars, one group per category and one bar per server; `log` for a log-scale y axis.
+fn bar_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    servers: &[String],
+    categories: &[String],
+    values: &dyn Fn(&str, usize) -> Option<f64>,
+    log: bool,
+) -> Result<(), String> {
+    let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let width = (160 + 90 * categories.len()).max(640) as u32;
+    let root = SVGBackend::new(path, (width, 420)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| failed(&e))?;
+    let all: Vec<f64> = servers
+        .iter()
+        .flat_map(|s| (0..categories.len()).filter_map(|i| values(s, i)))
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .collect();
+    let top = all.iter().copied().fold(0.0, f64::max).max(1e-9);
+    let bottom = all.iter().copied().fold(f64::INFINITY, f64::min).min(top);
+    let n = categories.len() as f64;
+    let group = 0.8 / servers.len().max(1) as f64;
+    let label = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 {
+            categories.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    };
+    let mut builder = ChartBuilder::on(&root);
+    builder
+        .caption(title, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70);
+    macro_rules! draw {
+        ($chart:expr, $base:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(categories.len() + 1)
+                .x_label_formatter(&label)
+                .y_label_formatter(&|v: &f64| {
+                    if *v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+                })
+                .y_desc(y_label)
+                .draw()
+                .map_err(|e| failed(&e))?;
+            for (k, server) in servers.iter().enumerate() {
+                let colour = COLOURS[k % COLOURS.len()];
+                let bars = (0..categories.len()).filter_map(|i| {
+                    let v = values(server, i)?;
+                    let x0 = i as f64 - 0.4 + group * k as f64;
+                    Some(Rectangle::new([(x0, $base), (x0 + group * 0.9, v)], colour.filled()))
+                });
+                chart.draw_series(bars).map_err(|e| failed(&e))?.label(server.as_str()).legend(
+                    move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled()),
+                );
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(|e| failed(&e))?;
+        }};
+    }
+    if log {
+        let low = 10f64.powf(bottom.log10().floor());
+        let high = 10f64.powf(top.log10().ceil()).max(low * 10.0);
+        let chart = builder
+            .build_cartesian_2d(-0.5..n - 0.5, (low..high).log_scale())
+            .map_err(|e| failed(&e))?;
+        draw!(chart, low);
+    } else {
+        let chart =
+            builder.build_cartesian_2d(-0.5..n - 0.5, 0.0..top * 1.3).map_err(|e| failed(&e))?;
+        draw!(chart, 0.0);
+    }
+    root.present().map_err(|e| failed(&e))
+}
+
+fn throughput_chart(r: &Results<'_>, path: &Path) -> Result<(), String> {
+    let baseline = r.servers.iter().find(|s| s.contains("tungstenite")).cloned();
+    let categories: Vec<String> = r.cases.iter().map(|&c| case_label(c)).collect();
+    let values = |server: &str, i: usize| {
+        let case = r.cases[i];
+        let rps = r.number(server, case, "rps")?;
+        match &baseline {
+            Some(base) => Some(rps / r.number(base, case, "rps").filter(|v| *v > 0.0)?),
+            None => Some(rps),
+        }
+    };
+    let y = if baseline.is_some() { "round trips/s ÷ tokio-tungstenite" } else { "round trips/s" };
+    bar_chart(
+        path,
+        "Echo throughput (higher is better)",
+        y,
+        &r.servers,
+        &categories,
+        &values,
+        false,
+    )
+}
+
+fn latency_chart(r: &Results<'_>, path: &Path) -> Result<(), String> {
+    let categories: Vec<String> = r.cases.iter().map(|&c| case_label(c)).collect();
+    let values = |server: &str, i: usize| r.number(server, r.cases[i], "p99_us");
+    bar_chart(path, "p99 latency (lower is better)", "µs", &r.servers, &categories, &values, true)
+}
+
+fn memory_chart(r: &Results<'_>, path: &Path) -> Result<(), String> {
+    let categories: Vec<String> =
+        r.idle_counts.iter().map(|&n| format!("{} idle", thousands(n as f64))).collect();
+    let values =
+        |server: &str, i: usize| Some(r.per_connection(server, r.idle_counts[i])? / 1024.0);
+    bar_chart(
+        path,
+        "Memory per idle connection (lower is better)",
+        "KiB per connection",
+        &r.servers,
+        &categories,
+        &values,
+        false,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn labels_sizes_and_counts() {
+        assert_eq!(size_label(16), "16 B");
+        assert_eq!(size_label(1024), "1 KiB");
+        assert_eq!(size_label(64 << 10), "64 KiB");
+        assert_eq!(size_label(1 << 20), "1 MiB");
+        assert_eq!(thousands(1_234_567.4), "1,234,567");
+        assert_eq!(thousands(999.0), "999");
+    }
+
+    #[test]
+    fn writes_chapter_and_charts() {
+        let run = |server: &str, rps: f64| {
+            json!({ "server": server, "connections": 64, "size": 16, "rps": rps,
+                    "mb_per_s": 1.0, "p50_us": 100.0, "p99_us": 300.0, "errors": 0,
+                    "client_cpu": 0.5, "server_cpu": 1.0 })
+        };
+        let idle = |server: &str, bytes: f64| {
+            json!({ "server": server, "connections": 1000, "opened": 1000, "failed": 0,
+                    "bytes_per_connection": bytes })
+        };
+        let results = json!({
+            "machine": { "cpu": "Test CPU", "cores": 2, "date": "today", "kernel": "6.1" },
+            "mode": "smoke", "warmup": 1.0, "duration": 2.0, "window": 1, "pinning": "none",
+            "servers": ["palisade", "tokio-tungstenite", "fastwebsockets"],
+            "load": [run("palisade", 200.0), run("tokio-tungstenite", 100.0), run("fastwebsockets", 160.0)],
+            "idle": [idle("palisade", 2048.0), idle("tokio-tungstenite", 138_000.0), idle("fastwebsockets", 6300.0)],
+        });
+        let dir =
+            std::env::temp_dir().join(format!("palisade-bench-report-{}", std::process::id()));
+        write(&results, &dir).expect("the report is written");
+        let md = std::fs::read_to_string(dir.join("benchmarks.md")).expect("the chapter");
+        assert!(md.contains("| 64 | 16 B | 200 | 100 | 160 | 2.00× | 1.25× |"), "{md}");
+        assert!(md.contains("| 1,000 | 2.0 KiB |"), "{md}");
+        assert!(md.contains("Test CPU"));
+        for chart in ["throughput", "latency", "memory"] {
+            let svg = std::fs::read_to_string(dir.join(format!("bench/{chart}.svg"))).expect("svg");
+            assert!(svg.starts_with("<svg"), "{chart}");
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,129 @@
+//! permessage-deflate (RFC 7692): negotiation for both roles and the codec.
+//!
+//! - [`DeflateConfig`]: what this end wants — context takeover and window sizes per direction,
+//!   compression level, and the size under which messages go out uncompressed. Presets:
+//!   [`DeflateConfig::default`] (best ratio) and [`DeflateConfig::lean`] (no context takeover,
+//!   small windows: little memory per idle connection).
+//! - Negotiation: a client sends [`DeflateConfig::offer`] and checks the server's answer with
+//!   [`DeflateConfig::check_answer`]; a server picks the first acceptable offer with
+//!   [`DeflateConfig::accept`]. Both produce the [`DeflateParams`] agreed on.
+//! - [`Deflate`]: the [`crate::Extension`] to install with
+//!   [`crate::Connection::set_extension`] once the handshake is done.
+//!
+//! # Decompression bombs
+//!
+//! Inflation is incremental and never writes past the connection's message size limit: a
+//! message that would inflate beyond it fails the connection with
+//! [`palisade_error::PayloadTooBig`] (close 1009) after at most that many bytes were produced,
+//! whatever the compression ratio.
+//!
+//! # Window sizes
+//!
+//! zlib cannot compress with an 8-bit window in raw deflate mode (it silently uses 9 bits, a
+//! window the peer did not accept). When 8 bits are agreed for our direction, [`Deflate`]
+//! therefore sends every message uncompressed, which RFC 7692 §6.1 permits (RSV1 is per
+//! message). Inflating with a 9-bit window instead of 8 is always correct: a larger window
+//! decodes every stream a smaller one does.
+
+mod codec;
+mod negotiation;
+
+pub use codec::Deflate;
+pub use negotiation::{Accepted, DeflateParams};
+
+/// The extension token (RFC 7692 §7).
+pub const EXTENSION_NAME: &str = "permessage-deflate";
+
+/// The trailer a sync flush ends with, removed on send and put back on receive (RFC 7692
+/// §7.2.1, §7.2.2).
+pub(crate) const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// What this end asks for and how it compresses. The `server_*` and `client_*` fields use the
+/// RFC's names, whatever the role: `server_*` concerns what the server sends.
+///
+/// A server applies them as limits on each offer it accepts; a client offers them. Defaults:
+/// context takeover both ways, 15-bit windows, level 6 (zlib's default), threshold 64 bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateConfig {
+    /// The server resets its compressor after each message (RFC 7692 §7.1.1.1).
+    pub server_no_context_takeover: bool,
+    /// The client resets its compressor after each message (RFC 7692 §7.1.1.2).
+    pub client_no_context_takeover: bool,
+    /// Largest LZ77 window, in bits (8–15), the server compresses with (RFC 7692 §7.1.2.1).
+    pub server_max_window_bits: u8,
+    /// Largest LZ77 window, in bits (8–15), the client compresses with (RFC 7692 §7.1.2.2).
+    pub client_max_window_bits: u8,
+    /// zlib compression level, 0–9.
+    pub level: u32,
+    /// Messages shorter than this many bytes are sent uncompressed: deflate rarely saves more
+    /// than it costs on them.
+    pub threshold: usize,
+}
+
+impl Default for DeflateConfig {
+    fn default() -> Self {
+        Self {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+            level: 6,
+            threshold: 64,
+        }
+    }
+}
+
+impl DeflateConfig {
+    /// The memory-lean preset for servers holding many connections: no context takeover in
+    /// either direction (an idle connection holds no zlib state at all) and 10-bit windows.
+    /// Messages still compress well on their own; repeated content across messages does not.
+    pub fn lean() -> Self {
+        Self {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: 10,
+            client_max_window_bits: 10,
+            ..Self::default()
+        }
+    }
+
+    /// Sets [`DeflateConfig::server_no_context_takeover`].
+    pub fn with_server_no_context_takeover(mut self, on: bool) -> Self {
+        self.server_no_context_takeover = on;
+        self
+    }
+
+    /// Sets [`DeflateConfig::client_no_context_takeover`].
+    pub fn with_client_no_context_takeover(mut self, on: bool) -> Self {
+        self.client_no_context_takeover = on;
+        self
+    }
+
+    /// Sets [`DeflateConfig::server_max_window_bits`], clamped to 8–15.
+    pub fn with_server_max_window_bits(mut self, bits: u8) -> Self {
+        self.server_max_window_bits = bits.clamp(8, 15);
+        self
+    }
+
+    /// Sets [`DeflateConfig::client_max_window_bits`], clamped to 8–15.
+    pub fn with_client_max_window_bits(mut self, bits: u8) -> Self {
+        self.client_max_window_bits = bits.clamp(8, 15);
+        self
+    }
+
+    /// Sets [`DeflateConfig::level`], clamped to 0–9.
+    pub fn with_level(mut self, level: u32) -> Self {
+        self.level = level.min(9);
+        self
+    }
+
+    /// Sets [`DeflateConfig::threshold`].
+    pub fn with_threshold(mut self, bytes: usize) -> Self {
+        self.threshold = bytes;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,404 @@
+//! `cargo xtask bench [--quick]`: palisade's echo example beside tokio-tungstenite and
+//! fastwebsockets echo servers, measured in one run, written to `docs/src/benchmarks.md` with its
+//! charts in `docs/src/bench/`.
+//!
+//! The work is split with the `palisade-bench` crate: this module builds the binaries, starts
+//! each server pinned to CPU 0 (with `taskset`) and the load generator `palisade-load` on CPU 1,
+//! collects the JSON line each run prints into `target/bench/results.json`, and finally asks
+//! `palisade-load report` to render the chapter. Every process it starts is killed by its
+//! process id when the run ends, whether it succeeded or not.
+//!
+//! `--smoke` (the CI stage `bench-smoke`) runs a few seconds of load and 100 idle connections per
+//! server, checks that every run completed without errors, and writes the chapter to
+//! `target/bench-smoke/` instead of the book. It makes no assertion on any figure.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cmd;
+
+/// The servers, as (name in the report, binary under `target/release/`).
+const SERVERS: [(&str, &str); 3] = [
+    ("palisade", "examples/echo"),
+    ("tokio-tungstenite", "echo-tungstenite"),
+    ("fastwebsockets", "echo-fastwebsockets"),
+];
+
+/// CPU the servers run on; the load generator gets [`LOAD_CPU`].
+const SERVER_CPU: &str = "0";
+const LOAD_CPU: &str = "1";
+
+/// What one invocation measures.
+#[derive(Debug)]
+struct Matrix {
+    mode: &'static str,
+    /// (connections, message size), in the order they run: the most telling first, so that an
+    /// interrupted run still has them.
+    cases: Vec<(u64, u64)>,
+    idle: Vec<u64>,
+    warmup: f64,
+    duration: f64,
+    window: u64,
+    /// Where `benchmarks.md` and `bench/*.svg` go.
+    out: PathBuf,
+}
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * 1024;
+
+impl Matrix {
+    fn new(mode: &str, root: &Path) -> Self {
+        match mode {
+            "smoke" => Matrix {
+                mode: "smoke",
+                cases: vec![(4, 16)],
+                idle: vec![100],
+                warmup: 0.2,
+                duration: 1.0,
+                window: 1,
+                out: root.join("target/bench-smoke"),
+            },
+            "quick" => Matrix {
+                mode: "quick",
+                cases: vec![(64, 16), (512, 16), (64, KIB), (64, 64 * KIB), (1, 16)],
+                idle: vec![1_000],
+                warmup: 0.5,
+                duration: 2.0,
+                window: 1,
+                out: root.join("docs/src"),
+            },
+            _ => {
+                let mut cases = vec![(64, 16), (512, 16), (64, KIB), (64, 64 * KIB)];
+                for conns in [1, 64, 512] {
+                    for size in [16, KIB, 64 * KIB, MIB] {
+                        if !cases.contains(&(conns, size)) {
+                            cases.push((conns, size));
+                        }
+                    }
+                }
+                Matrix {
+                    mode: "full",
+                    cases,
+                    idle: vec![10_000, 50_000],
+                    warmup: 2.0,
+                    duration: 8.0,
+                    window: 1,
+                    out: root.join("docs/src"),
+                }
+            }
+        }
+    }
+}
+
+/// `cargo xtask bench [--quick]`.
+pub(crate) fn run(args: &[String]) -> ExitCode {
+    let mode = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        [] => "full",
+        ["--quick"] => "quick",
+        ["--smoke"] => "smoke",
+        _ => {
+            eprintln!("usage: cargo xtask bench [--quick | --smoke]");
+            return ExitCode::from(2);
+        }
+    };
+    match bench(mode) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The CI stage: the smoke run.
+pub(crate) fn smoke() -> Result<(), String> {
+    bench("smoke")
+}
+
+fn bench(mode: &str) -> Result<(), String> {
+    let started = Instant::now();
+    let root = cmd::root();
+    let matrix = Matrix::new(mode, &root);
+    build()?;
+    let release = target_dir(&root).join("release");
+    let load = release.join("palisade-load");
+    let work = target_dir(&root).join(if mode == "smoke" { "bench-smoke" } else { "bench" });
+    std::fs::create_dir_all(work.join("logs")).map_err(|e| format!("{}: {e}", work.display()))?;
+    let pin = Pinning::detect();
+
+    let mut results = json!({
+        "machine": machine(),
+        "mode": matrix.mode,
+        "warmup": matrix.warmup,
+        "duration": matrix.duration,
+        "window": matrix.window,
+        "pinning": pin.describe(),
+        "servers": SERVERS.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        "load": [],
+        "idle": [],
+    });
+    let results_path = work.join("results.json");
+    let save = |results: &Value| {
+        let text = serde_json::to_string_pretty(results).unwrap_or_default();
+        std::fs::write(&results_path, text).map_err(|e| format!("{}: {e}", results_path.display()))
+    };
+    let mut problems = Vec::new();
+    // Each run takes its source addresses from a fresh range, so that ports a previous run left in
+    // TIME_WAIT never run out.
+    let mut next_source = 1u32;
+
+    // Throughput: all three servers up at once, each case run against each in turn, so that
+    // noise from the machine spreads over the servers alike.
+    {
+        let mut servers = Vec::new();
+        for (name, binary) in SERVERS {
+            servers.push(Server::start(name, &release.join(binary), &load, &pin, &work)?);
+        }
+        for &(conns, size) in &matrix.cases {
+            for server in &mut servers {
+                println!("bench: {} × {} B against {}", conns, size, server.name);
+                let mut command = pin.load_command(&load);
+                command.args(["load", "--url", &server.url, "-c", &conns.to_string()]);
+                command.args(["-s", &size.to_string(), "-w", &matrix.window.to_string()]);
+                command.args(["--warmup", &matrix.warmup.to_string()]);
+                command.args(["--duration", &matrix.duration.to_string()]);
+                command.args(["--server-pid", &server.pid().to_string()]);
+                command.args(["--first-source", &next_source.to_string()]);
+                next_source += 1;
+                let mut run = json_line(&mut command)?;
+                println!("       {}", summary(&run));
+                if run["errors"].as_u64() != Some(0) || run["round_trips"].as_u64() == Some(0) {
+                    problems.push(format!("{} {conns}×{size}: {}", server.name, summary(&run)));
+                }
+                run["server"] = json!(server.name);
+                push(&mut results["load"], run);
+                save(&results)?;
+                if !server.alive() {
+                    return Err(format!("{} exited during the run", server.name));
+                }
+            }
+        }
+    }
+
+    // Idle memory: a fresh server for each count, so that nothing from earlier runs is counted.
+    for &count in &matrix.idle {
+        for (name, binary) in SERVERS {
+            println!("bench: {count} idle connections to {name}");
+            let server = Server::start(name, &release.join(binary), &load, &pin, &work)?;
+            // Let the server finish starting before its memory is read.
+            std::thread::sleep(Duration::from_millis(300));
+            let mut command = pin.load_command(&load);
+            command.args(["idle", "--url", &server.url, "-n", &count.to_string()]);
+            command.args(["--server-pid", &server.pid().to_string()]);
+            command.args(["--first-source", &next_source.to_string()]);
+            next_source += (count as u32).div_ceil(20_000) + 1;
+            let mut run = json_line(&mut command)?;
+            let per = run["bytes_per_connection"].as_f64().unwrap_or(0.0) / 1024.0;
+            println!("       {per:.1} KiB per connection, {} failed", run["failed"]);
+            if run["opened"].as_u64() != Some(count) {
+                problems.push(format!("{name} idle {count}: {}", run));
+            }
+            run["server"] = json!(name);
+            push(&mut results["idle"], run);
+            save(&results)?;
+            drop(server);
+        }
+    }
+
+    results["elapsed"] = json!(started.elapsed().as_secs_f64());
+    save(&results)?;
+    let mut report = Command::new(&load);
+    report.args(["report", "--results"]).arg(&results_path).arg("--out").arg(&matrix.out);
+    cmd::run(&mut report)?;
+    println!(
+        "bench: {} written in {:.0} s",
+        matrix.out.join("benchmarks.md").display(),
+        started.elapsed().as_secs_f64()
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} run(s) had errors:\n  {}", problems.len(), problems.join("\n  ")))
+    }
+}
+
+fn push(list: &mut Value, item: Value) {
+    if let Some(list) = list.as_array_mut() {
+        list.push(item);
+    }
+}
+
+/// One line of a load run for the log.
+fn summary(run: &Value) -> String {
+    let number = |field: &str| run[field].as_f64().unwrap_or(f64::NAN);
+    format!(
+        "{:.0} round trips/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.2}, generator CPU {:.2}, \
+         {} errors{}",
+        number("rps"),
+        number("p50_us"),
+        number("p99_us"),
+        number("server_cpu"),
+        number("client_cpu"),
+        run["errors"],
+        run["first_error"].as_str().map(|e| format!(" (first: {e})")).unwrap_or_default(),
+    )
+}
+
+/// Builds the load generator, the peer servers and palisade's echo example, in release mode.
+fn build() -> Result<(), String> {
+    cmd::run(&mut cmd::cargo(["build", "--release", "--package", "palisade-bench", "--bins"]))?;
+    cmd::run(&mut cmd::cargo(["build", "--release", "--package", "palisade", "--example", "echo"]))
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
+}
+
+/// How processes are pinned to CPUs.
+#[derive(Debug)]
+enum Pinning {
+    Taskset,
+    /// No `taskset` (or fewer than two CPUs): the kernel schedules everything.
+    None,
+}
+
+impl Pinning {
+    fn detect() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus >= 2 && cmd::succeeds(Command::new("taskset").arg("--version")) {
+            Pinning::Taskset
+        } else {
+            println!("bench: no taskset or a single CPU: servers and load are not pinned");
+            Pinning::None
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            Pinning::Taskset => {
+                "each server pinned to CPU 0 and the load generator to CPU 1 (`taskset`)"
+            }
+            Pinning::None => "no CPU pinning (no `taskset` on this machine)",
+        }
+    }
+
+    fn command(&self, cpu: &str, program: &Path) -> Command {
+        match self {
+            Pinning::Taskset => {
+                let mut command = Command::new("taskset");
+                command.args(["-c", cpu]).arg(program);
+                command
+            }
+            Pinning::None => Command::new(program),
+        }
+    }
+
+    fn load_command(&self, load: &Path) -> Command {
+        self.command(LOAD_CPU, load)
+    }
+}
+
+/// A server process, killed by its process id when dropped.
+struct Server {
+    name: &'static str,
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    /// Starts `binary` through `palisade-load exec` (which raises the open-file limit and then
+    /// becomes the server, keeping the process id) on an ephemeral port, and waits for its
+    /// `listening on ws://ADDR` line.
+    fn start(
+        name: &'static str,
+        binary: &Path,
+        load: &Path,
+        pin: &Pinning,
+        work: &Path,
+    ) -> Result<Self, String> {
+        let log_path = work.join("logs").join(format!("{name}.log"));
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let mut command = pin.command(SERVER_CPU, load);
+        command.args(["exec", "--"]).arg(binary).args(["--addr", "127.0.0.1:0"]);
+        command.env("RUST_LOG", "error").stdout(Stdio::piped()).stderr(log);
+        let mut child =
+            command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let stdout = child.stdout.take();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let Some(stdout) = stdout else { return };
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            // Keep draining, so that the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+        let mut server = Server { name, child, url: String::new() };
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => match line.strip_prefix("listening on ") {
+                Some(url) => server.url = format!("{}/", url.trim().trim_end_matches('/')),
+                None => return Err(format!("{name} printed {line:?}, not `listening on ws://…`")),
+            },
+            Err(_) => {
+                return Err(format!(
+                    "{name} did not print `listening on` within 20 s; see {}",
+                    log_path.display()
+                ));
+            }
+        }
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // `Child::kill` sends SIGKILL to exactly this process id.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `command` and parses the last line of its standard output as JSON.
+fn json_line(command: &mut Command) -> Result<Value, String> {
+    let stdout = cmd::stdout(command)?;
+    let text = String::from_utf8_lossy(&stdout);
+    let line = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    serde_json::from_str(line).map_err(|e| format!("load generator printed {line:?}: {e}"))
+}
+
+/// CPU model, core count, kernel and date, for the report.
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')))
+        .map_or("unknown", |(_, model)| model.trim());
+    let output = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+    };
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "kernel": output("uname", &["-r"]),
+        "date": output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+    })
+}
