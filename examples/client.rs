@@ -46,6 +46,7 @@ async fn run(url: &str) -> Result<(), Error> {
     // ANCHOR_END: connect
     let mut lines = BufReader::new(tokio::io::stdin()).lines();
     // ANCHOR: session
+    let mut input_open = true;
     loop {
         // Both are cancel-safe: whichever is not chosen loses nothing.
         tokio::select! {
@@ -58,13 +59,13 @@ async fn run(url: &str) -> Result<(), Error> {
                 }
                 Err(err) => return Err(err),
             },
-            line = lines.next_line() => match line {
+            line = lines.next_line(), if input_open => match line {
                 Ok(Some(line)) => ws.send(Message::text(line)).await?,
-                // End of input (or unreadable input): close cleanly.
+                // End of input (or unreadable input): start the close handshake and keep
+                // printing what still arrives (late replies) until the server completes it.
                 Ok(None) | Err(_) => {
-                    ws.close(CloseCode::NORMAL, "").await?;
-                    eprintln!("closed with 1000");
-                    return Ok(());
+                    input_open = false;
+                    ws.close_handle().close(CloseCode::NORMAL, "").await?;
                 }
             },
         }
