@@ -131,6 +131,11 @@ fn bench(mode: &str) -> Result<(), String> {
     std::fs::create_dir_all(work.join("logs")).map_err(|e| format!("{}: {e}", work.display()))?;
     let pin = Pinning::detect();
 
+    let (idle_counts, idle_note) = cap_idle(&matrix.idle);
+    if let Some(note) = &idle_note {
+        println!("bench: {note}");
+    }
+
     let mut results = json!({
         "machine": machine(),
         "mode": matrix.mode,
@@ -141,6 +146,7 @@ fn bench(mode: &str) -> Result<(), String> {
         "servers": SERVERS.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
         "load": [],
         "idle": [],
+        "idle_note": idle_note,
     });
     let results_path = work.join("results.json");
     let save = |results: &Value| {
@@ -186,7 +192,7 @@ fn bench(mode: &str) -> Result<(), String> {
     }
 
     // Idle memory: a fresh server for each count, so that nothing from earlier runs is counted.
-    for &count in &matrix.idle {
+    for &count in &idle_counts {
         for (name, binary) in SERVERS {
             println!("bench: {count} idle connections to {name}");
             let server = Server::start(name, &release.join(binary), &load, &pin, &work)?;
@@ -231,6 +237,33 @@ fn push(list: &mut Value, item: Value) {
     if let Some(list) = list.as_array_mut() {
         list.push(item);
     }
+}
+
+/// Open files a process may hold, at most: the hard limit, which only a process with
+/// `CAP_SYS_RESOURCE` may raise.
+fn nofile_hard_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let hard = line.split_whitespace().nth(4)?;
+    if hard == "unlimited" { Some(u64::MAX) } else { hard.parse().ok() }
+}
+
+/// The idle connection counts this machine can hold: each server and the load generator need
+/// one file per connection, and neither can go past the hard open-file limit. Counts above it
+/// are lowered to just under it, with a note for the report.
+fn cap_idle(counts: &[u64]) -> (Vec<u64>, Option<String>) {
+    let Some(hard) = nofile_hard_limit() else { return (counts.to_vec(), None) };
+    // Room for the listener, the runtime's own descriptors and standard streams.
+    let cap = hard.saturating_sub(100);
+    let mut capped: Vec<u64> = counts.iter().map(|&n| n.min(cap)).collect();
+    capped.dedup();
+    let note = counts.iter().any(|&n| n > cap).then(|| {
+        format!(
+            "idle counts above {cap} were lowered to {cap}: the hard open-file limit here is \
+             {hard}, and raising it needs CAP_SYS_RESOURCE, which this machine does not grant"
+        )
+    });
+    (capped, note)
 }
 
 /// One line of a load run for the log.

@@ -277,6 +277,9 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
             }
             let _ = writeln!(md, "{row}");
         }
+        if let Some(note) = r.raw["idle_note"].as_str() {
+            let _ = writeln!(md, "\nNote: {note}.");
+        }
         if images.contains(&"memory") {
             let _ = writeln!(md, "\n![Memory per idle connection](bench/memory.svg)\n");
         }
@@ -332,23 +335,23 @@ fn targets(md: &mut String, r: &Results<'_>) {
             let _ = writeln!(md, "; below it at {}.", behind.join(", "));
         }
     }
-    if let Some(&n) = r.idle_counts.last() {
-        if let Some(ours) = r.per_connection(OURS, n) {
-            let kib = ours / 1024.0;
-            let verdict = if kib < 4.0 {
-                "met, and under the 4 KiB aim"
-            } else if kib < 6.0 {
-                "met"
-            } else {
-                "missed"
-            };
-            let _ = writeln!(
-                md,
-                "- **Idle memory < 6 KiB per connection (aim < 4 KiB):** {kib:.1} KiB at {} \
+    if let Some(&n) = r.idle_counts.last()
+        && let Some(ours) = r.per_connection(OURS, n)
+    {
+        let kib = ours / 1024.0;
+        let verdict = if kib < 4.0 {
+            "met, and under the 4 KiB aim"
+        } else if kib < 6.0 {
+            "met"
+        } else {
+            "missed"
+        };
+        let _ = writeln!(
+            md,
+            "- **Idle memory < 6 KiB per connection (aim < 4 KiB):** {kib:.1} KiB at {} \
                  connections — {verdict}.",
-                thousands(n as f64)
-            );
-        }
+            thousands(n as f64)
+        );
     }
     let _ = writeln!(md);
 }

@@ -514,9 +514,13 @@ async fn serve_connection(state: Arc<State>, tcp: TcpStream, peer: SocketAddr, i
         Some(s) => s,
         None => return,
     };
-    let upgraded =
-        tokio::time::timeout(config.handshake_timeout, handshake(&config, &mut stream, peer, id))
-            .await;
+    let upgraded = tokio::time::timeout(
+        config.handshake_timeout,
+        // Boxed: the handshake's state (buffers, parsed request) is freed once it is done
+        // instead of sitting in every connection's task for the connection's life.
+        Box::pin(handshake(&config, &mut stream, peer, id)),
+    )
+    .await;
     let (info, handler, leftover, close_now) = match upgraded {
         Ok(Ok(Some(upgraded))) => upgraded,
         Ok(Ok(None)) => return,
