@@ -725,11 +725,6 @@ impl Connection {
         Ok(())
     }
 
-    /// Whether an extension (permessage-deflate) is installed.
-    pub fn has_extension(&self) -> bool {
-        self.extension.is_some()
-    }
-
     /// Queues a ping with `payload` (at most 125 bytes).
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), Error> {
         self.check_can_send(Operation::Ping)?;

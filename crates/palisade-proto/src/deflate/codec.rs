@@ -120,6 +120,9 @@ impl Deflate {
                 return Err(ProtocolError::InvalidCompressedData.into());
             }
             let room = max_len - out.len();
+            // Sized by the input (deflate rarely beats 4:1 on text in one step; more steps
+            // follow when it does), so a small message does not pin a large buffer.
+            let step = room.min(INFLATE_STEP).min((input.len() * 4).max(1024));
             let (in_before, out_before) = (d.total_in(), d.total_out());
             let (status, produced) = if room == 0 {
                 // At the limit: one more byte means too big.
@@ -133,7 +136,6 @@ impl Deflate {
                 }
                 (status, 0)
             } else {
-                let step = room.min(INFLATE_STEP);
                 let start = out.len();
                 grow(out, step, max_len);
                 out.resize(start + step, 0);
@@ -164,7 +166,7 @@ impl Deflate {
                     }
                 }
             }
-            if input.is_empty() && room > 0 && produced < room.min(INFLATE_STEP) {
+            if input.is_empty() && room > 0 && produced < step {
                 return Ok(());
             }
         }
@@ -173,7 +175,8 @@ impl Deflate {
 }
 
 /// Makes room for `additional` more bytes in `out` without ever giving it a capacity beyond
-/// `max_len` (`BytesMut::reserve` may double it).
+/// `max_len` (`BytesMut::reserve` may double it, to almost twice the limit). The buffer doubles
+/// up to the limit by a copy, so the peak while growing is 1.5 times the limit at most.
 fn grow(out: &mut BytesMut, additional: usize, max_len: usize) {
     let needed = out.len() + additional;
     if needed <= out.capacity() {

@@ -672,3 +672,13 @@ fn bomb_stops_at_the_limit_without_inflating_further() {
     // A client's frame: 2 header bytes, the mask [1, 2, 3, 4], then the masked code.
     assert_eq!([close[6] ^ 1, close[7] ^ 2], 1009u16.to_be_bytes());
 }
+
+#[test]
+fn small_messages_do_not_pin_large_buffers() {
+    let mut codec = Deflate::new(Role::Client, DeflateParams::default(), &DeflateConfig::default());
+    let text = b"a short message, compressed, compressed, compressed";
+    let mut out = BytesMut::new();
+    codec.decode(&compress(text), true, &mut out, 1 << 20).unwrap();
+    assert_eq!(&out[..], text);
+    assert!(out.capacity() <= 4096, "capacity {}", out.capacity());
+}

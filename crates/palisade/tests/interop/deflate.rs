@@ -1,6 +1,7 @@
 //! permessage-deflate (RFC 7692) with Python `websockets`, which compresses by default: our
 //! server against its client, our client against its server, the negotiated parameters, and
-//! the decompression-bomb limit from both sides.
+//! the decompression-bomb limit from both sides. Then Node `ws` with `perMessageDeflate`, both
+//! ways.
 
 use std::time::Duration;
 
@@ -155,4 +156,33 @@ async fn python_server_bomb_is_stopped_with_1009() {
     let code = err.connection_closed().map_or(err.close_code(), |c| Some(c.code()));
     assert_eq!(code, Some(CloseCode::MESSAGE_TOO_BIG), "{err:?}");
     assert_eq!(peer.line_starting("CLOSED").await, "CLOSED 1009 message too big");
+}
+
+#[tokio::test]
+async fn node_ws_client_against_our_server() {
+    let (_server, url, mut agreed) = server(DeflateConfig::default(), 4 << 20).await;
+    let mut node = Peer::spawn_node(&["client", &url]);
+    // ws offers `client_max_window_bits`; our default answers without parameters.
+    assert_eq!(node.line().await, "EXT permessage-deflate");
+    assert_eq!(node.line().await, "ECHO OK");
+    assert_eq!(node.line().await, "CLOSED 1000");
+    assert_eq!(agreed.recv().await.unwrap(), Some(DeflateParams::default()));
+}
+
+#[tokio::test]
+async fn our_client_against_node_ws_server() {
+    let mut node = Peer::spawn_node(&["server"]);
+    let port: u16 = node.line_starting("PORT ").await["PORT ".len()..].trim().parse().unwrap();
+    for config in [DeflateConfig::default(), DeflateConfig::lean()] {
+        let ws = client(config.clone()).connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
+        let ext = node.line_starting("EXT ").await;
+        assert!(ext.starts_with("EXT permessage-deflate"), "{ext}");
+        let agreed = *ws.compression().expect("ws accepts permessage-deflate");
+        if config == DeflateConfig::lean() {
+            assert_eq!(agreed, params(true, true, 10, 10), "{ext}");
+        }
+        echo_all(&ws).await;
+        ws.close(CloseCode::NORMAL, "done").await.unwrap();
+        assert_eq!(node.line_starting("CLOSED").await, "CLOSED 1000 done");
+    }
 }

@@ -1,5 +1,5 @@
-//! Python peers for interop tests: a pinned venv with `websockets`, and child processes that
-//! are always killed.
+//! Python and Node peers for interop tests: a pinned venv with `websockets`, a pinned `ws`
+//! under `target/interop-node` (npm), and child processes that are always killed.
 //!
 //! - [`python`] creates `target/interop-venv` once (`python3 -m venv`, then `pip install
 //!   websockets==WEBSOCKETS_VERSION`), guarded by a lock file so that parallel tests and test
@@ -20,6 +20,9 @@ use tokio::process::{Child, ChildStdout, Command};
 
 /// The pinned `websockets` release.
 pub(crate) const WEBSOCKETS_VERSION: &str = "17.4";
+
+/// The pinned Node `ws` release.
+pub(crate) const NODE_WS_VERSION: &str = "8.23.0";
 
 /// How long a peer may take to print a line we wait for.
 const LINE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,6 +62,32 @@ pub(crate) fn python() -> &'static Path {
             std::fs::write(&ready, WEBSOCKETS_VERSION).unwrap();
         }
         python
+    })
+}
+
+/// A `node_modules` directory holding `ws`, installed with npm on first use under
+/// `target/interop-node`.
+pub(crate) fn node_modules() -> &'static Path {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let target = target_dir();
+        std::fs::create_dir_all(&target).unwrap();
+        let prefix = target.join("interop-node");
+        let modules = prefix.join("node_modules");
+        let ready = prefix.join(format!(".ws-{NODE_WS_VERSION}"));
+        if ready.exists() {
+            return modules;
+        }
+        let _lock = LockFile::acquire(target.join("interop-node.lock"), &ready);
+        if !ready.exists() {
+            std::fs::create_dir_all(&prefix).unwrap();
+            run(std::process::Command::new("npm")
+                .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
+                .arg(&prefix)
+                .arg(format!("ws@{NODE_WS_VERSION}")));
+            std::fs::write(&ready, NODE_WS_VERSION).unwrap();
+        }
+        modules
     })
 }
 
@@ -122,6 +151,23 @@ impl Peer {
             .arg("-u")
             .arg(&path)
             .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let stdout = child.stdout.take().unwrap();
+        Self { child, lines: BufReader::new(stdout).lines() }
+    }
+
+    /// Runs `tests/interop/node/ws.js` with `args` under Node, with `ws` installed.
+    pub(crate) fn spawn_node(args: &[&str]) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node/ws.js");
+        let mut child = Command::new("node")
+            .arg(&path)
+            .args(args)
+            .env("NODE_PATH", node_modules())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
