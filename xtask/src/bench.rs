@@ -95,24 +95,43 @@ impl Matrix {
     }
 }
 
-/// `cargo xtask bench [--quick]`.
+/// `cargo xtask bench [--quick | --smoke | --micro]`.
 pub(crate) fn run(args: &[String]) -> ExitCode {
     let mode = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => "full",
         ["--quick"] => "quick",
         ["--smoke"] => "smoke",
+        ["--micro"] => "micro",
         _ => {
-            eprintln!("usage: cargo xtask bench [--quick | --smoke]");
+            eprintln!("usage: cargo xtask bench [--quick | --smoke | --micro]");
             return ExitCode::from(2);
         }
     };
-    match bench(mode) {
+    let result = if mode == "micro" { micro() } else { bench(mode) };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// The criterion micro benchmarks of the protocol core, each beside its tungstenite or
+/// fastwebsockets equivalent and `memcpy`: masking, UTF-8 validation, frame decoding.
+fn micro() -> Result<(), String> {
+    cmd::run(&mut cmd::cargo([
+        "bench",
+        "--package",
+        "palisade-proto",
+        "--bench",
+        "proto",
+        "--",
+        "--warm-up-time",
+        "1",
+        "--measurement-time",
+        "3",
+    ]))
 }
 
 /// The CI stage: the smoke run.

@@ -17,6 +17,9 @@ Tasks:
   autobahn        the Autobahn testsuite against the echo example (--server) and the
                   autobahn_client example (--client), both by default; --cases \"1.*,2.*\"
                   picks cases, --url ws://HOST:PORT tests a running server instead
+  bench           echo throughput and idle memory of palisade, tokio-tungstenite and
+                  fastwebsockets, written to docs/src/benchmarks.md (--quick: a subset
+                  in under 3 minutes; --micro: the criterion benches of the protocol core)
   help            print this text
 
 Stages of `ci`:"
