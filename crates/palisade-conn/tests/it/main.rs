@@ -360,3 +360,31 @@ async fn too_big_message_closes_with_1009() {
     let c = client.recv().await.unwrap_err();
     assert_eq!(c.connection_closed().unwrap().code(), CloseCode::MESSAGE_TOO_BIG);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_whose_close_frame_cannot_be_written_ends_after_the_close_timeout() {
+    // A 256-byte pipe that the peer never reads: once it is full, nothing more can be written.
+    let (raw, server_io) = tokio::io::duplex(256);
+    let cfg = quiet().with_close_timeout(Some(Duration::from_secs(2)));
+    let server = WebSocket::from_parts(
+        server_io,
+        Connection::server(cfg.protocol.clone(), tokio::time::Instant::now().into_std()),
+        cfg,
+        &[],
+    );
+    // Fill the pipe and leave more queued behind it.
+    for _ in 0..8 {
+        server.try_send(Message::binary(vec![0u8; 200])).unwrap();
+    }
+    // The peer breaks the protocol (an unmasked frame to a server), then reads nothing.
+    let (_reader, mut writer) = tokio::io::split(raw);
+    writer.write_all(&[0x81, 0x02, b'h', b'i']).await.unwrap();
+    // The 1002 close frame is stuck behind the unread bytes; `recv` must still end, after
+    // the close timeout, with the protocol error.
+    let err = tokio::time::timeout(Duration::from_secs(60), server.recv())
+        .await
+        .expect("recv gave up after the close timeout instead of hanging")
+        .unwrap_err();
+    assert_eq!(err.close_code(), Some(CloseCode::PROTOCOL_ERROR), "{err:?}");
+    assert!(server.recv().await.is_err(), "every later call reports the end");
+}
