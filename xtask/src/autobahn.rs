@@ -1,7 +1,8 @@
 //! `cargo xtask autobahn`: the Autobahn|Testsuite against our server and our client.
 //!
 //! ```text
-//! cargo xtask autobahn [--server] [--client] [--cases "1.*,2.*"] [--url ws://HOST:PORT] [--setup]
+//! cargo xtask autobahn [--server] [--client] [--quick | --cases "1.*,2.*"] [--url ws://HOST:PORT]
+//!                       [--limit MINUTES] [--setup]
 //! ```
 //!
 //! - The virtualenv with `wstest` is made in `target/autobahn-venv` when missing ([`venv`]).
@@ -11,16 +12,18 @@
 //!   already running there instead.
 //! - `--client`: starts `wstest -m fuzzingserver` on a free port of 127.0.0.1 and runs the
 //!   `autobahn_client` example against it, then stops wstest.
-//! - Neither flag means both. `--cases` takes wstest's patterns; without it, every case but the
-//!   sections in [`EXCLUDED`] runs.
+//! - Neither flag means both. `--cases` takes wstest's patterns; without it every case runs,
+//!   all 517 of sections 1 to 13, the 216 of permessage-deflate (12 and 13) included. `--quick`
+//!   leaves out the [`HEAVY`] ones, as `cargo xtask ci` does.
 //! - `--setup` only makes the virtualenv and prints the suite's version (`.ci/run` uses it).
 //!
 //! Each side's reports go to `target/autobahn/{server,client}/` (open `index.html` there), with
 //! the logs of wstest and of our example. The verdict follows [`report`]: every case OK, unless
 //! `autobahn/expected.json` lists it with a reason.
 //!
-//! The suite's runs share a 10-minute budget (making the virtualenv included, the cargo build
-//! not); any process still running when it is spent is killed by its PID, and so is every process
+//! The suite's runs share a budget (making the virtualenv included, the cargo build not):
+//! [`QUICK_LIMIT`] with `--quick` or in CI, [`FULL_LIMIT`] otherwise, or `--limit MINUTES`; any
+//! process still running when it is spent is killed by its PID, and so is every process
 //! the harness started when it returns early. All traffic stays on 127.0.0.1: the examples are
 //! given a loopback address, and wstest's fuzzing server, which binds every interface on its own,
 //! is started through a wrapper that binds it to 127.0.0.1.
@@ -48,13 +51,13 @@ use self::process::Process;
 use self::report::{Allowed, CaseId};
 use crate::cmd;
 
-/// Cases left out of the default run: those of sections 12 and 13 (permessage-deflate) that
-/// send 1,000 messages of 32 KiB to 128 KiB each. wstest compresses and checks them in Python at
-/// about 2 MB/s, so each takes minutes; together they would take over an hour. Run them with
-/// `--cases "12.*,13.*"`. Subcases 1 to 7 of every 12.x and 13.x (16 B to 16 KiB, every
-/// window size and context takeover combination) run by default, against the echo example
-/// started with `--deflate`.
-pub(crate) const EXCLUDED: &[&str] = &[
+/// Cases left out of the quick run (`--quick`, and `cargo xtask ci`): those of sections 12 and
+/// 13 (permessage-deflate) that send 1,000 messages of 32 KiB to 128 KiB each. wstest
+/// compresses and checks them in Python, which makes each take 10 to 30 s, over half an hour
+/// per side for the 132 of them. Subcases 1 to 7 of every 12.x and 13.x (16 B to 16 KiB, every
+/// window size and context takeover combination) stay in the quick run, against the echo
+/// example started with `--deflate`.
+pub(crate) const HEAVY: &[&str] = &[
     "12.*.8", "12.*.9", "12.*.10", "12.*.11", "12.*.12", "12.*.13", "12.*.14", "12.*.15",
     "12.*.16", "12.*.17", "12.*.18", "13.*.8", "13.*.9", "13.*.10", "13.*.11", "13.*.12",
     "13.*.13", "13.*.14", "13.*.15", "13.*.16", "13.*.17", "13.*.18",
@@ -62,8 +65,10 @@ pub(crate) const EXCLUDED: &[&str] = &[
 
 /// The agent name our examples report as, and the key of their results in `index.json`.
 const AGENT: &str = "palisade";
-/// The time the suite's runs may take together (the cargo build is not counted).
-const RUN_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// The time the quick run's sides may take together (the cargo build is not counted).
+const QUICK_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// The time a full run's sides may take together.
+const FULL_LIMIT: Duration = Duration::from_secs(100 * 60);
 /// How long a server may take to start listening.
 const START_LIMIT: Duration = Duration::from_secs(30);
 /// How long a process may take to exit after SIGTERM before it is killed.
@@ -90,7 +95,8 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "error: {e}\n\nusage: cargo xtask autobahn [--server] [--client] \
-                       [--cases \"1.*,2.*\"] [--url ws://HOST:PORT] [--setup]"
+                       [--quick | --cases \"1.*,2.*\"] [--url ws://HOST:PORT] \
+                       [--limit MINUTES] [--setup]"
             );
             return ExitCode::from(2);
         }
@@ -104,18 +110,21 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     }
 }
 
-/// The `autobahn` stage of `cargo xtask ci`: both sides, the default cases, missing examples
+/// The `autobahn` stage of `cargo xtask ci`: both sides, the quick run, missing examples
 /// failing.
 pub(crate) fn ci() -> Result<(), String> {
-    execute(&Options { server: true, client: true, ci: true, ..Options::default() })
+    execute(&Options { server: true, client: true, quick: true, ci: true, ..Options::default() })
 }
 
 #[derive(Debug, Default)]
 struct Options {
     server: bool,
     client: bool,
-    /// wstest case patterns; `None` for every case outside [`EXCLUDED`].
+    /// wstest case patterns; `None` for every case (outside [`HEAVY`] if `quick`).
     cases: Option<Vec<String>>,
+    quick: bool,
+    /// `--limit`, instead of [`QUICK_LIMIT`] or [`FULL_LIMIT`].
+    limit: Option<Duration>,
     /// A server that is already running, tested instead of the echo example.
     url: Option<String>,
     setup_only: bool,
@@ -141,6 +150,16 @@ impl Options {
                 "--server" => options.server = true,
                 "--client" => options.client = true,
                 "--setup" => options.setup_only = true,
+                "--quick" => options.quick = true,
+                "--limit" => {
+                    let minutes = value()?;
+                    let minutes: u64 = minutes
+                        .parse()
+                        .ok()
+                        .filter(|&m| m > 0)
+                        .ok_or(format!("--limit takes whole minutes, not `{minutes}`"))?;
+                    options.limit = Some(Duration::from_secs(minutes * 60));
+                }
                 "--cases" => options.cases = Some(parse_cases(&value()?)?),
                 "--url" => {
                     let url = value()?;
@@ -151,6 +170,9 @@ impl Options {
                 }
                 _ => return Err(format!("unknown argument `{arg}`")),
             }
+        }
+        if options.quick && options.cases.is_some() {
+            return Err("--quick and --cases pick cases each; give one".to_owned());
         }
         if !options.server && !options.client {
             options.server = true;
@@ -186,8 +208,8 @@ fn matches(pattern: &str, text: &str) -> bool {
     }
 }
 
-fn is_excluded(id: &CaseId) -> bool {
-    EXCLUDED.iter().any(|pattern| matches(pattern, id.as_str()))
+fn is_heavy(id: &CaseId) -> bool {
+    HEAVY.iter().any(|pattern| matches(pattern, id.as_str()))
 }
 
 /// Which cases wstest runs: the spec's `cases` and `exclude-cases`.
@@ -198,13 +220,13 @@ struct Cases {
 }
 
 impl Cases {
-    /// Cases asked for by name run even in an excluded section.
-    fn new(asked: Option<&[String]>) -> Self {
+    /// Cases asked for by name run even if they are heavy.
+    fn new(asked: Option<&[String]>, quick: bool) -> Self {
         match asked {
             Some(asked) => Self { include: asked.to_vec(), exclude: Vec::new() },
             None => Self {
                 include: vec!["*".to_owned()],
-                exclude: EXCLUDED.iter().map(|&s| s.to_owned()).collect(),
+                exclude: if quick { HEAVY.iter().map(|&s| s.to_owned()).collect() } else { vec![] },
             },
         }
     }
@@ -234,7 +256,8 @@ impl Side {
 }
 
 fn execute(options: &Options) -> Result<(), String> {
-    let mut deadline = Instant::now() + RUN_LIMIT;
+    let limit = options.limit.unwrap_or(if options.quick { QUICK_LIMIT } else { FULL_LIMIT });
+    let mut deadline = Instant::now() + limit;
     let (server_allowed, client_allowed) =
         report::read_expected(&cmd::root().join(report::EXPECTED))?;
     let workspace = Workspace::read()?;
@@ -281,7 +304,7 @@ fn execute(options: &Options) -> Result<(), String> {
         deadline += started.elapsed();
     }
 
-    let cases = Cases::new(options.cases.as_deref());
+    let cases = Cases::new(options.cases.as_deref(), options.quick);
     let mut summaries = Vec::new();
     for side in sides {
         let result = match side {
@@ -555,7 +578,7 @@ fn conclude(
             BTreeMap::new()
         }
     };
-    let verdict = report::judge(&planned, &outcomes, allowed, is_excluded);
+    let verdict = report::judge(&planned, &outcomes, allowed, is_heavy);
     println!(
         "\nautobahn {side}: {} cases in {took:.1}s (reports in {})",
         outcomes.len(),
@@ -687,15 +710,27 @@ mod tests {
         assert!(!matches("9.*.1", "9.4.2"));
         assert!(matches("*", "1.1.1"));
         assert!(matches("6.4.3", "6.4.3"));
-        assert!(is_excluded(&CaseId::parse("13.7.18").unwrap()));
-        assert!(!is_excluded(&CaseId::parse("10.1.1").unwrap()));
+        assert!(is_heavy(&CaseId::parse("13.7.18").unwrap()));
+        assert!(!is_heavy(&CaseId::parse("13.7.7").unwrap()));
+        assert!(!is_heavy(&CaseId::parse("10.1.1").unwrap()));
     }
 
     #[test]
-    fn named_cases_run_even_in_excluded_sections() {
-        assert_eq!(Cases::new(None).exclude, EXCLUDED);
-        let asked = vec!["12.1.1".to_owned()];
-        let cases = Cases::new(Some(&asked));
+    fn every_case_runs_unless_quick() {
+        assert!(Cases::new(None, false).exclude.is_empty());
+        assert_eq!(Cases::new(None, true).exclude, HEAVY);
+        let asked = vec!["12.1.18".to_owned()];
+        let cases = Cases::new(Some(&asked), false);
         assert_eq!((cases.include, cases.exclude), (asked, vec![]));
+    }
+
+    #[test]
+    fn quick_and_limit_flags() {
+        let options = Options::parse(&args("--quick --limit 3")).unwrap();
+        assert!(options.quick);
+        assert_eq!(options.limit, Some(Duration::from_secs(180)));
+        assert!(Options::parse(&args("--quick --cases 1.*")).is_err());
+        assert!(Options::parse(&args("--limit 0")).is_err());
+        assert!(Options::parse(&args("--limit soon")).is_err());
     }
 }

@@ -15,8 +15,9 @@ Tasks:
   ci [STAGE...]   run CI's checks, cheapest first, stopping at the first failure;
                   with STAGE names, run only those (in CI order)
   autobahn        the Autobahn testsuite against the echo example (--server) and the
-                  autobahn_client example (--client), both by default; --cases \"1.*,2.*\"
-                  picks cases, --url ws://HOST:PORT tests a running server instead
+                  autobahn_client example (--client), both by default; every case
+                  (over an hour), or --quick (CI's cases, ~4 minutes), or --cases \"1.*,2.*\";
+                  --url ws://HOST:PORT tests a running server instead
   bench           echo throughput and idle memory of palisade, tokio-tungstenite and
                   fastwebsockets, written to docs/src/benchmarks.md (--quick: a subset
                   in under 3 minutes; --micro: the criterion benches of the protocol core)

@@ -8,7 +8,7 @@
 //! A case passes when both are `OK`. Anything else fails the run unless the case is listed in
 //! the expected-results file with a reason — NON-STRICT and INFORMATIONAL included, since a
 //! listed reason is the only record of why we accept them — or it is UNIMPLEMENTED in a section
-//! that [`super::EXCLUDED`] leaves out for now. A listed case that now passes is reported as
+//! that the quick run leaves out ([`super::HEAVY`]). A listed case that now passes is reported as
 //! stale: a warning, so the file gets cleaned up, not a failure.
 
 use std::cmp::Ordering;
@@ -172,8 +172,8 @@ pub(super) struct Verdict {
     pub(super) stale: Vec<CaseId>,
 }
 
-/// Judges `outcomes` against `allowed`. `excluded` tells whether a case is in a section left out
-/// for now, where UNIMPLEMENTED is what we expect.
+/// Judges `outcomes` against `allowed`. `excluded` tells whether a case is one the quick run
+/// leaves out, where UNIMPLEMENTED is what we expect.
 pub(super) fn judge(
     planned: &[CaseId],
     outcomes: &BTreeMap<CaseId, Outcome>,
@@ -192,7 +192,7 @@ pub(super) fn judge(
         } else if let Some(reason) = reason {
             verdict.accepted.push((id.clone(), behaviour, reason.clone()));
         } else if outcome.behavior == "UNIMPLEMENTED" && excluded(id) {
-            let reason = "a section left out for now (EXCLUDED in xtask/src/autobahn.rs)";
+            let reason = "a case the quick run leaves out (HEAVY in xtask/src/autobahn.rs)";
             verdict.accepted.push((id.clone(), behaviour, reason.to_owned()));
         } else {
             verdict.unexpected.push(id.clone());

@@ -512,10 +512,10 @@ mod tests {
             header_problem(err),
             (SEC_WEBSOCKET_PROTOCOL, HeaderProblem::BadFormat { pos: 0 })
         );
-        let err = handshake("ws://a/").with_extensions("e; a; a").unwrap_err();
+        let err = handshake("ws://a/").with_extensions("e; a=\"x y\"").unwrap_err();
         assert!(matches!(
             handshake_error(err),
-            HandshakeError::Negotiation(NegotiationError::DuplicateParameter { .. })
+            HandshakeError::Negotiation(NegotiationError::InvalidParameterValue { .. })
         ));
         let err = handshake("ws://a/")
             .with_header(header::SEC_WEBSOCKET_KEY, HeaderValue::from_static("x"))

@@ -118,7 +118,10 @@ pub fn parse_subprotocols(value: &str) -> Result<Vec<String>, Error> {
 /// param          = token [ OWS "=" OWS ( token / quoted-string ) ]
 /// ```
 ///
-/// Quoted values are unquoted. Empty list elements are ignored (RFC 7230 §7).
+/// Quoted values are unquoted. Empty list elements are ignored (RFC 7230 §7). A parameter
+/// that appears twice in one element is kept twice: the grammar allows it, and what it means
+/// is for the extension to judge (RFC 7692 §7 has a server decline such a permessage-deflate
+/// offer, and a client fail on such an answer, rather than refuse the whole handshake).
 ///
 /// # Errors
 ///
@@ -127,8 +130,6 @@ pub fn parse_subprotocols(value: &str) -> Result<Vec<String>, Error> {
 /// - [`NegotiationError::InvalidParameterName`]: a parameter name is not a token.
 /// - [`NegotiationError::InvalidParameterValue`]: a value is empty or, once unquoted, not a
 ///   token (RFC 6455 §9.1 requires quoted values to be tokens after unquoting).
-/// - [`NegotiationError::DuplicateParameter`]: a parameter appears twice in one extension
-///   (compared case-insensitively).
 /// - [`InvalidHeader`] with [`palisade_error::HeaderProblem::BadFormat`]: any other syntax
 ///   error, at the byte where it is found.
 pub fn parse_extensions(value: &str) -> Result<Vec<ExtensionOffer>, Error> {
@@ -189,14 +190,6 @@ pub fn parse_extensions(value: &str) -> Result<Vec<ExtensionOffer>, Error> {
             } else {
                 None
             };
-            // RFC 7692 §7 and every extension we know: a parameter appears at most once.
-            if offer.params.iter().any(|(n, _)| n.eq_ignore_ascii_case(param)) {
-                return Err(NegotiationError::DuplicateParameter {
-                    extension: offer.name.clone(),
-                    name: param.to_owned(),
-                }
-                .into());
-            }
             offer.params.push((param.to_owned(), param_value));
         }
         offers.push(offer);
@@ -220,8 +213,8 @@ pub fn parse_extensions(value: &str) -> Result<Vec<ExtensionOffer>, Error> {
 ///
 /// - [`InvalidHeader`] with [`palisade_error::HeaderProblem::BadFormat`]: an extension name is
 ///   not a token (the position is within the name).
-/// - [`NegotiationError::InvalidParameterName`], [`NegotiationError::InvalidParameterValue`],
-///   [`NegotiationError::DuplicateParameter`]: as in [`parse_extensions`].
+/// - [`NegotiationError::InvalidParameterName`], [`NegotiationError::InvalidParameterValue`]:
+///   as in [`parse_extensions`]. A repeated parameter is written as given, as parsing keeps it.
 pub fn format_extensions(offers: &[ExtensionOffer]) -> Result<String, Error> {
     let mut out = String::new();
     for (i, offer) in offers.iter().enumerate() {
@@ -234,16 +227,9 @@ pub fn format_extensions(offers: &[ExtensionOffer]) -> Result<String, Error> {
             out.push_str(", ");
         }
         out.push_str(&offer.name);
-        for (j, (name, value)) in offer.params.iter().enumerate() {
+        for (name, value) in &offer.params {
             if !is_token(name) {
                 return Err(NegotiationError::InvalidParameterName {
-                    extension: offer.name.clone(),
-                    name: name.clone(),
-                }
-                .into());
-            }
-            if offer.params[..j].iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-                return Err(NegotiationError::DuplicateParameter {
                     extension: offer.name.clone(),
                     name: name.clone(),
                 }
@@ -610,16 +596,14 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_parameter_is_a_negotiation_error() {
-        for (value, name) in [("e; a; a", "a"), ("e; a=1; A=2", "A"), ("e; a=1; b; a", "a")] {
-            assert_eq!(
-                negotiation(parse_extensions(value).unwrap_err()),
-                NegotiationError::DuplicateParameter { extension: "e".into(), name: name.into() },
-                "{value}"
-            );
-        }
-        // The same parameter in two offers is fine.
-        assert_eq!(parse_extensions("e; a, e; a").unwrap().len(), 2);
+    fn a_repeated_parameter_is_kept_for_the_extension_to_judge() {
+        let offers = parse_extensions("e; a=1; b; A=2, e; a").unwrap();
+        assert_eq!(offers.len(), 2);
+        let names: Vec<_> =
+            offers[0].params.iter().map(|(n, v)| (n.as_str(), v.as_deref())).collect();
+        assert_eq!(names, [("a", Some("1")), ("b", None), ("A", Some("2"))]);
+        // `param` answers with the first.
+        assert_eq!(offers[0].param("a"), Some(Some("1")));
     }
 
     #[test]
@@ -662,7 +646,7 @@ mod tests {
     }
 
     #[test]
-    fn format_refuses_what_parse_would_refuse() {
+    fn format_refuses_what_parse_refuses() {
         assert_eq!(
             bad_format_at(format_extensions(&[offer("a b", &[])]).unwrap_err()),
             (SEC_WEBSOCKET_EXTENSIONS, 1)
@@ -679,10 +663,10 @@ mod tests {
             negotiation(format_extensions(&[offer("e", &[("a", Some("1 0"))])]).unwrap_err()),
             NegotiationError::InvalidParameterValue { .. }
         ));
-        assert!(matches!(
-            negotiation(format_extensions(&[offer("e", &[("a", None), ("A", None)])]).unwrap_err()),
-            NegotiationError::DuplicateParameter { .. }
-        ));
+        assert_eq!(
+            format_extensions(&[offer("e", &[("a", None), ("A", None)])]).unwrap(),
+            "e; a; A"
+        );
     }
 
     #[test]

@@ -647,12 +647,20 @@ mod tests {
             header_problem(err, 400),
             ("sec-websocket-protocol", HeaderProblem::BadFormat { pos: 2 })
         );
-        let err = parse(&request_with(with("Sec-WebSocket-Extensions: e; a; a"))).unwrap_err();
+        let err = parse(&request_with(with("Sec-WebSocket-Extensions: e; a=\"x y\""))).unwrap_err();
         assert_eq!(err.http_status(), Some(StatusCode::BAD_REQUEST));
         assert!(matches!(
             handshake_error(err),
-            HandshakeError::Negotiation(NegotiationError::DuplicateParameter { .. })
+            HandshakeError::Negotiation(NegotiationError::InvalidParameterValue { .. })
         ));
+    }
+
+    #[test]
+    fn a_repeated_extension_parameter_is_left_to_the_extension() {
+        // RFC 7692 §7: the server declines such an offer; the handshake itself is fine.
+        let req = parse(&request_with(with("Sec-WebSocket-Extensions: e; a; a, f"))).unwrap();
+        assert_eq!(req.extensions().len(), 2);
+        assert_eq!(req.extensions()[0].params.len(), 2);
     }
 
     #[test]

@@ -577,3 +577,43 @@ async fn logs_say_what_happened_and_never_a_secret() {
     assert!(text.contains("status=403") && text.contains("evil.example"), "{text}");
     assert!(!text.contains(secret), "a secret reached the log: {text}");
 }
+
+#[tokio::test]
+async fn compression_declines_a_malformed_offer_and_takes_the_next() {
+    use palisade_server::DeflateConfig;
+    let server = start(Server::builder().handler(echo).compression(DeflateConfig::default())).await;
+    let addr = server.local_addr();
+    // Reads the response head only: an opened connection would keep `raw` waiting.
+    let head = async |request: &[u8]| {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(request).await.unwrap();
+        let mut got = Vec::new();
+        while !got.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut byte)).await;
+            assert_eq!(n.unwrap().unwrap(), 1, "the head ended early: {got:?}");
+            got.push(byte[0]);
+        }
+        String::from_utf8(got).unwrap().to_ascii_lowercase()
+    };
+    // RFC 7692 §7: a repeated parameter makes the server decline that offer, not the handshake.
+    let offers = "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; \
+                  server_no_context_takeover, permessage-deflate; client_max_window_bits=10\r\n";
+    let answer = head(&upgrade_request(offers)).await;
+    assert!(answer.starts_with("http/1.1 101"), "{answer}");
+    assert!(
+        answer.contains("sec-websocket-extensions: permessage-deflate; client_max_window_bits=10"),
+        "{answer}"
+    );
+    // The only offer declined: the connection opens uncompressed.
+    let alone = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=9; \
+                 client_max_window_bits=9\r\n";
+    let answer = head(&upgrade_request(alone)).await;
+    assert!(answer.starts_with("http/1.1 101"), "{answer}");
+    assert!(!answer.contains("sec-websocket-extensions"), "{answer}");
+    // Syntax the grammar refuses is still 400.
+    let broken = "Sec-WebSocket-Extensions: permessage-deflate; =1\r\n";
+    let answer = raw(addr, &upgrade_request(broken)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    server.shutdown(Duration::from_secs(1)).await;
+}
