@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 
 use crate::cmd;
 
+mod micro;
+
 /// The servers, as (name in the report, binary under `target/release/`).
 const SERVERS: [(&str, &str); 3] = [
     ("palisade", "examples/echo"),
@@ -107,7 +109,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = if mode == "micro" { micro() } else { bench(mode) };
+    let result = if mode == "micro" { micro::run() } else { bench(mode) };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -115,23 +117,6 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// The criterion micro benchmarks of the protocol core, each beside its tungstenite or
-/// fastwebsockets equivalent and `memcpy`: masking, UTF-8 validation, frame decoding.
-fn micro() -> Result<(), String> {
-    cmd::run(&mut cmd::cargo([
-        "bench",
-        "--package",
-        "palisade-proto",
-        "--bench",
-        "proto",
-        "--",
-        "--warm-up-time",
-        "1",
-        "--measurement-time",
-        "3",
-    ]))
 }
 
 /// The CI stage: the smoke run.
