@@ -8,6 +8,9 @@
 //! `palisade-load report` to render the chapter. Every process it starts is killed by its
 //! process id when the run ends, whether it succeeded or not.
 //!
+//! Compressed runs follow: palisade's echo example uncompressed, with permessage-deflate and with
+//! the lean preset, driven with compressible text ([`COMPRESSION`]).
+//!
 //! `--smoke` (the CI stage `bench-smoke`) runs a few seconds of load and 100 idle connections per
 //! server, checks that every run completed without errors, and writes the chapter to
 //! `target/bench-smoke/` instead of the book. It makes no assertion on any figure.
@@ -31,6 +34,16 @@ const SERVERS: [(&str, &str); 3] = [
     ("fastwebsockets", "echo-fastwebsockets"),
 ];
 
+/// The compressed runs: palisade's echo example as (name in the report, its flags, whether the
+/// load generator offers permessage-deflate). Neither peer supports permessage-deflate
+/// (tokio-tungstenite 0.29 and fastwebsockets 0.10 have no such feature), so palisade is
+/// compared with itself, uncompressed, on the same compressible text.
+const COMPRESSION: [(&str, &[&str], bool); 3] = [
+    ("uncompressed", &[], false),
+    ("deflate", &["--deflate"], true),
+    ("deflate lean", &["--deflate-lean"], true),
+];
+
 /// CPU the servers run on; the load generator gets [`LOAD_CPU`].
 const SERVER_CPU: &str = "0";
 const LOAD_CPU: &str = "1";
@@ -43,6 +56,9 @@ struct Matrix {
     /// interrupted run still has them.
     cases: Vec<(u64, u64)>,
     idle: Vec<u64>,
+    /// The cases and idle counts of [`COMPRESSION`].
+    compressed: Vec<(u64, u64)>,
+    idle_compressed: Vec<u64>,
     warmup: f64,
     duration: f64,
     window: u64,
@@ -60,6 +76,8 @@ impl Matrix {
                 mode: "smoke",
                 cases: vec![(4, 16)],
                 idle: vec![100],
+                compressed: vec![(4, KIB)],
+                idle_compressed: vec![100],
                 warmup: 0.2,
                 duration: 1.0,
                 window: 1,
@@ -69,6 +87,8 @@ impl Matrix {
                 mode: "quick",
                 cases: vec![(64, 16), (512, 16), (64, KIB), (64, 64 * KIB), (1, 16)],
                 idle: vec![1_000],
+                compressed: vec![(64, KIB)],
+                idle_compressed: vec![1_000],
                 warmup: 0.5,
                 duration: 2.0,
                 window: 1,
@@ -87,6 +107,8 @@ impl Matrix {
                     mode: "full",
                     cases,
                     idle: vec![10_000, 50_000],
+                    compressed: vec![(64, KIB), (512, KIB), (64, 16 * KIB), (64, 64 * KIB)],
+                    idle_compressed: vec![10_000],
                     warmup: 2.0,
                     duration: 8.0,
                     window: 1,
@@ -150,6 +172,9 @@ fn bench(mode: &str) -> Result<(), String> {
         "servers": SERVERS.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
         "load": [],
         "idle": [],
+        "compression": COMPRESSION.iter().map(|(name, _, _)| *name).collect::<Vec<_>>(),
+        "compressed": [],
+        "idle_compressed": [],
         "idle_note": idle_note,
     });
     let results_path = work.join("results.json");
@@ -167,7 +192,7 @@ fn bench(mode: &str) -> Result<(), String> {
     {
         let mut servers = Vec::new();
         for (name, binary) in SERVERS {
-            servers.push(Server::start(name, &release.join(binary), &load, &pin, &work)?);
+            servers.push(Server::start(name, &release.join(binary), &[], &load, &pin, &work)?);
         }
         for &(conns, size) in &matrix.cases {
             for server in &mut servers {
@@ -199,7 +224,7 @@ fn bench(mode: &str) -> Result<(), String> {
     for &count in &idle_counts {
         for (name, binary) in SERVERS {
             println!("bench: {count} idle connections to {name}");
-            let server = Server::start(name, &release.join(binary), &load, &pin, &work)?;
+            let server = Server::start(name, &release.join(binary), &[], &load, &pin, &work)?;
             // Let the server finish starting before its memory is read.
             std::thread::sleep(Duration::from_millis(300));
             let mut command = pin.load_command(&load);
@@ -217,6 +242,67 @@ fn bench(mode: &str) -> Result<(), String> {
             push(&mut results["idle"], run);
             save(&results)?;
             drop(server);
+        }
+    }
+
+    // Compression: palisade's echo example uncompressed, with permessage-deflate, and with the
+    // lean preset, on compressible text; the same cases for each, one server per variant.
+    let echo = release.join(SERVERS[0].1);
+    if !matrix.compressed.is_empty() {
+        let mut servers = Vec::new();
+        for (name, flags, deflate) in COMPRESSION {
+            servers.push((Server::start(name, &echo, flags, &load, &pin, &work)?, deflate));
+        }
+        for &(conns, size) in &matrix.compressed {
+            for (server, deflate) in &mut servers {
+                println!("bench: {conns} × {size} B of text against palisade {}", server.name);
+                let mut command = pin.load_command(&load);
+                command.args(["load", "--url", &server.url, "-c", &conns.to_string()]);
+                command.args(["-s", &size.to_string(), "-w", &matrix.window.to_string()]);
+                command.args(["--warmup", &matrix.warmup.to_string()]);
+                command.args(["--duration", &matrix.duration.to_string()]);
+                command.args(["--server-pid", &server.pid().to_string()]);
+                command.args(["--first-source", &next_source.to_string()]);
+                if *deflate {
+                    command.arg("--deflate");
+                }
+                next_source += 1;
+                let mut run = json_line(&mut command)?;
+                println!("       {}", summary(&run));
+                if run["errors"].as_u64() != Some(0) || run["round_trips"].as_u64() == Some(0) {
+                    problems.push(format!("{} {conns}×{size}: {}", server.name, summary(&run)));
+                }
+                run["variant"] = json!(server.name);
+                push(&mut results["compressed"], run);
+                save(&results)?;
+                if !server.alive() {
+                    return Err(format!("palisade {} exited during the run", server.name));
+                }
+            }
+        }
+    }
+    for &count in &matrix.idle_compressed {
+        for (name, flags, deflate) in COMPRESSION {
+            println!("bench: {count} idle connections to palisade {name}");
+            let server = Server::start(name, &echo, flags, &load, &pin, &work)?;
+            std::thread::sleep(Duration::from_millis(300));
+            let mut command = pin.load_command(&load);
+            command.args(["idle", "--url", &server.url, "-n", &count.to_string()]);
+            command.args(["--server-pid", &server.pid().to_string()]);
+            command.args(["--first-source", &next_source.to_string()]);
+            if deflate {
+                command.arg("--deflate");
+            }
+            next_source += (count as u32).div_ceil(20_000) + 1;
+            let mut run = json_line(&mut command)?;
+            let per = run["bytes_per_connection"].as_f64().unwrap_or(0.0) / 1024.0;
+            println!("       {per:.1} KiB per connection, {} failed", run["failed"]);
+            if run["opened"].as_u64() != Some(count) {
+                problems.push(format!("palisade {name} idle {count}: {}", run));
+            }
+            run["variant"] = json!(name);
+            push(&mut results["idle_compressed"], run);
+            save(&results)?;
         }
     }
 
@@ -348,21 +434,22 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `binary` through `palisade-load exec` (which raises the open-file limit and then
-    /// becomes the server, keeping the process id) on an ephemeral port, and waits for its
-    /// `listening on ws://ADDR` line.
+    /// Starts `binary` with `flags` through `palisade-load exec` (which raises the open-file
+    /// limit and then becomes the server, keeping the process id) on an ephemeral port, and
+    /// waits for its `listening on ws://ADDR` line.
     fn start(
         name: &'static str,
         binary: &Path,
+        flags: &[&str],
         load: &Path,
         pin: &Pinning,
         work: &Path,
     ) -> Result<Self, String> {
-        let log_path = work.join("logs").join(format!("{name}.log"));
+        let log_path = work.join("logs").join(format!("{}.log", name.replace(' ', "-")));
         let log =
             std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut command = pin.command(SERVER_CPU, load);
-        command.args(["exec", "--"]).arg(binary).args(["--addr", "127.0.0.1:0"]);
+        command.args(["exec", "--"]).arg(binary).args(["--addr", "127.0.0.1:0"]).args(flags);
         command.env("RUST_LOG", "error").stdout(Stdio::piped()).stderr(log);
         let mut child =
             command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;

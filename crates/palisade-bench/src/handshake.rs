@@ -20,11 +20,14 @@ pub fn accept_key(key: &str) -> String {
 }
 
 /// The client's upgrade request for `ws://HOST/` with a fixed key (the generator is not a browser:
-/// the key only has to be well formed).
-pub fn client_request(host: &str) -> String {
+/// the key only has to be well formed), offering `extensions` if given.
+pub fn client_request(host: &str, extensions: Option<&str>) -> String {
+    let extensions =
+        extensions.map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n")).unwrap_or_default();
     format!(
         "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         {extensions}\r\n"
     )
 }
 

@@ -1,11 +1,14 @@
 //! Idle memory: open N connections, complete each handshake, then send nothing, and read the
-//! server's resident memory before and after.
+//! server's resident memory before and after. With [`Plan::deflate`], each connection agrees
+//! to permessage-deflate and exchanges one compressed message before it goes quiet, so that the
+//! server holds whatever compression state it keeps between messages.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
@@ -27,6 +30,8 @@ pub struct Plan {
     pub settle: Duration,
     /// The first loopback source address, as in [`load::Plan::first_source`].
     pub first_source: u32,
+    /// Agree to permessage-deflate and exchange one 1 KiB compressed message first.
+    pub deflate: bool,
 }
 
 /// What one run measured.
@@ -59,6 +64,7 @@ impl Outcome {
     pub fn to_json(&self, plan: &Plan) -> Value {
         json!({
             "connections": plan.connections,
+            "deflate": plan.deflate,
             "opened": self.opened,
             "failed": self.failed,
             "first_error": self.first_error,
@@ -80,15 +86,23 @@ pub async fn run(plan: Plan) -> Result<Outcome, String> {
     let started = Instant::now();
     let sources = load::sources_for(plan.addr, plan.connections, plan.first_source);
     let permits = Arc::new(Semaphore::new(CONCURRENT_HANDSHAKES));
+    let frames = plan.deflate.then(|| load::Frames::new(1024, true));
     let mut tasks = Vec::with_capacity(plan.connections);
     for i in 0..plan.connections {
         let (permits, addr, source) = (permits.clone(), plan.addr, sources[i % sources.len()]);
+        let frames = frames.as_ref().map(|f| f.starting_at(i));
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
-            let connecting = load::connect(addr, source);
-            match tokio::time::timeout(Duration::from_secs(20), connecting).await {
-                Ok(result) => result.map(|(stream, _)| stream),
-                Err(_) => Err("handshake took over 20 s".to_owned()),
+            let opening = async {
+                let (mut stream, leftover) = load::connect(addr, source, frames.is_some()).await?;
+                if let Some(mut frames) = frames {
+                    exchange(&mut stream, leftover, frames.next_frame()).await?;
+                }
+                Ok(stream)
+            };
+            match tokio::time::timeout(Duration::from_secs(20), opening).await {
+                Ok(result) => result,
+                Err(_) => Err("opening took over 20 s".to_owned()),
             }
         }));
     }
@@ -114,4 +128,25 @@ pub async fn run(plan: Plan) -> Result<Outcome, String> {
         Outcome { opened: held.len(), failed, first_error, rss_before, rss_after, connect_seconds };
     drop(held);
     Ok(outcome)
+}
+
+/// Sends `frame` and reads until the echo of it has arrived whole.
+async fn exchange(stream: &mut TcpStream, leftover: Vec<u8>, frame: &[u8]) -> Result<(), String> {
+    stream.write_all(frame).await.map_err(|e| format!("write: {e}"))?;
+    let mut buf = leftover;
+    loop {
+        if let Some(len) = load::complete_frame(&buf) {
+            return if buf[0] & 0x0f == 0x2 && len == buf.len() {
+                Ok(())
+            } else {
+                Err(format!("unexpected reply: first byte {:#04x}, {} bytes", buf[0], buf.len()))
+            };
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("the server closed the TCP connection".to_owned());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
 }

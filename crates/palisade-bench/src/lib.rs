@@ -6,6 +6,7 @@
 //!   `ws://ADDR/` with C connections, S-byte binary messages and W messages in flight per
 //!   connection, and reports round trips/s, MB/s, p50/p99 latency, errors and its own CPU use.
 //! - [`idle`]: opens N idle connections and reads the server's resident memory before and after.
+//! - [`deflate`]: compressible text and permessage-deflate frames for compressed runs.
 //! - [`handshake`]: the few lines of RFC 6455 §4 the generator and the fastwebsockets peer need.
 //! - [`report`]: turns the results of a run into the `benchmarks.md` chapter and its SVG charts.
 //! - [`procfs`]: resident memory and CPU time of a process, from `/proc`.
@@ -13,6 +14,7 @@
 //! The peer echo servers, `echo-tungstenite` and `echo-fastwebsockets`, are binaries of this
 //! crate with the shape of palisade's `examples/echo.rs`.
 
+pub mod deflate;
 pub mod handshake;
 pub mod idle;
 pub mod load;

@@ -1,5 +1,6 @@
 //! The load generator: C connections, each keeping W binary messages of S bytes in flight to an
-//! echo server, with a warm-up before the measured interval.
+//! echo server, with a warm-up before the measured interval. With [`Plan::deflate`] it offers
+//! permessage-deflate and sends compressed JSON-like text (see [`crate::deflate`]).
 //!
 //! It is built to stay cheap so that the server is what is measured: every message is the same
 //! pre-masked frame written from one shared buffer, replies are parsed only as far as their
@@ -21,8 +22,8 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
-use crate::handshake;
 use crate::procfs;
+use crate::{deflate, handshake};
 
 /// How many connections share one source address: well under the 28,000 ephemeral ports Linux
 /// offers per address by default.
@@ -55,6 +56,9 @@ pub struct Plan {
     pub server_pid: Option<u32>,
     /// The first loopback source address to use, counted from 127.0.0.0 (see [`sources_for`]).
     pub first_source: u32,
+    /// Offer permessage-deflate (a run fails if the server does not agree) and send
+    /// compressible text, compressed.
+    pub deflate: bool,
 }
 
 /// What one run measured.
@@ -91,6 +95,7 @@ impl Outcome {
             "connections": plan.connections,
             "size": plan.size,
             "window": plan.window,
+            "deflate": plan.deflate,
             "round_trips": self.round_trips,
             "seconds": self.seconds,
             "rps": self.rate(),
@@ -134,14 +139,15 @@ pub fn new_histogram() -> Histogram<u64> {
 pub async fn run(plan: Plan) -> Outcome {
     let shared =
         Arc::new(Shared { phase: AtomicU8::new(WARMUP), connected: 0.into(), failed: 0.into() });
-    let frame: Arc<[u8]> = masked_frame(plan.size).into();
+    let frames = Frames::new(plan.size, plan.deflate);
     let sources = sources_for(plan.addr, plan.connections, plan.first_source);
     let mut tasks = Vec::with_capacity(plan.connections);
     for i in 0..plan.connections {
-        let (shared, frame, addr) = (shared.clone(), frame.clone(), plan.addr);
-        let (source, window, size) = (sources[i % sources.len()], plan.window, plan.size);
+        // Connections start at different messages, so that they do not all send the same one.
+        let (shared, frames, addr) = (shared.clone(), frames.starting_at(i), plan.addr);
+        let (source, window, deflate) = (sources[i % sources.len()], plan.window, plan.deflate);
         tasks.push(tokio::spawn(async move {
-            let result = connection(addr, source, frame, size, window, &shared).await;
+            let result = connection(addr, source, frames, window, deflate, &shared).await;
             if result.is_err() {
                 shared.failed.fetch_add(1, Ordering::Relaxed);
             }
@@ -218,9 +224,58 @@ pub fn sources_for(addr: SocketAddr, connections: usize, first: u32) -> Vec<IpAd
     }
 }
 
-/// Opens a TCP connection from `source` and completes the WebSocket handshake. Returns the stream
-/// and any bytes that arrived after the `101` response.
-pub async fn connect(addr: SocketAddr, source: IpAddr) -> Result<(TcpStream, Vec<u8>), String> {
+/// The messages a connection sends, as ready-masked frames, taken in turn.
+#[derive(Debug, Clone)]
+pub struct Frames {
+    frames: Arc<[Vec<u8>]>,
+    next: usize,
+    /// The payload length of the echoes, when it is known (uncompressed runs).
+    reply_len: Option<u64>,
+}
+
+impl Frames {
+    /// One frame of `size` bytes, or with `deflate` [`deflate::VARIANTS`] different compressed
+    /// messages of `size` bytes of text each.
+    pub fn new(size: usize, deflate: bool) -> Self {
+        if !deflate {
+            return Self {
+                frames: vec![masked_frame(size)].into(),
+                next: 0,
+                reply_len: Some(size as u64),
+            };
+        }
+        let frames = (0..deflate::VARIANTS as u64)
+            .map(|seed| masked(&deflate::compress(&deflate::text(size, seed)), 0x80 | 0x40 | 0x2))
+            .collect();
+        Self { frames, next: 0, reply_len: None }
+    }
+
+    /// The same frames, starting at the `i`th.
+    pub fn starting_at(&self, i: usize) -> Self {
+        Self { next: i % self.frames.len(), ..self.clone() }
+    }
+
+    /// The next frame to send.
+    pub fn next_frame(&mut self) -> &[u8] {
+        let frame = &self.frames[self.next];
+        self.next = (self.next + 1) % self.frames.len();
+        frame
+    }
+
+    /// The length of the longest frame, to judge what fits in socket buffers.
+    fn max_len(&self) -> usize {
+        self.frames.iter().map(Vec::len).max().unwrap_or(0)
+    }
+}
+
+/// Opens a TCP connection from `source` and completes the WebSocket handshake, offering
+/// permessage-deflate if `deflate` (and failing if the server does not agree). Returns the
+/// stream and any bytes that arrived after the `101` response.
+pub async fn connect(
+    addr: SocketAddr,
+    source: IpAddr,
+    deflate: bool,
+) -> Result<(TcpStream, Vec<u8>), String> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
@@ -231,7 +286,7 @@ pub async fn connect(addr: SocketAddr, source: IpAddr) -> Result<(TcpStream, Vec
     }
     let mut stream = socket.connect(addr).await.map_err(|e| format!("connect {addr}: {e}"))?;
     stream.set_nodelay(true).map_err(|e| format!("nodelay: {e}"))?;
-    let request = handshake::client_request(&addr.to_string());
+    let request = handshake::client_request(&addr.to_string(), deflate.then_some(deflate::OFFER));
     stream.write_all(request.as_bytes()).await.map_err(|e| format!("handshake write: {e}"))?;
     let mut buf = Vec::new();
     let head = handshake::read_head(&mut stream, &mut buf)
@@ -241,6 +296,9 @@ pub async fn connect(addr: SocketAddr, source: IpAddr) -> Result<(TcpStream, Vec
         let line = String::from_utf8_lossy(&buf[..head]);
         return Err(format!("handshake refused: {}", line.lines().next().unwrap_or("")));
     }
+    if deflate && !deflate::agreed(handshake::header(&buf[..head], "sec-websocket-extensions")) {
+        return Err("the server did not agree to permessage-deflate".to_owned());
+    }
     Ok((stream, buf.split_off(head)))
 }
 
@@ -248,25 +306,26 @@ pub async fn connect(addr: SocketAddr, source: IpAddr) -> Result<(TcpStream, Vec
 async fn connection(
     addr: SocketAddr,
     source: IpAddr,
-    frame: Arc<[u8]>,
-    size: usize,
+    frames: Frames,
     window: usize,
+    deflate: bool,
     shared: &Shared,
 ) -> Result<ConnStats, String> {
-    let (stream, leftover) = connect(addr, source).await?;
+    let (stream, leftover) = connect(addr, source, deflate).await?;
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let (read, write) = stream.into_split();
-    if window * frame.len() <= INLINE_WRITES {
+    let reply_len = frames.reply_len;
+    if window * frames.max_len() <= INLINE_WRITES {
         // Everything in flight fits in the socket buffers: write from the reader, which saves a
         // wake-up per batch.
-        let sink = Sink::Inline { write, frame, batch: Vec::new() };
-        return reader(read, leftover, sink, size, window, shared).await;
+        let sink = Sink::Inline { write, frames, batch: Vec::new() };
+        return reader(read, leftover, sink, reply_len, window, shared).await;
     }
     // The writer runs beside the reader so that a large message being written never stops the
     // replies from being read (which could deadlock both ends on full socket buffers).
     let (sends, to_send) = mpsc::unbounded_channel();
-    let writer = writer(write, to_send, frame);
-    let reader = reader(read, leftover, Sink::Writer(sends), size, window, shared);
+    let writer = writer(write, to_send, frames);
+    let reader = reader(read, leftover, Sink::Writer(sends), reply_len, window, shared);
     let (read_result, write_result) = tokio::join!(reader, writer);
     let stats = read_result?;
     write_result?;
@@ -279,7 +338,7 @@ const INLINE_WRITES: usize = 32 * 1024;
 /// Where the reader sends the messages its replies released.
 enum Sink {
     /// Written by the reader.
-    Inline { write: OwnedWriteHalf, frame: Arc<[u8]>, batch: Vec<u8> },
+    Inline { write: OwnedWriteHalf, frames: Frames, batch: Vec<u8> },
     /// Counted to the writer running beside the reader.
     Writer(mpsc::UnboundedSender<usize>),
 }
@@ -287,13 +346,13 @@ enum Sink {
 impl Sink {
     async fn send(&mut self, count: usize) -> Result<(), String> {
         match self {
-            Sink::Inline { write, frame, batch } => {
+            Sink::Inline { write, frames, batch } => {
                 let bytes: &[u8] = if count == 1 {
-                    frame
+                    frames.next_frame()
                 } else {
                     batch.clear();
                     for _ in 0..count {
-                        batch.extend_from_slice(frame);
+                        batch.extend_from_slice(frames.next_frame());
                     }
                     batch
                 };
@@ -304,21 +363,21 @@ impl Sink {
     }
 }
 
-/// Writes `frame` once for every count received, batching what has queued up.
+/// Writes a frame for every count received, batching what has queued up.
 async fn writer(
     mut write: OwnedWriteHalf,
     mut to_send: mpsc::UnboundedReceiver<usize>,
-    frame: Arc<[u8]>,
+    mut frames: Frames,
 ) -> Result<(), String> {
     let mut batch = Vec::new();
     while let Some(mut count) = to_send.recv().await {
         while let Ok(more) = to_send.try_recv() {
             count += more;
         }
-        let result = if frame.len() >= 16 * 1024 || count == 1 {
+        let result = if frames.max_len() >= 16 * 1024 || count == 1 {
             let mut result = Ok(());
             for _ in 0..count {
-                result = write.write_all(&frame).await;
+                result = write.write_all(frames.next_frame()).await;
                 if result.is_err() {
                     break;
                 }
@@ -327,7 +386,7 @@ async fn writer(
         } else {
             batch.clear();
             for _ in 0..count {
-                batch.extend_from_slice(&frame);
+                batch.extend_from_slice(frames.next_frame());
             }
             write.write_all(&batch).await
         };
@@ -346,12 +405,12 @@ struct InFrame {
 }
 
 /// Reads replies, matches each to the oldest message in flight, and asks the writer for a new
-/// message per reply.
+/// message per reply. Replies must be whole binary messages of `reply_len` bytes, if given.
 async fn reader(
     mut read: OwnedReadHalf,
     leftover: Vec<u8>,
     mut sink: Sink,
-    size: usize,
+    reply_len: Option<u64>,
     window: usize,
     shared: &Shared,
 ) -> Result<ConnStats, String> {
@@ -387,14 +446,16 @@ async fn reader(
             }
             current = None;
             match frame.opcode {
-                0x2 if frame.fin && frame.len == size as u64 => done += 1,
+                0x2 if frame.fin && reply_len.is_none_or(|len| frame.len == len) => done += 1,
                 // Pings and pongs from a keepalive: nothing to do within a short run.
                 0x9 | 0xA => {}
                 0x8 => return Err("the server closed the connection".into()),
                 opcode => {
                     return Err(format!(
-                        "unexpected frame: opcode {opcode:#x}, fin {}, {} bytes (sent {size})",
-                        frame.fin, frame.len
+                        "unexpected frame: opcode {opcode:#x}, fin {}, {} bytes (expected {})",
+                        frame.fin,
+                        frame.len,
+                        reply_len.map_or("any length".to_owned(), |len| format!("{len} bytes"))
                     ));
                 }
             }
@@ -451,10 +512,24 @@ fn parse_header(bytes: &[u8]) -> Option<(InFrame, usize)> {
     Some((frame, header_len))
 }
 
+/// The length of the frame at the start of `bytes`, header included, once all of it is there.
+pub fn complete_frame(bytes: &[u8]) -> Option<usize> {
+    let (frame, header_len) = parse_header(bytes)?;
+    let len = header_len + usize::try_from(frame.len).ok()?;
+    (bytes.len() >= len).then_some(len)
+}
+
 /// A masked binary frame carrying `size` bytes, as a client sends it.
 pub fn masked_frame(size: usize) -> Vec<u8> {
+    let payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
+    masked(&payload, 0x82)
+}
+
+/// A frame with first byte `b0` (FIN, RSV bits, opcode) carrying `payload`, masked with [`MASK`].
+fn masked(payload: &[u8], b0: u8) -> Vec<u8> {
+    let size = payload.len();
     let mut frame = Vec::with_capacity(size + 14);
-    frame.push(0x82);
+    frame.push(b0);
     match size {
         0..=125 => frame.push(0x80 | size as u8),
         126..=0xffff => {
@@ -467,7 +542,7 @@ pub fn masked_frame(size: usize) -> Vec<u8> {
         }
     }
     frame.extend_from_slice(&MASK);
-    frame.extend((0..size).map(|i| (b'a' + (i % 26) as u8) ^ MASK[i % 4]));
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
     frame
 }
 
@@ -486,6 +561,22 @@ mod tests {
             assert_eq!(payload.len(), size);
             assert!(payload.iter().enumerate().all(|(i, &b)| b == b'a' + (i % 26) as u8));
         }
+    }
+
+    #[test]
+    fn compressed_frames_rotate_and_carry_rsv1() {
+        let mut frames = Frames::new(1024, true);
+        assert_eq!(frames.frames.len(), deflate::VARIANTS);
+        assert_eq!(frames.reply_len, None);
+        let first = frames.next_frame().to_vec();
+        assert_eq!(first[0], 0xc2, "FIN, RSV1, binary");
+        let (header, header_len) = parse_header(&first).expect("a complete header");
+        assert!(header.len < 1024, "compressed: {} bytes", header.len);
+        assert_eq!(first.len(), header_len + header.len as usize);
+        assert_ne!(frames.next_frame(), first.as_slice());
+        let mut later = frames.starting_at(deflate::VARIANTS);
+        assert_eq!(later.next_frame(), first.as_slice());
+        assert_eq!(Frames::new(16, false).reply_len, Some(16));
     }
 
     #[test]

@@ -8,10 +8,15 @@
 //!   "pinning": "...", "elapsed": 512.0,
 //!   "servers": ["palisade", "tokio-tungstenite", "fastwebsockets"],
 //!   "load": [ { "server": "palisade", <palisade-load load output> }, ... ],
-//!   "idle": [ { "server": "palisade", <palisade-load idle output> }, ... ] }
+//!   "idle": [ { "server": "palisade", <palisade-load idle output> }, ... ],
+//!   "compression": ["uncompressed", "deflate", "deflate lean"],
+//!   "compressed": [ { "variant": "deflate", <palisade-load load --deflate output> }, ... ],
+//!   "idle_compressed": [ { "variant": "deflate", <palisade-load idle --deflate output> }, ... ] }
 //! ```
 //!
 //! [`write()`] puts `benchmarks.md` in the output directory and the charts in `bench/` under it.
+//! Fragments written by other tools into that `bench/` directory (`micro.md`, the criterion
+//! micro benchmarks, and `flate-backends.md`) are included into the chapter when present.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -42,10 +47,29 @@ pub fn write(results: &Value, out: &Path) -> Result<(), String> {
         memory_chart(&results, &charts.join("memory.svg"))?;
         images.push("memory");
     }
+    if !results.compressed_cases.is_empty() {
+        compression_chart(&results, &charts.join("compression.svg"))?;
+        images.push("compression");
+    }
+    let mut md = markdown(&results, &images);
+    for (fragment, heading) in FRAGMENTS {
+        if charts.join(fragment).is_file() {
+            let _ = writeln!(
+                md,
+                "
+## {heading}
+
+{{{{#include bench/{fragment}}}}}"
+            );
+        }
+    }
     let chapter = out.join("benchmarks.md");
-    std::fs::write(&chapter, markdown(&results, &images))
-        .map_err(|e| format!("{}: {e}", chapter.display()))
+    std::fs::write(&chapter, md).map_err(|e| format!("{}: {e}", chapter.display()))
 }
+
+/// Fragments other tools leave in `bench/`, and the heading each goes under.
+const FRAGMENTS: [(&str, &str); 2] =
+    [("micro.md", "Protocol core (criterion)"), ("flate-backends.md", "Compression backends")];
 
 /// The results, indexed.
 struct Results<'a> {
@@ -54,6 +78,10 @@ struct Results<'a> {
     /// (connections, size) in matrix order.
     cases: Vec<(u64, u64)>,
     idle_counts: Vec<u64>,
+    /// The compression variants, and their cases and idle counts.
+    variants: Vec<String>,
+    compressed_cases: Vec<(u64, u64)>,
+    idle_compressed_counts: Vec<u64>,
 }
 
 impl<'a> Results<'a> {
@@ -71,7 +99,50 @@ impl<'a> Results<'a> {
         let idle = raw["idle"].as_array().map(Vec::as_slice).unwrap_or_default();
         let idle_counts: BTreeSet<u64> =
             idle.iter().filter_map(|r| r["connections"].as_u64()).collect();
-        Self { raw, servers, cases, idle_counts: idle_counts.into_iter().collect() }
+        let variants = raw["compression"]
+            .as_array()
+            .map(|s| s.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        let compressed = raw["compressed"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let mut compressed_cases = Vec::new();
+        for run in compressed {
+            if let (Some(conns), Some(size)) = (run["connections"].as_u64(), run["size"].as_u64())
+                && !compressed_cases.contains(&(conns, size))
+            {
+                compressed_cases.push((conns, size));
+            }
+        }
+        let idle = raw["idle_compressed"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let idle_compressed_counts: BTreeSet<u64> =
+            idle.iter().filter_map(|r| r["connections"].as_u64()).collect();
+        Self {
+            raw,
+            servers,
+            cases,
+            idle_counts: idle_counts.into_iter().collect(),
+            variants,
+            compressed_cases,
+            idle_compressed_counts: idle_compressed_counts.into_iter().collect(),
+        }
+    }
+
+    fn compressed(&self, variant: &str, (conns, size): (u64, u64)) -> Option<&'a Value> {
+        self.raw["compressed"]
+            .as_array()?
+            .iter()
+            .find(|r| r["variant"] == variant && r["connections"] == conns && r["size"] == size)
+    }
+
+    fn compressed_number(&self, variant: &str, case: (u64, u64), field: &str) -> Option<f64> {
+        self.compressed(variant, case)?[field].as_f64()
+    }
+
+    fn idle_compressed(&self, variant: &str, conns: u64) -> Option<f64> {
+        let run = self.raw["idle_compressed"]
+            .as_array()?
+            .iter()
+            .find(|r| r["variant"] == variant && r["connections"] == conns)?;
+        (run["opened"].as_u64()? > 0).then(|| run["bytes_per_connection"].as_f64())?
     }
 
     fn load(&self, server: &str, (conns, size): (u64, u64)) -> Option<&'a Value> {
@@ -285,6 +356,8 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
         }
     }
 
+    compression(&mut md, r, images);
+
     let _ = writeln!(
         md,
         "## Reproducing\n\n\
@@ -298,6 +371,112 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
          pre-masked frame per message and skips reply payloads without copying them."
     );
     md
+}
+
+/// The compressed runs: palisade against itself, uncompressed and with both presets.
+fn compression(md: &mut String, r: &Results<'_>, images: &[&str]) {
+    if r.compressed_cases.is_empty() && r.idle_compressed_counts.is_empty() {
+        return;
+    }
+    let base = r.variants.first().cloned().unwrap_or_default();
+    let others: Vec<&String> = r.variants.iter().skip(1).collect();
+    let _ = writeln!(
+        md,
+        "## Compression\n\n\
+         palisade's `echo` example uncompressed, with permessage-deflate (`--deflate`: 15-bit \
+         windows, context takeover, level 6) and with the lean preset (`--deflate-lean`: 10-bit \
+         windows, no context takeover). The load generator sends JSON-like text that zlib \
+         compresses about 3:1, rotating through {} different messages per connection, each \
+         compressed once before the run; it never inflates the echoes, so the server's cost is \
+         what shows. Neither peer supports permessage-deflate, so the comparison is with \
+         palisade itself. MB/s counts uncompressed payload.\n",
+        crate::deflate::VARIANTS
+    );
+    if !r.compressed_cases.is_empty() {
+        let mut header = "| connections | size |".to_owned();
+        let mut rule = "|---:|---:|".to_owned();
+        for v in &r.variants {
+            let _ = write!(header, " {v} |");
+            rule.push_str("---:|");
+        }
+        for v in &others {
+            let _ = write!(header, " {v} / {base} |");
+            rule.push_str("---:|");
+        }
+        for v in &r.variants {
+            let _ = write!(header, " CPU {v} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(md, "Round trips per second (higher is better), and the server's CPU.\n");
+        let _ = writeln!(md, "{header}\n{rule}");
+        for &case in &r.compressed_cases {
+            let mut row = format!("| {} | {} |", case.0, size_label(case.1));
+            for v in &r.variants {
+                let rps = r.compressed_number(v, case, "rps").map(thousands);
+                let _ = write!(row, " {} |", or_dash(rps));
+            }
+            for v in &others {
+                let ratio = r
+                    .compressed_number(v, case, "rps")
+                    .zip(r.compressed_number(&base, case, "rps"))
+                    .filter(|(_, b)| *b > 0.0)
+                    .map(|(x, b)| format!("{:.2}×", x / b));
+                let _ = write!(row, " {} |", or_dash(ratio));
+            }
+            for v in &r.variants {
+                let cpu = r.compressed_number(v, case, "server_cpu").map(|c| format!("{c:.2}"));
+                let _ = write!(row, " {} |", or_dash(cpu));
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        let _ = writeln!(md);
+        let mut header = "| connections | size |".to_owned();
+        let mut rule = "|---:|---:|".to_owned();
+        for v in &r.variants {
+            let _ = write!(header, " p50 / p99 µs {v} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(md, "{header}\n{rule}");
+        for &case in &r.compressed_cases {
+            let mut row = format!("| {} | {} |", case.0, size_label(case.1));
+            for v in &r.variants {
+                let cell = r
+                    .compressed_number(v, case, "p50_us")
+                    .zip(r.compressed_number(v, case, "p99_us"))
+                    .map(|(p50, p99)| format!("{} / {}", thousands(p50), thousands(p99)));
+                let _ = write!(row, " {} |", or_dash(cell));
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        if images.contains(&"compression") {
+            let _ = writeln!(md, "\n![Compressed echo throughput](bench/compression.svg)");
+        }
+        let _ = writeln!(md);
+    }
+    if !r.idle_compressed_counts.is_empty() {
+        let _ = writeln!(
+            md,
+            "Memory per idle connection: each connection agrees to the extension (or not, \
+             uncompressed), exchanges one 1 KiB message, and goes quiet, so the server holds \
+             whatever compression state it keeps between messages.\n"
+        );
+        let mut header = "| connections |".to_owned();
+        let mut rule = "|---:|".to_owned();
+        for v in &r.variants {
+            let _ = write!(header, " {v} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(md, "{header}\n{rule}");
+        for &n in &r.idle_compressed_counts {
+            let mut row = format!("| {} |", thousands(n as f64));
+            for v in &r.variants {
+                let cell = r.idle_compressed(v, n).map(|b| format!("{:.1} KiB", b / 1024.0));
+                let _ = write!(row, " {} |", or_dash(cell));
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        let _ = writeln!(md);
+    }
 }
 
 /// The targets of the benchmark issue, checked against this run.
@@ -476,6 +655,21 @@ fn latency_chart(r: &Results<'_>, path: &Path) -> Result<(), String> {
     bar_chart(path, "p99 latency (lower is better)", "µs", &r.servers, &categories, &values, true)
 }
 
+fn compression_chart(r: &Results<'_>, path: &Path) -> Result<(), String> {
+    let categories: Vec<String> = r.compressed_cases.iter().map(|&c| case_label(c)).collect();
+    let values =
+        |variant: &str, i: usize| r.compressed_number(variant, r.compressed_cases[i], "rps");
+    bar_chart(
+        path,
+        "Echo of compressible text, palisade (higher is better)",
+        "round trips/s",
+        &r.variants,
+        &categories,
+        &values,
+        true,
+    )
+}
+
 fn memory_chart(r: &Results<'_>, path: &Path) -> Result<(), String> {
     let categories: Vec<String> =
         r.idle_counts.iter().map(|&n| format!("{} idle", thousands(n as f64))).collect();
@@ -524,15 +718,38 @@ mod tests {
             "servers": ["palisade", "tokio-tungstenite", "fastwebsockets"],
             "load": [run("palisade", 200.0), run("tokio-tungstenite", 100.0), run("fastwebsockets", 160.0)],
             "idle": [idle("palisade", 2048.0), idle("tokio-tungstenite", 138_000.0), idle("fastwebsockets", 6300.0)],
+            "compression": ["uncompressed", "deflate", "deflate lean"],
+            "compressed": [
+                json!({ "variant": "uncompressed", "connections": 64, "size": 1024, "rps": 1000.0,
+                        "p50_us": 50.0, "p99_us": 90.0, "server_cpu": 1.0, "errors": 0 }),
+                json!({ "variant": "deflate", "connections": 64, "size": 1024, "rps": 500.0,
+                        "p50_us": 80.0, "p99_us": 150.0, "server_cpu": 1.0, "errors": 0 }),
+                json!({ "variant": "deflate lean", "connections": 64, "size": 1024, "rps": 250.0,
+                        "p50_us": 90.0, "p99_us": 200.0, "server_cpu": 1.0, "errors": 0 }),
+            ],
+            "idle_compressed": [
+                json!({ "variant": "uncompressed", "connections": 1000, "opened": 1000, "bytes_per_connection": 9216.0 }),
+                json!({ "variant": "deflate", "connections": 1000, "opened": 1000, "bytes_per_connection": 307_200.0 }),
+                json!({ "variant": "deflate lean", "connections": 1000, "opened": 1000, "bytes_per_connection": 10_240.0 }),
+            ],
         });
         let dir =
             std::env::temp_dir().join(format!("palisade-bench-report-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bench")).expect("a temporary directory");
+        std::fs::write(dir.join("bench/micro.md"), "### Micro\n").expect("a fragment");
         write(&results, &dir).expect("the report is written");
         let md = std::fs::read_to_string(dir.join("benchmarks.md")).expect("the chapter");
         assert!(md.contains("| 64 | 16 B | 200 | 100 | 160 | 2.00× | 1.25× |"), "{md}");
         assert!(md.contains("| 1,000 | 2.0 KiB |"), "{md}");
         assert!(md.contains("Test CPU"));
-        for chart in ["throughput", "latency", "memory"] {
+        assert!(
+            md.contains("| 64 | 1 KiB | 1,000 | 500 | 250 | 0.50× | 0.25× | 1.00 | 1.00 | 1.00 |"),
+            "{md}"
+        );
+        assert!(md.contains("| 1,000 | 9.0 KiB | 300.0 KiB | 10.0 KiB |"), "{md}");
+        assert!(md.contains("{{#include bench/micro.md}}"), "{md}");
+        assert!(!md.contains("flate-backends.md"), "{md}");
+        for chart in ["throughput", "latency", "memory", "compression"] {
             let svg = std::fs::read_to_string(dir.join(format!("bench/{chart}.svg"))).expect("svg");
             assert!(svg.starts_with("<svg"), "{chart}");
         }

@@ -11,8 +11,8 @@ use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use palisade_conn::{Config, WebSocket};
 use palisade_error::{
-    Error, HandshakeError, InvalidHeader, InvalidMessage, InvalidStatus, TimeoutPhase,
-    TransportError, redact,
+    CloseCode, Error, HandshakeError, InvalidHeader, InvalidMessage, InvalidStatus,
+    NegotiationError, TimeoutPhase, TransportError, redact,
 };
 use palisade_proto::Role;
 use palisade_proto::connection::{Connection, MaskSource};
@@ -67,6 +67,7 @@ pub struct Client {
     invalid_header: Option<(&'static str, String)>,
     subprotocols: Vec<String>,
     compression: Option<DeflateConfig>,
+    require_compression: bool,
     config: Config,
     head_limits: HeadLimits,
     max_body: usize,
@@ -99,6 +100,7 @@ impl Default for Client {
             invalid_header: None,
             subprotocols: Vec::new(),
             compression: None,
+            require_compression: false,
             config: Config::default(),
             head_limits: HeadLimits::default(),
             max_body: 64 * 1024,
@@ -218,6 +220,17 @@ impl Client {
     /// connection's `max_message_size` (a decompression bomb fails with 1009). Off by default.
     pub fn with_compression(mut self, config: DeflateConfig) -> Self {
         self.compression = Some(config);
+        self
+    }
+
+    /// Offers permessage-deflate as [`Client::with_compression`] does, and refuses a server
+    /// that declines it: the connection is closed with 1010 (RFC 6455 §7.4.1, "mandatory
+    /// extension") and connecting fails with
+    /// [`palisade_error::NegotiationError::MissingExtension`]. For links where uncompressed
+    /// traffic would cost more than no connection.
+    pub fn require_compression(mut self, config: DeflateConfig) -> Self {
+        self.compression = Some(config);
+        self.require_compression = true;
         self
     }
 
@@ -539,6 +552,13 @@ impl Client {
                 }
                 let tls = io.is_tls();
                 let socket = WebSocket::from_parts(io, conn, self.config.clone(), &leftover);
+                if self.require_compression && compression.is_none() {
+                    let name = palisade_proto::deflate::EXTENSION_NAME;
+                    tracing::warn!(url = %url, "the server declined {name}, which is required");
+                    // The handshake failed either way; how the close went changes nothing.
+                    let _ = socket.close(CloseCode::MANDATORY_EXTENSION, name).await;
+                    return Err(NegotiationError::MissingExtension { name: name.to_owned() }.into());
+                }
                 tracing::debug!(url = %url, "connected");
                 Ok(Opened::Open(Box::new(Connected {
                     socket,

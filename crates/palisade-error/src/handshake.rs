@@ -306,7 +306,8 @@ pub enum NegotiationError {
         /// The extension's name.
         name: String,
     },
-    /// An extension parameter appears twice (RFC 7692 §7). Server: 400.
+    /// An extension parameter appears twice in the server's answer (client side; RFC 7692 §7).
+    /// A server declines an offer that repeats a parameter instead (400 is only its mapping).
     #[error("duplicate parameter {name:?} in extension {extension:?}")]
     DuplicateParameter {
         /// The extension.

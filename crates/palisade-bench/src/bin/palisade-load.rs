@@ -2,14 +2,15 @@
 //!
 //! ```text
 //! palisade-load load --url ws://127.0.0.1:9001/ -c 64 -s 16 [-w 1] [--warmup 1] [--duration 5]
-//!                    [--server-pid PID] [--first-source 1]
+//!                    [--server-pid PID] [--first-source 1] [--deflate]
 //! palisade-load idle --url ws://127.0.0.1:9001/ -n 10000 --server-pid PID [--settle 2]
-//!                    [--first-source 1]
+//!                    [--first-source 1] [--deflate]
 //! palisade-load report --results FILE --out DIR
 //! palisade-load exec [--nofile N] -- PROGRAM ARGS...
 //! ```
 //!
-//! `load` and `idle` print one JSON object on standard output; `exec` raises the open-file limit
+//! `--deflate` offers permessage-deflate and sends compressed text (the run fails if the server
+//! does not agree). `load` and `idle` print one JSON object on standard output; `exec` raises the open-file limit
 //! and replaces itself with PROGRAM (same process id), for servers that must hold 50,000 sockets.
 
 use std::net::SocketAddr;
@@ -58,6 +59,10 @@ impl Flags<'_> {
         }
     }
 
+    fn has(&self, name: &str) -> bool {
+        self.0.iter().any(|a| a == name)
+    }
+
     fn seconds(&self, name: &str, default: f64) -> Result<Duration, String> {
         Ok(Duration::from_secs_f64(self.parse(&[name], Some(default))?))
     }
@@ -93,6 +98,7 @@ fn run_load(args: &[String]) -> Result<(), String> {
         duration: flags.seconds("--duration", 5.0)?,
         server_pid: flags.get(&["--server-pid"]).map(str::parse).transpose().map_err(|_| "pid")?,
         first_source: flags.parse(&["--first-source"], Some(1))?,
+        deflate: flags.has("--deflate"),
     };
     if plan.connections == 0 || plan.window == 0 {
         return Err("--connections and --window must be at least 1".into());
@@ -111,6 +117,7 @@ fn run_idle(args: &[String]) -> Result<(), String> {
         connections: flags.parse(&["-n", "--connections"], Some(1000))?,
         settle: flags.seconds("--settle", 2.0)?,
         first_source: flags.parse(&["--first-source"], Some(1))?,
+        deflate: flags.has("--deflate"),
     };
     let limit = raise_nofile();
     if limit < plan.connections as u64 + 100 {

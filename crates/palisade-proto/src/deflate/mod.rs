@@ -16,13 +16,14 @@
 //! message that would inflate beyond it fails the connection with
 //! [`palisade_error::PayloadTooBig`] (close 1009) after at most that many bytes were produced,
 //! whatever the compression ratio. The heap it costs is the limit (1.5 times the limit for the
-//! moment the buffer last doubles) plus zlib's fixed state (the `alloc` test measures it: 1.6 MB
-//! for a 10 MB bomb against a 1 MiB limit).
+//! moment the buffer last doubles) plus zlib's fixed state; `deflate_bomb_heap_stays_near_the_limit` in
+//! `tests/alloc.rs` holds a bomb's peak heap under 1.5 times the limit plus 256 KiB.
 //!
 //! # Window sizes
 //!
-//! zlib cannot compress with an 8-bit window in raw deflate mode (it silently uses 9 bits, a
-//! window the peer did not accept). When 8 bits are agreed for our direction, [`Deflate`]
+//! zlib cannot compress with an 8-bit window in raw deflate mode (zlib and zlib-rs refuse it,
+//! flate2 accepts 9 to 15 only), and compressing with 9 would use a window the peer did not
+//! accept. When 8 bits are agreed for our direction, [`Deflate`]
 //! therefore sends every message uncompressed, which RFC 7692 §6.1 permits (RSV1 is per
 //! message). Inflating with a 9-bit window instead of 8 is always correct: a larger window
 //! decodes every stream a smaller one does.

@@ -10,8 +10,9 @@ const CLIENT_NO_CONTEXT_TAKEOVER: &str = "client_no_context_takeover";
 const SERVER_MAX_WINDOW_BITS: &str = "server_max_window_bits";
 const CLIENT_MAX_WINDOW_BITS: &str = "client_max_window_bits";
 
-/// What both ends agreed on, in the RFC's terms. Window sizes are 15 when the parameter was
-/// absent.
+/// What both ends agreed on, in the RFC's terms. A window size the answer leaves out is 15 for
+/// the server's window, and for the client's the size the client offered (15 if it offered
+/// none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DeflateParams {

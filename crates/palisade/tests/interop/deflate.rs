@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use palisade::client::{Client, DeflateConfig, DeflateParams, Message};
 use palisade::server::{ConnectionConfig, ConnectionInfo, Running, Server, ServerSocket};
+use palisade::error::{HandshakeError, NegotiationError};
 use palisade::{CloseCode, Error};
 use tokio::sync::mpsc;
 
@@ -142,6 +143,27 @@ async fn our_client_without_a_compressing_server_runs_uncompressed() {
         client(DeflateConfig::default()).connect(&format!("ws://127.0.0.1:{port}/")).await.unwrap();
     assert_eq!(ws.compression(), None);
     echo_all(&ws).await;
+}
+
+#[tokio::test]
+async fn our_client_requiring_compression_closes_with_1010_when_declined() {
+    let (mut peer, port) = Peer::server("plain", None).await;
+    let err = Client::new()
+        .without_proxy()
+        .require_compression(DeflateConfig::default())
+        .connect(&format!("ws://127.0.0.1:{port}/"))
+        .await
+        .unwrap_err();
+    let missing = match &err {
+        Error::Handshake(h) => {
+            matches!(**h, HandshakeError::Negotiation(NegotiationError::MissingExtension { .. }))
+        }
+        _ => false,
+    };
+    assert!(missing, "{err:?}");
+    assert_eq!(err.close_code(), Some(CloseCode::MANDATORY_EXTENSION));
+    assert!(!err.is_retryable());
+    assert_eq!(peer.line_starting("CLOSED").await, "CLOSED 1010 permessage-deflate");
 }
 
 #[tokio::test]
