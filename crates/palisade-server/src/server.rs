@@ -684,8 +684,8 @@ async fn handshake(
     peer: SocketAddr,
     id: u64,
 ) -> Result<Option<Upgraded>, Error> {
-    let (request, leftover) = read_request(stream, &config.head_limits).await?;
-    let request = HandshakeRequest::new(request, peer);
+    let (head, request, leftover) = read_request(stream, &config.head_limits).await?;
+    let request = HandshakeRequest::from_head(head, config.head_limits, request, peer);
     tracing::Span::current().record("path", request.path());
 
     if let Some(hook) = &config.http_hook
@@ -775,23 +775,30 @@ async fn handshake(
     if let Some(p) = &subprotocol {
         tracing::Span::current().record("subprotocol", p.as_str());
     }
-    let info =
-        ConnectionInfo { id, request, subprotocol, data: Arc::new(accept.data), compression };
+    let info = ConnectionInfo {
+        id,
+        request: request.compact(),
+        subprotocol,
+        data: Arc::new(accept.data),
+        compression,
+    };
     Ok(Some((info, handler, leftover, close_now)))
 }
 
-/// Reads the request head within the limits; returns it and any bytes read past it.
+/// Reads the request head within the limits; returns its bytes (in an allocation of their own),
+/// the request parsed from them, and any bytes read past it.
 async fn read_request(
     stream: &mut Transport,
     limits: &HeadLimits,
-) -> Result<(http::Request<()>, BytesMut), Error> {
+) -> Result<(Bytes, http::Request<()>, BytesMut), Error> {
     let mut buf = BytesMut::with_capacity(1024);
     let mut reader = HeadReader::new(*limits);
     loop {
         if let Some(head_len) = reader.feed(&buf)? {
             let request = parse_request(&buf[..head_len], limits)?;
+            let head = Bytes::copy_from_slice(&buf[..head_len]);
             let rest = buf.split_off(head_len);
-            return Ok((request, rest));
+            return Ok((head, request, rest));
         }
         buf.reserve(1024);
         if stream.read_buf(&mut buf).await.map_err(Error::io)? == 0 {
