@@ -542,7 +542,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
             if let Some(deadline) = deadline {
                 let sleep =
                     inner.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if sleep.deadline() != deadline {
+                // Moving the timer is a trip to tokio's timer wheel, and the keepalive deadline
+                // moves later with every message: a later deadline is left to the early
+                // wake-up, which finds nothing due and re-arms once.
+                if deadline < sleep.deadline() || sleep.is_elapsed() {
                     sleep.as_mut().reset(deadline);
                 }
                 if sleep.as_mut().poll(cx).is_ready() {

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use palisade::client::{Client, DeflateConfig, DeflateParams, Message};
-use palisade::server::{ConnectionConfig, ConnectionInfo, Running, Server, ServerSocket};
 use palisade::error::{HandshakeError, NegotiationError};
+use palisade::server::{ConnectionConfig, ConnectionInfo, Running, Server, ServerSocket};
 use palisade::{CloseCode, Error};
 use tokio::sync::mpsc;
 
