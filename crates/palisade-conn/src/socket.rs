@@ -27,6 +27,8 @@ use crate::rate::Limiter;
 /// Reads are sized by the frame in progress, within these bounds.
 const MIN_READ: usize = 4096;
 const MAX_READ: usize = 256 * 1024;
+/// How long a connection keeps its empty read and write buffers after it last read something.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// Traffic counters of one connection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -96,6 +98,8 @@ struct Inner<S> {
     /// How long to keep trying to flush a final close frame.
     linger_until: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// When the last bytes were read: buffers are given back [`RELEASE_AFTER`] later.
+    last_read: Instant,
     limiter: Option<Limiter>,
     stats: Stats,
     /// The `Stream` view has ended.
@@ -168,6 +172,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             pending_error: None,
             linger_until: None,
             sleep: None,
+            last_read: Instant::now(),
             limiter,
             stats: Stats::default(),
             stream_done: false,
@@ -527,6 +532,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                     }
                     Poll::Ready(Ok(n)) => {
                         inner.stats.bytes_in += n as u64;
+                        inner.last_read = now;
                         continue;
                     }
                     Poll::Ready(Err(err)) => {
@@ -535,10 +541,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                     Poll::Pending => {}
                 }
             }
-            let deadline = [inner.conn.poll_timeout().map(Instant::from_std), inner.linger_until]
-                .into_iter()
-                .flatten()
-                .min();
+            // Buffers go back once the connection has been quiet for a while, not at every wait:
+            // giving them back at every wait made each small message pay a malloc and a free.
+            let mut release_at = None;
+            if inner.conn.has_spare_buffers() {
+                let due = inner.last_read + RELEASE_AFTER;
+                if now >= due {
+                    inner.conn.shrink_buffers();
+                } else {
+                    release_at = Some(due);
+                }
+            }
+            let deadline =
+                [inner.conn.poll_timeout().map(Instant::from_std), inner.linger_until, release_at]
+                    .into_iter()
+                    .flatten()
+                    .min();
             if let Some(deadline) = deadline {
                 let sleep =
                     inner.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
@@ -554,8 +572,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Shared<S> {
                     continue;
                 }
             }
-            // Nothing buffered either way: give the buffers back while we wait.
-            inner.conn.shrink_buffers();
             return Poll::Pending;
         }
     }
@@ -898,6 +914,25 @@ fn poll_write_out<S: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection keeps its buffers while messages flow and gives them back after a quiet
+    /// second, while a task waits in `recv`.
+    #[tokio::test(start_paused = true)]
+    async fn buffers_are_given_back_after_a_quiet_second() {
+        use tokio::io::AsyncWriteExt as _;
+        let (ours, mut theirs) = tokio::io::duplex(4096);
+        let conn = Connection::server(Default::default(), Instant::now().into_std());
+        let ws = WebSocket::from_parts(ours, conn, Config::default(), &[]);
+        let spare = || ws.shared.lock().conn.has_spare_buffers();
+        // A masked text frame "hi" (key 0).
+        theirs.write_all(&[0x81, 0x82, 0, 0, 0, 0, b'h', b'i']).await.expect("written");
+        assert_eq!(ws.recv().await.expect("a message"), Message::text("hi"));
+        assert!(spare(), "kept right after a message");
+        let waited = tokio::time::timeout(Duration::from_millis(500), ws.recv()).await;
+        assert!(waited.is_err() && spare(), "kept half a second later");
+        let waited = tokio::time::timeout(Duration::from_millis(700), ws.recv()).await;
+        assert!(waited.is_err() && !spare(), "given back after a quiet second");
+    }
 
     /// What an idle connection costs is mostly these: the shared state, and the futures of
     /// `recv` and `send` that a handler holds while it waits.

@@ -823,12 +823,28 @@ impl Connection {
     /// Releases buffer memory while the connection is idle (nothing buffered either way), so an
     /// idle connection costs little more than its bookkeeping.
     pub fn shrink_buffers(&mut self) {
-        if self.read_buf.is_empty() && self.frame.is_none() && self.message.is_none() {
+        if self.read_buf_is_spare() {
             self.read_buf = BytesMut::new();
         }
-        if self.staging.is_empty() {
+        if self.staging_is_spare() {
             self.staging = BytesMut::new();
         }
+    }
+
+    /// Whether [`Connection::shrink_buffers`] would give memory back now.
+    pub fn has_spare_buffers(&self) -> bool {
+        self.read_buf_is_spare() || self.staging_is_spare()
+    }
+
+    fn read_buf_is_spare(&self) -> bool {
+        self.read_buf.capacity() > 0
+            && self.read_buf.is_empty()
+            && self.frame.is_none()
+            && self.message.is_none()
+    }
+
+    fn staging_is_spare(&self) -> bool {
+        self.staging.capacity() > 0 && self.staging.is_empty()
     }
 
     // ----- closure -----

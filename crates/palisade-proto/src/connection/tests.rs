@@ -141,6 +141,11 @@ fn shrink_releases_idle_buffers() {
     server.read_buffer().reserve(64 * 1024);
     server.send(&Message::text("x")).unwrap();
     while server.poll_transmit().is_some() {}
+    assert!(server.has_spare_buffers());
     server.shrink_buffers();
     assert_eq!(server.read_buffer().capacity(), 0);
+    assert!(!server.has_spare_buffers());
+    // Half a frame waiting for the rest is not spare.
+    server.read_buffer().extend_from_slice(&[0x81, 0x85]);
+    assert!(!server.has_spare_buffers());
 }
