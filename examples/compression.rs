@@ -57,8 +57,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::builder()
         .handler(relay)
         // Keep context takeover for what the server sends (the same JSON shapes again and
-        // again), drop it for what clients send, and compress fast.
-        .compression(DeflateConfig::default().with_client_no_context_takeover(true).with_level(1))
+        // again), drop it for what clients send, and leave short messages alone.
+        .compression(
+            DeflateConfig::default().with_client_no_context_takeover(true).with_threshold(256),
+        )
         // Inflated messages up to 4 MiB; one byte more closes the connection with 1009.
         .connection_config(ConnectionConfig::default().with_max_message_size(MAX_MESSAGE))
         .build()

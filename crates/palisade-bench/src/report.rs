@@ -384,7 +384,7 @@ fn compression(md: &mut String, r: &Results<'_>, images: &[&str]) {
         md,
         "## Compression\n\n\
          palisade's `echo` example uncompressed, with permessage-deflate (`--deflate`: 15-bit \
-         windows, context takeover, level 6) and with the lean preset (`--deflate-lean`: 10-bit \
+         windows, context takeover, level 1) and with the lean preset (`--deflate-lean`: 10-bit \
          windows, no context takeover). The load generator sends JSON-like text that zlib \
          compresses about 3:1, rotating through {} different messages per connection, each \
          compressed once before the run; it never inflates the echoes, so the server's cost is \
