@@ -213,13 +213,15 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
     let _ = writeln!(
         md,
         "- **Machine:** {}, {} cores, Linux {}; run on {}, taking {:.0} s.\n\
-         - **Caveat:** every figure comes from **one run on a shared 2-core machine** on which \
-         other builds may have been running; differences under about 10% are noise.\n\
+         - **Caveat:** every figure comes from **one run on a shared 2-core virtual machine**; \
+         differences under about 10% are noise, and a single case can be off by more when the \
+         host takes the CPU away during it.\n\
          - **Setup:** {}. Every server is single-threaded (a current-thread tokio runtime, one \
          task per connection, messages up to 16 MiB).\n\
          - **Load:** `palisade-load` keeps {} binary message(s) in flight per connection, \
          {} s of warm-up, then {} s measured. A round trip is one message sent and its \
-         echo received; latency is measured from the moment the generator queues a message.\n",
+         echo received; latency is measured from the moment the generator queues a message. \
+         {}\n",
         text(&m["cpu"]),
         m["cores"].as_u64().unwrap_or(0),
         text(&m["kernel"]),
@@ -229,6 +231,14 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
         r.raw["window"].as_u64().unwrap_or(1),
         r.raw["warmup"].as_f64().unwrap_or(0.0),
         r.raw["duration"].as_f64().unwrap_or(0.0),
+        match r.raw["rounds"].as_u64().unwrap_or(1) {
+            0 | 1 => String::new(),
+            n => format!(
+                "Every case ran {n} times against every server, in {n} rounds over the whole \
+                 matrix; each figure is the run with the most round trips (outside interference \
+                 only ever lowers throughput), and `round_rps` in the results file lists all."
+            ),
+        },
     );
 
     targets(&mut md, r);

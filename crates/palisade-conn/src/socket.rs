@@ -1052,7 +1052,7 @@ mod tests {
         let conn = Connection::server(Default::default(), Instant::now().into_std());
         let ws = WebSocket::from_parts(ours, conn, Config::default(), &[]);
         // (measured when written, limit). While `send` carried its write timer inline, the
-        // echo example's handler future took 1,207 bytes per connection (massif); now 300.
+        // echo example's handler future took 1,207 bytes per connection (massif).
         let sizes = [
             ("shared state", std::mem::size_of::<Shared<tokio::io::DuplexStream>>(), 952, 1024),
             ("recv future", std::mem::size_of_val(&ws.recv()), 48, 64),

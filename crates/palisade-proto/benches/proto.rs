@@ -456,7 +456,7 @@ fn bench_handshake(c: &mut Criterion) {
 const DEFLATE_SIZES: [usize; 3] = [1024, 16 * 1024, 64 * 1024];
 
 /// permessage-deflate (RFC 7692) with the default parameters (context takeover, 15-bit windows,
-/// level 6), throughput in bytes of *uncompressed* payload. Rows are `compress-SIZE` and
+/// level 1), throughput in bytes of *uncompressed* payload. Rows are `compress-SIZE` and
 /// `inflate-SIZE`; `palisade_lean` is the same codec under `DeflateConfig::lean` (no context
 /// takeover, 10-bit windows), which sets up and drops zlib's state for every message.
 ///
@@ -543,7 +543,9 @@ fn bench_deflate(c: &mut Criterion) {
             })
         });
         group.bench_function(BenchmarkId::new("flate2", &row), |b| {
-            let mut compress = Compress::new_with_window_bits(Compression::new(6), false, 15);
+            // The same level as palisade's default, so that the codec is what differs.
+            let level = Compression::new(config.level);
+            let mut compress = Compress::new_with_window_bits(level, false, 15);
             let mut out = Vec::with_capacity(size + 1024);
             let mut next = messages.iter().cycle();
             b.iter(|| {

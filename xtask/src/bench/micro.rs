@@ -58,10 +58,10 @@ const GROUPS: [(&str, &str); 6] = [
     ),
     (
         "deflate",
-        "permessage-deflate with context takeover, 15-bit windows, level 6, over distinct \
-         JSON-like messages, in bytes of uncompressed payload. `flate2` is the same zlib-rs \
-         backend called directly; `palisade_lean` is the lean preset (no context takeover, \
-         10-bit windows). tungstenite has no permessage-deflate.",
+        "permessage-deflate with context takeover, 15-bit windows, level 1 (the default), over \
+         distinct JSON-like messages, in bytes of uncompressed payload. `flate2` is the same \
+         zlib-rs backend called directly at the same level; `palisade_lean` is the lean preset \
+         (no context takeover, 10-bit windows). tungstenite has no permessage-deflate.",
     ),
 ];
 
