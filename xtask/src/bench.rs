@@ -208,18 +208,12 @@ fn bench(mode: &str) -> Result<(), String> {
                         "bench: {} × {} B against {} (round {round})",
                         conns, size, server.name
                     );
-                    let mut command = pin.load_command(&load);
-                    command.args(["load", "--url", &server.url, "-c", &conns.to_string()]);
-                    command.args(["-s", &size.to_string(), "-w", &matrix.window.to_string()]);
-                    command.args(["--warmup", &matrix.warmup.to_string()]);
-                    command.args(["--duration", &matrix.duration.to_string()]);
-                    command.args(["--server-pid", &server.pid().to_string()]);
-                    command.args(["--first-source", &next_source.to_string()]);
+                    let case = (conns, size);
+                    let mut run =
+                        load_case(&pin, &load, server, &matrix, case, false, next_source)?;
                     next_source += 1;
-                    let mut run = json_line(&mut command)?;
-                    println!("       {}", summary(&run));
-                    if run["errors"].as_u64() != Some(0) || run["round_trips"].as_u64() == Some(0) {
-                        problems.push(format!("{} {conns}×{size}: {}", server.name, summary(&run)));
+                    if let Some(problem) = failed(&run, server.name, case) {
+                        problems.push(problem);
                     }
                     run["server"] = json!(server.name);
                     keep_best(&mut results["load"], run, "server");
@@ -239,14 +233,8 @@ fn bench(mode: &str) -> Result<(), String> {
             let server = Server::start(name, &release.join(binary), &[], &load, &pin, &work)?;
             // Let the server finish starting before its memory is read.
             std::thread::sleep(Duration::from_millis(300));
-            let mut command = pin.load_command(&load);
-            command.args(["idle", "--url", &server.url, "-n", &count.to_string()]);
-            command.args(["--server-pid", &server.pid().to_string()]);
-            command.args(["--first-source", &next_source.to_string()]);
+            let mut run = idle_case(&pin, &load, &server, count, false, next_source)?;
             next_source += (count as u32).div_ceil(20_000) + 1;
-            let mut run = json_line(&mut command)?;
-            let per = run["bytes_per_connection"].as_f64().unwrap_or(0.0) / 1024.0;
-            println!("       {per:.1} KiB per connection, {} failed", run["failed"]);
             if run["opened"].as_u64() != Some(count) {
                 problems.push(format!("{name} idle {count}: {}", run));
             }
@@ -272,21 +260,12 @@ fn bench(mode: &str) -> Result<(), String> {
                         "bench: {conns} × {size} B of text against palisade {} (round {round})",
                         server.name
                     );
-                    let mut command = pin.load_command(&load);
-                    command.args(["load", "--url", &server.url, "-c", &conns.to_string()]);
-                    command.args(["-s", &size.to_string(), "-w", &matrix.window.to_string()]);
-                    command.args(["--warmup", &matrix.warmup.to_string()]);
-                    command.args(["--duration", &matrix.duration.to_string()]);
-                    command.args(["--server-pid", &server.pid().to_string()]);
-                    command.args(["--first-source", &next_source.to_string()]);
-                    if *deflate {
-                        command.arg("--deflate");
-                    }
+                    let case = (conns, size);
+                    let mut run =
+                        load_case(&pin, &load, server, &matrix, case, *deflate, next_source)?;
                     next_source += 1;
-                    let mut run = json_line(&mut command)?;
-                    println!("       {}", summary(&run));
-                    if run["errors"].as_u64() != Some(0) || run["round_trips"].as_u64() == Some(0) {
-                        problems.push(format!("{} {conns}×{size}: {}", server.name, summary(&run)));
+                    if let Some(problem) = failed(&run, server.name, case) {
+                        problems.push(problem);
                     }
                     run["variant"] = json!(server.name);
                     keep_best(&mut results["compressed"], run, "variant");
@@ -303,17 +282,8 @@ fn bench(mode: &str) -> Result<(), String> {
             println!("bench: {count} idle connections to palisade {name}");
             let server = Server::start(name, &echo, flags, &load, &pin, &work)?;
             std::thread::sleep(Duration::from_millis(300));
-            let mut command = pin.load_command(&load);
-            command.args(["idle", "--url", &server.url, "-n", &count.to_string()]);
-            command.args(["--server-pid", &server.pid().to_string()]);
-            command.args(["--first-source", &next_source.to_string()]);
-            if deflate {
-                command.arg("--deflate");
-            }
+            let mut run = idle_case(&pin, &load, &server, count, deflate, next_source)?;
             next_source += (count as u32).div_ceil(20_000) + 1;
-            let mut run = json_line(&mut command)?;
-            let per = run["bytes_per_connection"].as_f64().unwrap_or(0.0) / 1024.0;
-            println!("       {per:.1} KiB per connection, {} failed", run["failed"]);
             if run["opened"].as_u64() != Some(count) {
                 problems.push(format!("palisade {name} idle {count}: {}", run));
             }
@@ -338,6 +308,61 @@ fn bench(mode: &str) -> Result<(), String> {
     } else {
         Err(format!("{} run(s) had errors:\n  {}", problems.len(), problems.join("\n  ")))
     }
+}
+
+/// One `palisade-load load` run of `case` (connections, size) against `server`, its source
+/// addresses starting at `source`; prints its summary.
+fn load_case(
+    pin: &Pinning,
+    load: &Path,
+    server: &Server,
+    matrix: &Matrix,
+    (conns, size): (u64, u64),
+    deflate: bool,
+    source: u32,
+) -> Result<Value, String> {
+    let mut command = pin.load_command(load);
+    command.args(["load", "--url", &server.url, "-c", &conns.to_string()]);
+    command.args(["-s", &size.to_string(), "-w", &matrix.window.to_string()]);
+    command.args(["--warmup", &matrix.warmup.to_string()]);
+    command.args(["--duration", &matrix.duration.to_string()]);
+    command.args(["--server-pid", &server.pid().to_string()]);
+    command.args(["--first-source", &source.to_string()]);
+    if deflate {
+        command.arg("--deflate");
+    }
+    let run = json_line(&mut command)?;
+    println!("       {}", summary(&run));
+    Ok(run)
+}
+
+/// What was wrong with a load run, if it had errors or completed nothing.
+fn failed(run: &Value, name: &str, (conns, size): (u64, u64)) -> Option<String> {
+    let bad = run["errors"].as_u64() != Some(0) || run["round_trips"].as_u64() == Some(0);
+    bad.then(|| format!("{name} {conns}×{size}: {}", summary(run)))
+}
+
+/// One `palisade-load idle` run of `count` connections to `server`; prints the memory per
+/// connection.
+fn idle_case(
+    pin: &Pinning,
+    load: &Path,
+    server: &Server,
+    count: u64,
+    deflate: bool,
+    source: u32,
+) -> Result<Value, String> {
+    let mut command = pin.load_command(load);
+    command.args(["idle", "--url", &server.url, "-n", &count.to_string()]);
+    command.args(["--server-pid", &server.pid().to_string()]);
+    command.args(["--first-source", &source.to_string()]);
+    if deflate {
+        command.arg("--deflate");
+    }
+    let run = json_line(&mut command)?;
+    let per = run["bytes_per_connection"].as_f64().unwrap_or(0.0) / 1024.0;
+    println!("       {per:.1} KiB per connection, {} failed", run["failed"]);
+    Ok(run)
 }
 
 /// Adds `run` to `list`, or, if a run of the same server (`key`), connections and size is
