@@ -374,11 +374,14 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
          ```text\n\
          cargo xtask bench            # the full matrix, about 15 minutes\n\
          cargo xtask bench --quick    # a subset, under 3 minutes\n\
+         cargo xtask bench --micro    # the criterion benchmarks below, about 10 minutes\n\
+         crates/palisade-bench/flate-backends/run.sh   # the flate2 backends (needs cmake)\n\
          ```\n\n\
          The peer servers are `crates/palisade-bench/src/bin/echo-tungstenite.rs` and \
          `echo-fastwebsockets.rs`, each following its crate's own echo example; the load \
-         generator is `palisade-load` in the same crate. The load generator writes one \
-         pre-masked frame per message and skips reply payloads without copying them."
+         generator is `palisade-load` in the same crate. The load generator writes \
+         pre-masked frames prepared before the run (compressed ones too, with `--deflate`) and \
+         skips reply payloads without copying them."
     );
     md
 }
