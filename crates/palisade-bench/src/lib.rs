@@ -9,6 +9,7 @@
 //! - [`deflate`]: compressible text and permessage-deflate frames for compressed runs.
 //! - [`handshake`]: the few lines of RFC 6455 §4 the generator and the fastwebsockets peer need.
 //! - [`report`]: turns the results of a run into the `benchmarks.md` chapter and its SVG charts.
+//! - [`peer`]: the argument parsing and accept loop of the two peer echo servers.
 //! - [`procfs`]: resident memory and CPU time of a process, from `/proc`.
 //!
 //! The peer echo servers, `echo-tungstenite` and `echo-fastwebsockets`, are binaries of this
@@ -18,5 +19,6 @@ pub mod deflate;
 pub mod handshake;
 pub mod idle;
 pub mod load;
+pub mod peer;
 pub mod procfs;
 pub mod report;

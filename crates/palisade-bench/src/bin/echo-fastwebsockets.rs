@@ -11,25 +11,14 @@
 use fastwebsockets::{FragmentCollector, OpCode, Role, WebSocket, WebSocketError};
 use palisade_bench::handshake;
 use tokio::io::AsyncWriteExt as _;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 /// Large enough for the Autobahn|Testsuite's biggest messages, as in palisade's echo.
 const MAX_MESSAGE: usize = 16 << 20;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = addr_arg()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let listener = TcpListener::bind(&addr).await?;
-        println!("listening on ws://{}", listener.local_addr()?);
-        loop {
-            let (stream, _) = listener.accept().await?;
-            tokio::spawn(async move {
-                if let Err(e) = tokio::task::unconstrained(echo(stream)).await {
-                    eprintln!("connection failed: {e}");
-                }
-            });
-        }
+    palisade_bench::peer::serve("echo-fastwebsockets", "127.0.0.1:9003", |stream| {
+        tokio::task::unconstrained(echo(stream))
     })
 }
 
@@ -59,15 +48,5 @@ async fn echo(mut stream: TcpStream) -> Result<(), Box<dyn std::error::Error + S
             OpCode::Text | OpCode::Binary => ws.write_frame(frame).await?,
             _ => {}
         }
-    }
-}
-
-/// `--addr HOST:PORT`, default 127.0.0.1:9003.
-fn addr_arg() -> Result<String, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => Ok("127.0.0.1:9003".to_owned()),
-        [flag, addr] if flag == "--addr" => Ok(addr.clone()),
-        _ => Err("usage: echo-fastwebsockets [--addr HOST:PORT]".to_owned()),
     }
 }

@@ -8,27 +8,14 @@
 //! ```
 
 use futures_util::{StreamExt as _, TryStreamExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 /// Large enough for the Autobahn|Testsuite's biggest messages, as in palisade's echo.
 const MAX_MESSAGE: usize = 16 << 20;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let addr = addr_arg()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let listener = TcpListener::bind(&addr).await?;
-        println!("listening on ws://{}", listener.local_addr()?);
-        loop {
-            let (stream, _) = listener.accept().await?;
-            tokio::spawn(async move {
-                if let Err(e) = echo(stream).await {
-                    eprintln!("connection failed: {e}");
-                }
-            });
-        }
-    })
+    palisade_bench::peer::serve("echo-tungstenite", "127.0.0.1:9002", echo)
 }
 
 async fn echo(stream: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::Error> {
@@ -45,15 +32,5 @@ async fn echo(stream: TcpStream) -> Result<(), tokio_tungstenite::tungstenite::E
     match result {
         Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed) | Ok(()) => Ok(()),
         Err(e) => Err(e),
-    }
-}
-
-/// `--addr HOST:PORT`, default 127.0.0.1:9002.
-fn addr_arg() -> Result<String, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => Ok("127.0.0.1:9002".to_owned()),
-        [flag, addr] if flag == "--addr" => Ok(addr.clone()),
-        _ => Err("usage: echo-tungstenite [--addr HOST:PORT]".to_owned()),
     }
 }
