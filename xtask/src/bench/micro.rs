@@ -103,8 +103,7 @@ struct Measurement {
     function: String,
     parameter: String,
     throughput: Option<Throughput>,
-    /// Time per iteration, in nanoseconds.
-    mean_ns: f64,
+    /// Median time per iteration, in nanoseconds.
     median_ns: f64,
 }
 
@@ -141,15 +140,12 @@ fn parse_benchmark(text: &str) -> Result<(String, String, String, Option<Through
     Ok((group, field("function_id"), field("value_str"), throughput))
 }
 
-/// Parses criterion's `estimates.json`: the mean and median time per iteration, in ns.
-fn parse_estimates(text: &str) -> Result<(f64, f64), String> {
+/// Parses criterion's `estimates.json`: the median time per iteration, in ns.
+fn parse_estimates(text: &str) -> Result<f64, String> {
     let json: Value = serde_json::from_str(text).map_err(|e| format!("estimates.json: {e}"))?;
-    let point = |stat: &str| {
-        json[stat]["point_estimate"]
-            .as_f64()
-            .ok_or_else(|| format!("estimates.json: no {stat}.point_estimate"))
-    };
-    Ok((point("mean")?, point("median")?))
+    json["median"]["point_estimate"]
+        .as_f64()
+        .ok_or_else(|| "estimates.json: no median.point_estimate".to_owned())
 }
 
 /// Every benchmark under `dir` (criterion's output directory) whose `new/benchmark.json` was
@@ -205,8 +201,8 @@ fn read_measurement(new: &Path, since: Option<SystemTime>) -> Result<Option<Meas
         return Ok(None);
     };
     let (group, function, parameter, throughput) = parse_benchmark(&benchmark)?;
-    let (mean_ns, median_ns) = parse_estimates(&estimates)?;
-    Ok(Some(Measurement { group, function, parameter, throughput, mean_ns, median_ns }))
+    let median_ns = parse_estimates(&estimates)?;
+    Ok(Some(Measurement { group, function, parameter, throughput, median_ns }))
 }
 
 /// Rows sort by the text before a trailing number, then by the number: `client-16`,
@@ -441,7 +437,6 @@ mod tests {
         assert_eq!(first.parameter, "server-1024");
         assert_eq!(first.throughput, Some(Throughput::Bytes(1024)));
         assert!((first.median_ns - 50.0).abs() < 1e-9);
-        assert!((first.mean_ns - 55.0).abs() < 1e-9);
         // 1024 bytes in 50 ns.
         assert!((first.per_second().unwrap() - 20.48e9).abs() < 1.0);
         // Sorted numerically within a function: 16 before 1024.
@@ -518,7 +513,6 @@ mod tests {
             function: "f".to_owned(),
             parameter: "p".to_owned(),
             throughput,
-            mean_ns: median_ns,
             median_ns,
         };
         assert_eq!(rate(&m(Some(Throughput::Elements(1)), 2000.0)), "500 k/s");
