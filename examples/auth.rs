@@ -16,11 +16,11 @@
 //! them, see `Decision::Close` with 3000 Unauthorized, described in the book's Server chapter.
 
 use palisade::server::{
-    Accept, ConnectionInfo, Decision, HandshakeRequest, Rejection, Server, ServerSocket,
+    Accept, Decision, Handshake, HandshakeRequest, Rejection, Server, WebSocket,
 };
 
-/// Who a valid token belongs to, handed from the hook to the handler.
-#[derive(Clone, Debug)]
+/// Who a valid token belongs to, handed from the hook to the handler (moved: no `Clone`).
+#[derive(Debug)]
 struct User(String);
 
 // ANCHOR: check
@@ -31,7 +31,7 @@ async fn check(request: HandshakeRequest) -> Decision {
         .or_else(|| request.query_param("token"))
         .or_else(|| request.subprotocol_token("bearer.").map(str::to_owned));
     match token.as_deref() {
-        Some("letmein") => Accept::new().with_data(User("alice".into())).into(),
+        Some("letmein") => Accept::new().with_value(User("alice".into())).into(),
         Some(_) => Rejection::unauthorized(r#"Bearer realm="chat", error="invalid_token""#)
             .with_json(
                 &serde_json::json!({"error": "invalid_token", "detail": "the token is not valid"}),
@@ -48,14 +48,16 @@ async fn check(request: HandshakeRequest) -> Decision {
 }
 // ANCHOR_END: check
 
-async fn chat(ws: ServerSocket, info: ConnectionInfo) -> Result<(), palisade::Error> {
-    let user = info.data::<User>().map_or("anonymous", |u| u.0.as_str()).to_owned();
-    ws.send(format!("hello, {user}")).await?;
-    loop {
-        let message = ws.recv().await?;
-        ws.send(message).await?;
+// ANCHOR: handler
+/// Runs only for accepted tokens: the hook's `User` arrives as an argument.
+async fn chat(ws: WebSocket, Handshake(user): Handshake<User>) -> Result<(), palisade::Error> {
+    ws.send(format!("hello, {}", user.0)).await?;
+    while let Some(message) = ws.next().await {
+        ws.send(message?).await?;
     }
+    Ok(())
 }
+// ANCHOR_END: handler
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -70,7 +72,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route("/chat", chat)
         // A browser carrying its token as a `bearer.TOKEN` subprotocol also offers the real
         // one; the server must answer with that, never with the token.
-        .subprotocols(["chat"])
+        .with_subprotocols(["chat"])
         .on_handshake(check)
         .build()
         .bind(&addr)

@@ -65,7 +65,7 @@ async fn run(url: &str) -> Result<(), Error> {
                 // printing what still arrives (late replies) until the server completes it.
                 Ok(None) | Err(_) => {
                     input_open = false;
-                    ws.close_handle().close(CloseCode::NORMAL, "").await?;
+                    ws.start_close(CloseCode::NORMAL, "").await?;
                 }
             },
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use palisade::client::{Client, Connected};
 use palisade::error::{HandshakeError, NegotiationError};
-use palisade::server::{ConnectionConfig, ConnectionInfo, DeflateConfig, Server, ServerSocket};
+use palisade::server::{Config, ConnectionInfo, DeflateConfig, Server, WebSocket};
 use palisade::{Error, Message};
 
 /// The largest message either side accepts, after inflation.
@@ -33,7 +33,7 @@ async fn main() -> ExitCode {
 
 // ANCHOR: relay
 /// Echoes text compressed, and binary (already compressed data, say) uncompressed.
-async fn relay(ws: ServerSocket, info: ConnectionInfo) -> Result<(), Error> {
+async fn relay(ws: WebSocket, info: ConnectionInfo) -> Result<(), Error> {
     if let Some(params) = info.compression() {
         println!(
             "server: deflate agreed, our window {} bits, context takeover {}",
@@ -55,14 +55,14 @@ async fn relay(ws: ServerSocket, info: ConnectionInfo) -> Result<(), Error> {
 async fn run() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: server
     let server = Server::builder()
-        .handler(relay)
+        .fallback(relay)
         // Keep context takeover for what the server sends (the same JSON shapes again and
         // again), drop it for what clients send, and leave short messages alone.
-        .compression(
+        .with_compression(
             DeflateConfig::default().with_client_no_context_takeover(true).with_threshold(256),
         )
         // Inflated messages up to 4 MiB; one byte more closes the connection with 1009.
-        .connection_config(ConnectionConfig::default().with_max_message_size(MAX_MESSAGE))
+        .with_config(Config::default().with_max_message_size(MAX_MESSAGE))
         .build()
         .bind("127.0.0.1:0")
         .await?;
@@ -86,7 +86,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     ws.close(palisade::CloseCode::NORMAL, "").await?;
 
     // A server without compression, and a client that will not go on without it.
-    let plain = Server::builder().handler(relay).build().bind("127.0.0.1:0").await?;
+    let plain = Server::builder().fallback(relay).build().bind("127.0.0.1:0").await?;
     // ANCHOR: require
     let refused = Client::new()
         .without_proxy()

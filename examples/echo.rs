@@ -15,14 +15,14 @@
 
 use std::time::Duration;
 
-use palisade::server::{ConnectionConfig, DeflateConfig, Server, ServerSocket};
+use palisade::server::{Config, DeflateConfig, Server, WebSocket};
 
 /// Large enough for the Autobahn|Testsuite's biggest messages (16 MiB).
 const MAX_MESSAGE: usize = 16 << 20;
 
 // ANCHOR: handler
 async fn echo(
-    ws: ServerSocket,
+    ws: WebSocket,
     _info: palisade::server::ConnectionInfo,
 ) -> Result<(), palisade::Error> {
     loop {
@@ -74,12 +74,12 @@ async fn serve(
 ) -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: server
     let mut builder = Server::builder()
-        .handler(echo)
-        .connection_config(ConnectionConfig::default().with_max_message_size(MAX_MESSAGE))
-        .max_connections(200_000)
-        .max_connections_per_ip(200_000);
+        .fallback(echo)
+        .with_config(Config::default().with_max_message_size(MAX_MESSAGE))
+        .with_max_connections(200_000)
+        .with_max_connections_per_ip(200_000);
     if let Some(config) = deflate {
-        builder = builder.compression(config);
+        builder = builder.with_compression(config);
     }
     let server = builder.build();
     let running = server.bind(&addr).await?;

@@ -29,7 +29,7 @@ use palisade::client::Client;
 use palisade::error::HandshakeError;
 use palisade::server::{
     Accept, BoxError, CloseWith, ConnectionInfo, Decision, HandshakeRequest, OriginPolicy,
-    Rejection, Server, ServerSocket, close_unauthorized,
+    Rejection, Server, WebSocket, close_unauthorized,
 };
 use palisade::{CloseCode, Error, Message};
 use serde_json::json;
@@ -52,7 +52,7 @@ async fn authenticate(request: HandshakeRequest) -> Decision {
 // ANCHOR_END: reject
 
 // ANCHOR: handler
-async fn session(ws: ServerSocket, _info: ConnectionInfo) -> Result<(), BoxError> {
+async fn session(ws: WebSocket, _info: ConnectionInfo) -> Result<(), BoxError> {
     loop {
         let message = ws.recv().await?;
         let Some(text) = message.as_text() else {
@@ -85,10 +85,10 @@ async fn session(ws: ServerSocket, _info: ConnectionInfo) -> Result<(), BoxError
 fn server() -> Server {
     // ANCHOR: server
     Server::builder()
-        .handler(session)
+        .fallback(session)
         .on_handshake(authenticate)
         // Pages on other sites get 403 before the hook runs (cross-site WebSocket hijacking).
-        .allowed_origins(OriginPolicy::new(["https://app.example.com"]))
+        .with_allowed_origins(OriginPolicy::new(["https://app.example.com"]))
         .build()
     // ANCHOR_END: server
 }

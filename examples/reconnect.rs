@@ -21,13 +21,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use palisade::client::{Attempt, Backoff, Client, ClientStream, Connected, Message};
-use palisade::conn::CloseHandle;
+use palisade::client::{Attempt, Backoff, Client, Connected, Message};
+use palisade::conn::Sender;
 use palisade::http::{HeaderMap, HeaderValue, header};
 use palisade::{CloseCode, Error};
 
 /// The open connection, if there is one, for Ctrl-C to close.
-type OpenConnection = Arc<Mutex<Option<CloseHandle<ClientStream>>>>;
+type OpenConnection = Arc<Mutex<Option<Sender>>>;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -116,7 +116,7 @@ async fn run(url: String, open: OpenConnection) -> ExitCode {
 /// Sends a tick every second and prints what comes back, until the connection ends; returns
 /// the error that ended it.
 async fn talk(conn: &Connected, ticks: &mut u64, open: &OpenConnection) -> Error {
-    *open.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.close_handle());
+    *open.lock().unwrap_or_else(PoisonError::into_inner) = Some(conn.sender());
     let mut interval = tokio::time::interval(Duration::from_secs(1));
     loop {
         // `recv` is cancel-safe: when the tick wins, nothing received is lost.

@@ -639,7 +639,7 @@ impl MaskSource for RngMasks {
 /// An open client connection: the [`WebSocket`] (which this dereferences to) and what the
 /// handshake agreed on.
 pub struct Connected {
-    socket: WebSocket<ClientStream>,
+    socket: WebSocket,
     subprotocol: Option<String>,
     extensions: Vec<ExtensionOffer>,
     compression: Option<DeflateParams>,
@@ -651,12 +651,12 @@ pub struct Connected {
 
 impl Connected {
     /// The connection.
-    pub fn socket(&self) -> &WebSocket<ClientStream> {
+    pub fn socket(&self) -> &WebSocket {
         &self.socket
     }
 
     /// The connection, without the handshake's details.
-    pub fn into_socket(self) -> WebSocket<ClientStream> {
+    pub fn into_socket(self) -> WebSocket {
         self.socket
     }
 
@@ -699,7 +699,7 @@ impl Connected {
 }
 
 impl Deref for Connected {
-    type Target = WebSocket<ClientStream>;
+    type Target = WebSocket;
 
     fn deref(&self) -> &Self::Target {
         &self.socket

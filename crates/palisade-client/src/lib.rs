@@ -75,9 +75,6 @@ pub use stream::ClientStream;
 #[cfg(feature = "rustls")]
 pub use tls::TlsRoots;
 
-/// A client connection's [`WebSocket`].
-pub type ClientWebSocket = WebSocket<ClientStream>;
-
 /// Opens a connection to `url` with the default [`Client`].
 ///
 /// # Errors

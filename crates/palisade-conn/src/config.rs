@@ -24,6 +24,12 @@ pub struct Config {
     pub slow_consumer_code: CloseCode,
     /// Per-connection limits on incoming traffic. Default: none.
     pub rate_limit: Option<RateLimit>,
+    /// While nobody receives (a handler that only pushes), the connection is still driven:
+    /// pings answered, keepalive, the peer's close noticed. Messages that arrive meanwhile
+    /// wait for a receiver, up to this many (default 16) and at most
+    /// `protocol.max_message_size` bytes in all; then reading stops until a receiver takes
+    /// them, and TCP holds the peer back.
+    pub max_queue: usize,
 }
 
 impl Default for Config {
@@ -35,6 +41,7 @@ impl Default for Config {
             write_timeout: Some(Duration::from_secs(30)),
             slow_consumer_code: CloseCode::POLICY_VIOLATION,
             rate_limit: None,
+            max_queue: 16,
         }
     }
 }
@@ -62,7 +69,8 @@ impl Config {
         self
     }
 
-    /// Sets how long to wait for the peer's side of the close handshake (default 10 s).
+    /// Sets how long to wait for the peer's side of the close handshake (default 10 s; `None`:
+    /// no deadline).
     pub fn with_close_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.protocol = self.protocol.with_close_timeout(timeout);
         self
@@ -86,6 +94,13 @@ impl Config {
     pub fn with_write_timeout(mut self, timeout: Option<Duration>, code: CloseCode) -> Self {
         self.write_timeout = timeout;
         self.slow_consumer_code = code;
+        self
+    }
+
+    /// Sets how many messages wait for a receiver while nobody receives (default 16; at
+    /// least 1).
+    pub fn with_max_queue(mut self, messages: usize) -> Self {
+        self.max_queue = messages.max(1);
         self
     }
 

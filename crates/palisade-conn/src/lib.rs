@@ -18,10 +18,12 @@
 //! - Depends on palisade-proto, palisade-error and tokio only; never on the server or client.
 
 mod config;
+mod driver;
 mod rate;
 mod socket;
 mod stream;
 
 pub use config::{Config, RateLimit, RateLimitAction};
+pub use driver::Stats;
 pub use palisade_proto::message::{Message, Utf8Bytes};
-pub use socket::{CloseHandle, ReadHalf, Sender, Stats, TrySendError, WebSocket, WriteHalf};
+pub use socket::{ConnectionId, ReadHalf, Sender, TrySendError, WeakSender, WebSocket, WriteHalf};

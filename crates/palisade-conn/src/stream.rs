@@ -10,13 +10,12 @@ use futures_core::Stream;
 use futures_sink::Sink;
 use palisade_error::Error;
 use palisade_proto::message::Message;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::socket::{ReadHalf, WebSocket, WriteHalf};
 
 macro_rules! impl_stream {
     ($ty:ident) => {
-        impl<S: AsyncRead + AsyncWrite + Unpin> Stream for $ty<S> {
+        impl Stream for $ty {
             type Item = Result<Message, Error>;
 
             fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
@@ -28,7 +27,7 @@ macro_rules! impl_stream {
 
 macro_rules! impl_sink {
     ($ty:ident) => {
-        impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for $ty<S> {
+        impl Sink<Message> for $ty {
             type Error = Error;
 
             fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {

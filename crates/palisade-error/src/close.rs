@@ -174,6 +174,27 @@ pub enum CloseCodeClass {
 /// §5.5), two of which are the code.
 pub const MAX_REASON_LEN: usize = 123;
 
+impl CloseCode {
+    /// The reason palisade sends with this code when it closes on its own account (a
+    /// protocol error, a limit, a handler's failure): generic on purpose, so that nothing of
+    /// the peer's input or of the application's internals reaches the wire. Empty for codes
+    /// palisade never sends by itself.
+    pub fn generic_reason(self) -> &'static str {
+        match self {
+            Self::PROTOCOL_ERROR => "protocol error",
+            Self::UNSUPPORTED_DATA => "unsupported data",
+            Self::INVALID_PAYLOAD => "invalid payload data",
+            Self::MESSAGE_TOO_BIG => "message too big",
+            Self::POLICY_VIOLATION => "policy violation",
+            Self::INTERNAL_ERROR => "internal error",
+            Self::GOING_AWAY => "going away",
+            Self::TRY_AGAIN_LATER => "try again later",
+            Self::MANDATORY_EXTENSION => "extension required",
+            _ => "",
+        }
+    }
+}
+
 /// The body of a close frame: a code and a UTF-8 reason of at most [`MAX_REASON_LEN`] bytes.
 ///
 /// Built with [`CloseFrame::new`] (refuses an over-long reason) or [`CloseFrame::truncated`]
@@ -211,6 +232,24 @@ impl CloseFrame {
             end -= 1;
         }
         Ok(Self { code, reason: reason[..end].into() })
+    }
+
+    /// A close frame with `code` and `reason` cut to [`MAX_REASON_LEN`] bytes. 1005 gives
+    /// [`CloseFrame::no_status`] (a close frame without a body, RFC 6455 §5.5.1); any other
+    /// code that may not be sent (1006, 1015, a reserved range) becomes 1011 Internal Error
+    /// with the same reason. The one fallback palisade uses wherever a frame is built from a
+    /// caller's code, so an invalid code is never sent and never silently turns into a normal
+    /// close.
+    pub fn lossy(code: CloseCode, reason: &str) -> Self {
+        if code == CloseCode::NO_STATUS {
+            return Self::no_status();
+        }
+        let code = if code.is_sendable() { code } else { CloseCode::INTERNAL_ERROR };
+        let mut end = reason.len().min(MAX_REASON_LEN);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        Self { code, reason: reason[..end].into() }
     }
 
     /// A close frame with a code and an empty reason. Infallible for sendable constants.

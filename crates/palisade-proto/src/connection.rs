@@ -676,8 +676,7 @@ impl Connection {
     fn fail(&mut self, err: Error) -> Error {
         if self.close_sent.is_none() && !self.eof {
             let code = err.close_code().unwrap_or(CloseCode::PROTOCOL_ERROR);
-            let frame = CloseFrame::truncated(code, generic_reason(code))
-                .unwrap_or_else(|_| CloseFrame::normal());
+            let frame = CloseFrame::lossy(code, code.generic_reason());
             self.queue_close(&frame);
             self.close_sent = Some(frame);
         }
@@ -880,22 +879,6 @@ fn check_control_payload(payload: &[u8]) -> Result<(), Error> {
         .into());
     }
     Ok(())
-}
-
-/// The reason sent with a close code this endpoint chose: fixed text, never peer data or
-/// internal detail.
-fn generic_reason(code: CloseCode) -> &'static str {
-    match code {
-        CloseCode::PROTOCOL_ERROR => "protocol error",
-        CloseCode::INVALID_PAYLOAD => "invalid payload data",
-        CloseCode::MESSAGE_TOO_BIG => "message too big",
-        CloseCode::POLICY_VIOLATION => "policy violation",
-        CloseCode::INTERNAL_ERROR => "internal error",
-        CloseCode::GOING_AWAY => "going away",
-        CloseCode::TRY_AGAIN_LATER => "try again later",
-        CloseCode::MANDATORY_EXTENSION => "extension required",
-        _ => "",
-    }
 }
 
 #[cfg(test)]

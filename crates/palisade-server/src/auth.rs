@@ -9,22 +9,18 @@ use std::time::Duration;
 
 use palisade_error::{CloseCode, Error, TimeoutPhase};
 
-use crate::handler::ServerSocket;
-use palisade_conn::Message;
+use palisade_conn::{Message, WebSocket};
 
 /// Receives the first message, which must arrive within `deadline`. On time-out the connection
 /// is closed with 1008 Policy Violation (reason "authentication timeout") and
 /// [`Error::Timeout`] with [`TimeoutPhase::FirstMessage`] is returned.
-pub async fn first_message(ws: &ServerSocket, deadline: Duration) -> Result<Message, Error> {
+pub async fn first_message(ws: &WebSocket, deadline: Duration) -> Result<Message, Error> {
     match tokio::time::timeout(deadline, ws.recv()).await {
         Ok(result) => result,
         Err(_) => {
             tracing::info!(?deadline, "no first message before the deadline; closing");
             // The cancelled `recv` left nothing half-read; close and report.
-            let _ = ws
-                .close_handle()
-                .close(CloseCode::POLICY_VIOLATION, "authentication timeout")
-                .await;
+            let _ = ws.close(CloseCode::POLICY_VIOLATION, "authentication timeout").await;
             Err(Error::timeout(TimeoutPhase::FirstMessage))
         }
     }

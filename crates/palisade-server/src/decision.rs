@@ -1,6 +1,8 @@
 //! What a handshake hook decides: accept (with a subprotocol, headers and per-connection data),
 //! reject with a full HTTP response, or accept and close at once with a code.
 
+use std::any::Any;
+
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -38,7 +40,7 @@ impl From<Rejection> for Decision {
 pub struct Accept {
     pub(crate) subprotocol: Option<String>,
     pub(crate) headers: HeaderMap,
-    pub(crate) data: http::Extensions,
+    pub(crate) value: Option<Box<dyn Any + Send>>,
 }
 
 impl Accept {
@@ -60,10 +62,11 @@ impl Accept {
         self
     }
 
-    /// Hands a value (the authenticated user, say) to the connection's handler, which reads it
-    /// with [`crate::ConnectionInfo::data`].
-    pub fn with_data<T: Clone + Send + Sync + 'static>(mut self, value: T) -> Self {
-        self.data.insert(value);
+    /// Hands a value (the authenticated user, say) to the connection's handler, which takes
+    /// it, moved, as a [`crate::Handshake<T>`] argument. One value per connection: a later call
+    /// replaces it.
+    pub fn with_value<T: Send + 'static>(mut self, value: T) -> Self {
+        self.value = Some(Box::new(value));
         self
     }
 }
@@ -144,8 +147,5 @@ impl Rejection {
 
 /// The close frame for [`Decision::Close`]: 3000 Unauthorized, with a reason.
 pub fn close_unauthorized(reason: &str) -> Decision {
-    Decision::Close(
-        CloseFrame::truncated(CloseCode::UNAUTHORIZED, reason)
-            .unwrap_or_else(|_| CloseFrame::normal()),
-    )
+    Decision::Close(CloseFrame::lossy(CloseCode::UNAUTHORIZED, reason))
 }

@@ -27,25 +27,40 @@
 //!
 //! ## Features
 //!
-//! - `rustls`: `wss://` with [`ServerBuilder::tls`].
+//! - `rustls`: `wss://` with [`ServerBuilder::with_tls`].
+//! - `anyhow`: handlers may return `anyhow::Result<()>`; the close frame is chosen along the
+//!   error's chain ([`find_closing`]).
 
+mod accept;
 pub mod auth;
+mod config;
+mod connection;
+mod decide;
 mod decision;
 mod handler;
 mod origin;
+mod registry;
 mod request;
 mod server;
 mod transport;
 
+pub use config::ServerBuilder;
+pub use decide::{Accepted, PendingConnection, Upgrade};
 pub use decision::{Accept, Decision, Rejection, close_unauthorized};
-pub use handler::{BoxError, CloseWith, ConnectionInfo, Handler, ServerSocket};
+pub use handler::{
+    BoxError, CloseWith, Closing, ConnectionInfo, Ending, FromConnection, Handler, HandlerError,
+    HandlerParts, Handshake, IntoEnding, Path, PathParams, Prepared, State, find_closing,
+};
 pub use origin::OriginPolicy;
-pub use palisade_conn::{Config as ConnectionConfig, Message, RateLimit, RateLimitAction};
+pub use palisade_conn::{
+    Config, ConnectionId, Message, RateLimit, RateLimitAction, Sender, WeakSender, WebSocket,
+};
 pub use palisade_proto::deflate::{DeflateConfig, DeflateParams};
+pub use registry::Connections;
 pub use request::HandshakeRequest;
-pub use server::{Running, Server, ServerBuilder, ShutdownSummary};
+pub use server::{Running, Server, ShutdownSummary};
 pub use transport::Transport;
 
-/// The rustls version [`ServerBuilder::tls`] takes its configuration from.
+/// The rustls version [`ServerBuilder::with_tls`] takes its configuration from.
 #[cfg(feature = "rustls")]
 pub use tokio_rustls::rustls;

@@ -43,8 +43,7 @@ impl HandshakeRequest {
         Self { inner: Arc::new(inner), peer }
     }
 
-    /// A request known only parsed.
-    #[cfg(test)]
+    /// A request known only parsed (another HTTP server read it).
     pub(crate) fn new(request: Request<()>, peer: SocketAddr) -> Self {
         let inner = Inner { head: None, parsed: OnceLock::from(Box::new(request)) };
         Self { inner: Arc::new(inner), peer }

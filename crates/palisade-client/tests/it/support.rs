@@ -109,7 +109,7 @@ pub(crate) fn switching(head: &str, extra: &str) -> String {
 
 /// Completes the handshake on `io` (after its head was read) and echoes messages until the
 /// connection ends.
-pub(crate) async fn echo_after_head<S: AsyncRead + AsyncWrite + Unpin>(
+pub(crate) async fn echo_after_head<S: AsyncRead + AsyncWrite + Send + Unpin + 'static>(
     mut io: S,
     head: &str,
     extra: &str,

@@ -10,8 +10,10 @@ use futures_util::{SinkExt, StreamExt};
 use palisade_conn::{Config, Message, RateLimit, RateLimitAction, TrySendError, WebSocket};
 use palisade_error::{CloseCode, Error, PolicyKind, State, TimeoutPhase};
 use palisade_proto::connection::Connection;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+
+mod seam;
 
 fn masks() -> impl FnMut() -> [u8; 4] + Send + 'static {
     let mut n = 0x1234_5678u32;
@@ -26,7 +28,7 @@ fn quiet() -> Config {
 }
 
 /// A connected (client, server) pair over TCP on 127.0.0.1, handshake skipped.
-async fn tcp_pair(client: Config, server: Config) -> (WebSocket<TcpStream>, WebSocket<TcpStream>) {
+async fn tcp_pair(client: Config, server: Config) -> (WebSocket, WebSocket) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (c, s) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -43,10 +45,7 @@ async fn tcp_pair(client: Config, server: Config) -> (WebSocket<TcpStream>, WebS
     )
 }
 
-fn duplex_pair(
-    client: Config,
-    server: Config,
-) -> (WebSocket<DuplexStream>, WebSocket<DuplexStream>) {
+fn duplex_pair(client: Config, server: Config) -> (WebSocket, WebSocket) {
     let (c, s) = tokio::io::duplex(64 * 1024);
     let now = tokio::time::Instant::now().into_std();
     (
@@ -146,22 +145,30 @@ async fn two_receivers_get_a_concurrency_error() {
 }
 
 #[tokio::test]
-async fn two_senders_on_one_half_get_a_concurrency_error() {
-    // A tiny write buffer and a peer that does not read make the first send wait.
+async fn two_sends_on_one_half_wait_their_turn() {
+    // A tiny write buffer and a peer that does not read yet make the first send wait.
     let cfg =
         quiet().with_write_buffer(1024, 512).with_write_timeout(None, CloseCode::POLICY_VIOLATION);
-    let (client, _server) = tcp_pair(cfg, quiet()).await;
+    let (client, server) = tcp_pair(cfg, quiet().with_max_message_size(16 << 20)).await;
     let (_read, write) = client.split();
     let write = std::sync::Arc::new(write);
-    let big = Message::binary(vec![0u8; 8 << 20]);
+    let big = Message::binary(vec![7u8; 8 << 20]);
     let first = tokio::spawn({
         let w = write.clone();
         async move { w.send(big).await }
     });
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let second = write.send("x").await;
-    assert!(matches!(second, Err(Error::Concurrency(_))), "{second:?}");
-    first.abort();
+    let second = tokio::spawn({
+        let w = write.clone();
+        async move { w.send("x").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!second.is_finished(), "the second send waits behind the first");
+    let Message::Binary(b) = server.recv().await.unwrap() else { panic!("binary expected") };
+    assert!(b.len() == 8 << 20 && b.iter().all(|&x| x == 7));
+    assert_eq!(server.recv().await.unwrap(), Message::text("x"));
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
 }
 
 #[tokio::test]
@@ -199,12 +206,12 @@ async fn stream_and_sink() {
     let (mut client, mut server) = tcp_pair(quiet(), quiet()).await;
     client.send(Message::text("a")).await.unwrap();
     SinkExt::send(&mut client, Message::text("b")).await.unwrap();
-    assert_eq!(server.next().await.unwrap().unwrap(), Message::text("a"));
-    assert_eq!(server.next().await.unwrap().unwrap(), Message::text("b"));
+    assert_eq!(StreamExt::next(&mut server).await.unwrap().unwrap(), Message::text("a"));
+    assert_eq!(StreamExt::next(&mut server).await.unwrap().unwrap(), Message::text("b"));
     SinkExt::close(&mut client).await.unwrap();
     // The stream ends without an error after a normal close.
-    assert!(server.next().await.is_none());
-    assert!(server.next().await.is_none());
+    assert!(StreamExt::next(&mut server).await.is_none());
+    assert!(StreamExt::next(&mut server).await.is_none());
 }
 
 #[tokio::test]

@@ -14,8 +14,8 @@ use palisade_error::{CloseCode, Error};
 use palisade_proto::connection::Connection;
 use palisade_proto::handshake::{ClientHandshake, HeadLimits, HeadReader, ResponseOutcome};
 use palisade_server::{
-    Accept, CloseWith, ConnectionInfo, Decision, HandshakeRequest, OriginPolicy, Rejection, Server,
-    ServerBuilder, ServerSocket,
+    Accept, CloseWith, ConnectionInfo, Decision, Handshake, HandshakeRequest, OriginPolicy,
+    Rejection, Server, ServerBuilder,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,13 +23,13 @@ use tokio::net::TcpStream;
 mod tls;
 
 /// What the server answered to an upgrade.
-enum Answer<S = TcpStream> {
-    Open(WebSocket<S>, Option<String>),
+enum Answer {
+    Open(WebSocket, Option<String>),
     Refused { status: StatusCode, headers: http::HeaderMap, body: String },
 }
 
-impl<S> Answer<S> {
-    fn open(self) -> WebSocket<S> {
+impl Answer {
+    fn open(self) -> WebSocket {
         match self {
             Answer::Open(c, _) => c,
             Answer::Refused { status, body, .. } => panic!("refused with {status}: {body}"),
@@ -65,9 +65,9 @@ async fn connect_on<S>(
     uri: &str,
     headers: &[(&str, &str)],
     protocols: &[&str],
-) -> Answer<S>
+) -> Answer
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let uri: http::Uri = uri.parse().unwrap();
     let mut hs = ClientHandshake::new(&uri, *b"0123456789abcdef").unwrap();
@@ -129,7 +129,7 @@ fn upgrade_request(extra: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-async fn echo(ws: ServerSocket, _: ConnectionInfo) -> Result<(), Error> {
+async fn echo(ws: WebSocket, _: ConnectionInfo) -> Result<(), Error> {
     loop {
         let m = ws.recv().await?;
         ws.send(m).await?;
@@ -137,12 +137,12 @@ async fn echo(ws: ServerSocket, _: ConnectionInfo) -> Result<(), Error> {
 }
 
 async fn start(builder: ServerBuilder) -> palisade_server::Running {
-    builder.connection_config(quiet()).build().bind("127.0.0.1:0").await.unwrap()
+    builder.with_config(quiet()).build().bind("127.0.0.1:0").await.unwrap()
 }
 
 #[tokio::test]
 async fn echo_on_every_path_and_clean_close() {
-    let server = start(Server::builder().handler(echo)).await;
+    let server = start(Server::builder().fallback(echo)).await;
     for path in ["/", "/a/b?c=d"] {
         let c = connect(server.local_addr(), path, &[], &[]).await.open();
         c.send("text").await.unwrap();
@@ -158,7 +158,7 @@ async fn echo_on_every_path_and_clean_close() {
 #[tokio::test]
 async fn hook_rejects_with_status_headers_and_json_body() {
     let server =
-        start(Server::builder().handler(echo).on_handshake(|req: HandshakeRequest| async move {
+        start(Server::builder().fallback(echo).on_handshake(|req: HandshakeRequest| async move {
             if req.bearer_token() == Some("good") {
                 Accept::new().into()
             } else {
@@ -182,7 +182,7 @@ async fn hook_rejects_with_status_headers_and_json_body() {
 async fn hook_can_accept_then_close_for_browsers() {
     let server = start(
         Server::builder()
-            .handler(echo)
+            .fallback(echo)
             .on_handshake(|_req| async { palisade_server::close_unauthorized("log in first") }),
     )
     .await;
@@ -195,21 +195,25 @@ async fn hook_can_accept_then_close_for_browsers() {
 
 #[tokio::test]
 async fn accept_hands_data_to_the_handler_and_picks_a_subprotocol() {
-    #[derive(Clone)]
-    struct User(&'static str);
+    // Neither `Clone` nor `Sync`: the value is moved into the handler.
+    struct User(&'static str, std::cell::Cell<u8>);
     let server = start(
         Server::builder()
-            .handler(|ws: ServerSocket, info: ConnectionInfo| async move {
-                let user = info.data::<User>().unwrap().0;
-                ws.send(format!("{user} via {}", info.subprotocol().unwrap_or("-"))).await?;
-                ws.recv().await.map(|_| ())
-            })
+            .fallback(
+                |ws: WebSocket, Handshake(user): Handshake<User>, info: ConnectionInfo| async move {
+                    assert_eq!(user.1.get(), 0);
+                    let user = user.0;
+                    ws.send(format!("{user} via {}", info.subprotocol().unwrap_or("-"))).await?;
+                    ws.recv().await.map(|_| ())
+                },
+            )
             .on_handshake(|req: HandshakeRequest| async move {
                 // A token smuggled in as a subprotocol: accept with the real protocol.
                 match req.subprotocol_token("token.") {
-                    Some("t1") => {
-                        Accept::new().with_subprotocol("chat").with_data(User("alice")).into()
-                    }
+                    Some("t1") => Accept::new()
+                        .with_subprotocol("chat")
+                        .with_value(User("alice", std::cell::Cell::new(0)))
+                        .into(),
                     _ => Rejection::forbidden().into(),
                 }
             }),
@@ -227,7 +231,7 @@ async fn accept_hands_data_to_the_handler_and_picks_a_subprotocol() {
 #[tokio::test]
 async fn origin_allow_list() {
     let server = start(
-        Server::builder().handler(echo).allowed_origins(
+        Server::builder().fallback(echo).with_allowed_origins(
             OriginPolicy::new(["https://app.example.com", "https://*.example.org"])
                 .with_missing_allowed(false),
         ),
@@ -245,9 +249,10 @@ async fn origin_allow_list() {
 
 #[tokio::test]
 async fn subprotocol_preference_and_requirement() {
-    let server =
-        start(Server::builder().handler(echo).subprotocols(["v2", "v1"]).require_subprotocol(true))
-            .await;
+    let server = start(
+        Server::builder().fallback(echo).with_subprotocols(["v2", "v1"]).require_subprotocol(true),
+    )
+    .await;
     let addr = server.local_addr();
     let Answer::Open(_, p) = connect(addr, "/", &[], &["v1", "v2"]).await else { panic!() };
     assert_eq!(p.as_deref(), Some("v2"), "server preference wins");
@@ -261,11 +266,12 @@ async fn subprotocol_preference_and_requirement() {
 
 #[tokio::test]
 async fn routing_by_path_and_404() {
-    let server = start(Server::builder().route("/echo", echo).route(
-        "/hello",
-        |ws: ServerSocket, _: ConnectionInfo| async move { ws.send("hello").await },
-    ))
-    .await;
+    let server =
+        start(Server::builder().route("/echo", echo).route(
+            "/hello",
+            |ws: WebSocket, _: ConnectionInfo| async move { ws.send("hello").await },
+        ))
+        .await;
     let addr = server.local_addr();
     let c = connect(addr, "/hello", &[], &[]).await.open();
     assert_eq!(c.recv().await.unwrap(), Message::text("hello"));
@@ -276,7 +282,8 @@ async fn routing_by_path_and_404() {
 
 #[tokio::test]
 async fn connection_limits_total_and_per_ip() {
-    let server = start(Server::builder().handler(echo).max_connections(2).retry_after(7)).await;
+    let server =
+        start(Server::builder().fallback(echo).with_max_connections(2).with_retry_after(7)).await;
     let addr = server.local_addr();
     let _a = connect(addr, "/", &[], &[]).await.open();
     let _b = connect(addr, "/", &[], &[]).await.open();
@@ -284,7 +291,7 @@ async fn connection_limits_total_and_per_ip() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(headers["retry-after"], "7");
 
-    let server = start(Server::builder().handler(echo).max_connections_per_ip(1)).await;
+    let server = start(Server::builder().fallback(echo).with_max_connections_per_ip(1)).await;
     let addr = server.local_addr();
     let a = connect(addr, "/", &[], &[]).await.open();
     let (status, headers, _) = connect(addr, "/", &[], &[]).await.refused();
@@ -306,14 +313,15 @@ async fn connection_limits_total_and_per_ip() {
 #[tokio::test]
 async fn slowloris_gets_408_after_the_handshake_timeout() {
     let server =
-        start(Server::builder().handler(echo).handshake_timeout(Duration::from_millis(200))).await;
+        start(Server::builder().fallback(echo).with_handshake_timeout(Duration::from_millis(200)))
+            .await;
     let answer = raw(server.local_addr(), b"GET / HTTP/1.1\r\nHost: x\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
 }
 
 #[tokio::test]
 async fn plain_http_answers_for_what_is_not_a_valid_upgrade() {
-    let server = start(Server::builder().handler(echo)).await;
+    let server = start(Server::builder().fallback(echo)).await;
     let addr = server.local_addr();
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (b"POST / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "HTTP/1.1 405"),
@@ -365,7 +373,7 @@ async fn plain_http_answers_for_what_is_not_a_valid_upgrade() {
 #[tokio::test]
 async fn http_hook_answers_plain_requests() {
     let server =
-        start(Server::builder().handler(echo).on_http(|req: HandshakeRequest| async move {
+        start(Server::builder().fallback(echo).on_http(|req: HandshakeRequest| async move {
             (req.path() == "/health").then(|| http::Response::new(bytes::Bytes::from_static(b"ok")))
         }))
         .await;
@@ -377,19 +385,18 @@ async fn http_hook_answers_plain_requests() {
 
 #[tokio::test]
 async fn handler_errors_map_to_close_codes_and_panics_are_contained() {
-    let server =
-        start(Server::builder().handler(|ws: ServerSocket, _: ConnectionInfo| async move {
-            let m = ws.recv().await?;
-            match m.as_text() {
-                Some("fail") => Err::<(), Box<dyn std::error::Error + Send + Sync>>(
-                    "db password=hunter2 down".into(),
-                ),
-                Some("custom") => Err(CloseWith::new(CloseCode(4004), "not found").into()),
-                Some("panic") => panic!("handler bug"),
-                _ => Ok(()),
-            }
-        }))
-        .await;
+    let server = start(Server::builder().fallback(|ws: WebSocket, _: ConnectionInfo| async move {
+        let m = ws.recv().await?;
+        match m.as_text() {
+            Some("fail") => Err::<(), Box<dyn std::error::Error + Send + Sync>>(
+                "db password=hunter2 down".into(),
+            ),
+            Some("custom") => Err(CloseWith::new(CloseCode(4004), "not found").into()),
+            Some("panic") => panic!("handler bug"),
+            _ => Ok(()),
+        }
+    }))
+    .await;
     let addr = server.local_addr();
     for (msg, code, reason) in [
         ("fail", CloseCode::INTERNAL_ERROR, "internal error"),
@@ -409,7 +416,7 @@ async fn handler_errors_map_to_close_codes_and_panics_are_contained() {
 
 #[tokio::test]
 async fn graceful_shutdown_sends_1001_and_reports() {
-    let server = start(Server::builder().handler(echo)).await;
+    let server = start(Server::builder().fallback(echo)).await;
     let addr = server.local_addr();
     let c1 = connect(addr, "/", &[], &[]).await.open();
     let c2 = connect(addr, "/", &[], &[]).await.open();
@@ -432,7 +439,7 @@ async fn graceful_shutdown_sends_1001_and_reports() {
 #[tokio::test]
 async fn shutdown_aborts_connections_that_do_not_close_in_time() {
     let server =
-        start(Server::builder().handler(|_ws: ServerSocket, _: ConnectionInfo| async move {
+        start(Server::builder().fallback(|_ws: WebSocket, _: ConnectionInfo| async move {
             // A handler that never reads, so the close handshake never completes.
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Ok::<(), Error>(())
@@ -446,8 +453,8 @@ async fn shutdown_aborts_connections_that_do_not_close_in_time() {
 #[tokio::test]
 async fn too_big_message_closes_with_1009() {
     let server = Server::builder()
-        .handler(echo)
-        .connection_config(quiet().with_max_message_size(1024))
+        .fallback(echo)
+        .with_config(quiet().with_max_message_size(1024))
         .build()
         .bind("127.0.0.1:0")
         .await
@@ -460,18 +467,16 @@ async fn too_big_message_closes_with_1009() {
 
 #[tokio::test]
 async fn first_message_must_arrive_before_the_deadline() {
-    let server =
-        start(Server::builder().handler(|ws: ServerSocket, _: ConnectionInfo| async move {
-            let token =
-                palisade_server::auth::first_message(&ws, Duration::from_millis(300)).await?;
-            if token.as_text() != Some("token:ok") {
-                return Err(CloseWith::new(CloseCode::FORBIDDEN, "bad token").into());
-            }
-            ws.send("welcome").await?;
-            ws.recv().await?;
-            Ok::<(), palisade_server::BoxError>(())
-        }))
-        .await;
+    let server = start(Server::builder().fallback(|ws: WebSocket, _: ConnectionInfo| async move {
+        let token = palisade_server::auth::first_message(&ws, Duration::from_millis(300)).await?;
+        if token.as_text() != Some("token:ok") {
+            return Err(CloseWith::new(CloseCode::FORBIDDEN, "bad token").into());
+        }
+        ws.send("welcome").await?;
+        ws.recv().await?;
+        Ok::<(), palisade_server::BoxError>(())
+    }))
+    .await;
     let addr = server.local_addr();
     // On time, with a good token.
     let c = connect(addr, "/", &[], &[]).await.open();
@@ -497,7 +502,7 @@ async fn serves_several_listeners_at_once() {
     let l1 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let l2 = tokio::net::TcpListener::bind("127.0.0.2:0").await.unwrap();
     let server =
-        Server::builder().handler(echo).connection_config(quiet()).build().serve([l1, l2]).unwrap();
+        Server::builder().fallback(echo).with_config(quiet()).build().serve([l1, l2]).unwrap();
     assert_eq!(server.local_addrs().len(), 2);
     for addr in server.local_addrs().to_vec() {
         let c = connect(addr, "/", &[], &[]).await.open();
@@ -542,8 +547,8 @@ async fn logs_say_what_happened_and_never_a_secret() {
     let secret = "s3cr3t-t0k3n";
     let server = start(
         Server::builder()
-            .handler(echo)
-            .allowed_origins(OriginPolicy::new(["https://app.example.com"]))
+            .fallback(echo)
+            .with_allowed_origins(OriginPolicy::new(["https://app.example.com"]))
             .on_handshake(move |req: HandshakeRequest| async move {
                 match req.query_param("token").as_deref() {
                     Some("good") => Accept::new().into(),
@@ -581,7 +586,8 @@ async fn logs_say_what_happened_and_never_a_secret() {
 #[tokio::test]
 async fn compression_declines_a_malformed_offer_and_takes_the_next() {
     use palisade_server::DeflateConfig;
-    let server = start(Server::builder().handler(echo).compression(DeflateConfig::default())).await;
+    let server =
+        start(Server::builder().fallback(echo).with_compression(DeflateConfig::default())).await;
     let addr = server.local_addr();
     // Reads the response head only: an opened connection would keep `raw` waiting.
     let head = async |request: &[u8]| {

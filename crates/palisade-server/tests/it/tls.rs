@@ -43,9 +43,9 @@ fn tls_configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
 async fn echo_over_tls() {
     let (server_tls, client_tls) = tls_configs();
     let server = Server::builder()
-        .handler(echo)
-        .connection_config(quiet())
-        .tls(server_tls)
+        .fallback(echo)
+        .with_config(quiet())
+        .with_tls(server_tls)
         .build()
         .bind("127.0.0.1:0")
         .await
@@ -67,8 +67,13 @@ async fn echo_over_tls() {
 #[tokio::test]
 async fn plain_client_on_a_tls_port_gets_no_upgrade() {
     let (server_tls, _) = tls_configs();
-    let server =
-        Server::builder().handler(echo).tls(server_tls).build().bind("127.0.0.1:0").await.unwrap();
+    let server = Server::builder()
+        .fallback(echo)
+        .with_tls(server_tls)
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
     // Plain HTTP at a TLS server: the TLS handshake fails and the connection closes.
     let answer = super::raw(server.local_addr(), &super::upgrade_request("")).await;
     assert!(!answer.contains("101"), "{answer}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use palisade::client::{Client, DeflateConfig, DeflateParams, Message};
 use palisade::error::{HandshakeError, NegotiationError};
-use palisade::server::{ConnectionConfig, ConnectionInfo, Running, Server, ServerSocket};
+use palisade::server::{Config, ConnectionInfo, Running, Server, WebSocket};
 use palisade::{CloseCode, Error};
 use tokio::sync::mpsc;
 
@@ -28,7 +28,7 @@ async fn server(
     max_message: usize,
 ) -> (Running, String, mpsc::UnboundedReceiver<Option<DeflateParams>>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let handler = move |ws: ServerSocket, info: ConnectionInfo| {
+    let handler = move |ws: WebSocket, info: ConnectionInfo| {
         let _ = tx.send(info.compression().copied());
         async move {
             loop {
@@ -40,12 +40,10 @@ async fn server(
         }
     };
     let running = Server::builder()
-        .handler(handler)
-        .compression(config)
-        .connection_config(
-            ConnectionConfig::default()
-                .with_keepalive(None, None)
-                .with_max_message_size(max_message),
+        .fallback(handler)
+        .with_compression(config)
+        .with_config(
+            Config::default().with_keepalive(None, None).with_max_message_size(max_message),
         )
         .build()
         .bind("127.0.0.1:0")

@@ -3,15 +3,14 @@
 use std::time::Duration;
 
 use palisade::server::{
-    CloseWith, ConnectionConfig, ConnectionInfo, Rejection, Running, Server, ServerBuilder,
-    ServerSocket,
+    CloseWith, Config, ConnectionInfo, Rejection, Running, Server, ServerBuilder, WebSocket,
 };
 use palisade::{CloseCode, Error};
 use tokio::sync::mpsc;
 
 use crate::support::Peer;
 
-async fn echo(ws: ServerSocket, _: ConnectionInfo) -> Result<(), Error> {
+async fn echo(ws: WebSocket, _: ConnectionInfo) -> Result<(), Error> {
     loop {
         let message = ws.recv().await?;
         ws.send(message).await?;
@@ -24,16 +23,15 @@ async fn start(builder: ServerBuilder) -> (Running, String) {
     (running, url)
 }
 
-fn quiet() -> ConnectionConfig {
-    ConnectionConfig::default().with_keepalive(None, None)
+fn quiet() -> Config {
+    Config::default().with_keepalive(None, None)
 }
 
 #[tokio::test]
 async fn python_client_echo() {
-    let (_server, url) = start(
-        Server::builder().handler(echo).connection_config(quiet().with_max_message_size(2 << 20)),
-    )
-    .await;
+    let (_server, url) =
+        start(Server::builder().fallback(echo).with_config(quiet().with_max_message_size(2 << 20)))
+            .await;
     let mut py = Peer::spawn("client.py", &["echo", &url]);
     assert_eq!(py.line().await, "ECHO OK");
     // Our reply to its close echoes the code (RFC 6455 §5.5.1), without a reason.
@@ -43,14 +41,14 @@ async fn python_client_echo() {
 #[tokio::test]
 async fn each_close_code_reaches_a_python_client() {
     // The handler closes with the code and reason the client asks for.
-    let handler = |ws: ServerSocket, _: ConnectionInfo| async move {
+    let handler = |ws: WebSocket, _: ConnectionInfo| async move {
         let m = ws.recv().await?;
         let text = m.as_text().unwrap_or_default().to_owned();
         let (code, reason) = text.split_once(' ').unwrap_or((&text, ""));
         let code: u16 = code.parse().unwrap_or(1000);
         Err::<(), palisade::server::BoxError>(CloseWith::new(CloseCode(code), reason).into())
     };
-    let (_server, url) = start(Server::builder().handler(handler).connection_config(quiet())).await;
+    let (_server, url) = start(Server::builder().fallback(handler).with_config(quiet())).await;
     for (code, reason) in [
         (1000u16, "normal"),
         (1001, "going away"),
@@ -66,7 +64,7 @@ async fn each_close_code_reaches_a_python_client() {
 
 #[tokio::test]
 async fn rejection_reaches_python_as_invalid_status_with_the_body() {
-    let (_server, url) = start(Server::builder().handler(echo).on_handshake(|_req| async {
+    let (_server, url) = start(Server::builder().fallback(echo).on_handshake(|_req| async {
         Rejection::unauthorized("Bearer")
             .with_json(&serde_json::json!({"error": "no token"}))
             .into()
@@ -77,7 +75,7 @@ async fn rejection_reaches_python_as_invalid_status_with_the_body() {
 
     let (_server, url) = start(
         Server::builder()
-            .handler(echo)
+            .fallback(echo)
             .on_handshake(|_req| async { Rejection::forbidden().with_text("not here").into() }),
     )
     .await;
@@ -89,8 +87,8 @@ async fn rejection_reaches_python_as_invalid_status_with_the_body() {
 async fn subprotocol_negotiation_with_python() {
     let (_server, url) = start(
         Server::builder()
-            .handler(echo)
-            .subprotocols(["v2.palisade", "v1.palisade"])
+            .fallback(echo)
+            .with_subprotocols(["v2.palisade", "v1.palisade"])
             .require_subprotocol(true),
     )
     .await;
@@ -102,10 +100,9 @@ async fn subprotocol_negotiation_with_python() {
 
 #[tokio::test]
 async fn too_big_message_closes_python_with_1009() {
-    let (_server, url) = start(
-        Server::builder().handler(echo).connection_config(quiet().with_max_message_size(1024)),
-    )
-    .await;
+    let (_server, url) =
+        start(Server::builder().fallback(echo).with_config(quiet().with_max_message_size(1024)))
+            .await;
     let mut py = Peer::spawn("client.py", &["big", &url, "4096"]);
     assert_eq!(py.line().await, "CLOSED 1009 message too big");
 }
@@ -113,7 +110,7 @@ async fn too_big_message_closes_python_with_1009() {
 #[tokio::test]
 async fn keepalive_timeout_against_a_python_client_that_stops_reading() {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let handler = move |ws: ServerSocket, _: ConnectionInfo| {
+    let handler = move |ws: WebSocket, _: ConnectionInfo| {
         let tx = tx.clone();
         async move {
             let err = ws.recv().await.unwrap_err();
@@ -121,9 +118,9 @@ async fn keepalive_timeout_against_a_python_client_that_stops_reading() {
             Err::<(), Error>(err)
         }
     };
-    let config = ConnectionConfig::default()
+    let config = Config::default()
         .with_keepalive(Some(Duration::from_millis(200)), Some(Duration::from_millis(500)));
-    let (_server, url) = start(Server::builder().handler(handler).connection_config(config)).await;
+    let (_server, url) = start(Server::builder().fallback(handler).with_config(config)).await;
     let mut py = Peer::spawn("client.py", &["silent", &url]);
     let err = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
     assert!(err.contains("keepalive"), "{err}");
@@ -132,7 +129,7 @@ async fn keepalive_timeout_against_a_python_client_that_stops_reading() {
 
 #[tokio::test]
 async fn graceful_shutdown_delivers_1001_to_python() {
-    let (server, url) = start(Server::builder().handler(echo).connection_config(quiet())).await;
+    let (server, url) = start(Server::builder().fallback(echo).with_config(quiet())).await;
     let mut py = Peer::spawn("client.py", &["wait", &url]);
     assert_eq!(py.line().await, "OPEN");
     let summary = server.shutdown(Duration::from_secs(5)).await;

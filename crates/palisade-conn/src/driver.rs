@@ -1,0 +1,877 @@
+//! What drives a connection's I/O: one sans-I/O [`Connection`] and one transport behind a
+//! short-lived lock, fed and drained by whichever task is receiving, sending or driving.
+//!
+//! Nothing is kept in the futures themselves: bytes read go straight into the protocol core's
+//! buffer, and a decoded message is returned in the same poll that decoded it (or parked in a
+//! short queue when the connection is driven while nobody receives). Dropping a `recv()`
+//! future at any `.await` therefore loses nothing (it is cancel-safe).
+//!
+//! The handles users hold (`WebSocket`, the halves, `Sender`) live in `socket.rs`; they call
+//! into [`Shared`] and hold no state of their own.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use bytes::Bytes;
+use palisade_error::{
+    CloseCode, CloseFrame, ConcurrencyError, ConnectionClosed, Error, Operation, PolicyKind,
+    PolicyViolation, State,
+};
+use palisade_proto::connection::{Connection, Event};
+use palisade_proto::message::Message;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
+use tokio::time::{Instant, Sleep};
+
+use crate::config::{Config, RateLimitAction};
+use crate::rate::Limiter;
+use crate::socket::{ConnectionId, TrySendError};
+
+/// Reads are sized by the frame in progress, within these bounds.
+const MIN_READ: usize = 4096;
+const MAX_READ: usize = 256 * 1024;
+/// How long a connection keeps its empty read and write buffers after it last read something.
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
+
+/// The byte stream under a connection: anything tokio can read and write, boxed so that no
+/// handle names its type (a registry holds server, client and mounted connections alike).
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
+
+/// Traffic counters of one connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Data messages received.
+    pub messages_in: u64,
+    /// Data messages sent.
+    pub messages_out: u64,
+    /// Bytes read from the transport.
+    pub bytes_in: u64,
+    /// Bytes written to the transport.
+    pub bytes_out: u64,
+}
+
+/// Wakes both the receiving and the sending task: either may be waiting for the transport to
+/// accept more bytes (the receiver flushes pongs and close replies), and the transport keeps
+/// only one waker for writability.
+#[derive(Debug, Default)]
+struct WriteWakers {
+    slots: Mutex<[Option<Waker>; 2]>,
+}
+
+const READER: usize = 0;
+const WRITER: usize = 1;
+
+impl WriteWakers {
+    fn register(&self, slot: usize, waker: &Waker) {
+        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        match &slots[slot] {
+            Some(w) if w.will_wake(waker) => {}
+            _ => slots[slot] = Some(waker.clone()),
+        }
+    }
+}
+
+impl Wake for WriteWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        let taken = {
+            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            [slots[0].take(), slots[1].take()]
+        };
+        for waker in taken.into_iter().flatten() {
+            waker.wake();
+        }
+    }
+}
+
+/// Everything behind the lock. Boxed inside [`Shared`], so that a weak handle, which keeps
+/// only `Shared`'s allocation, keeps none of this once the connection is gone.
+struct Inner {
+    conn: Connection,
+    io: Box<dyn Io>,
+    /// The unwritten rest of a chunk the transport took only part of.
+    chunk: Option<Bytes>,
+    /// The chunk after it, when both went to one vectored write that was cut short.
+    next_chunk: Option<Bytes>,
+    /// Messages decoded while the connection was driven with nobody receiving, oldest first;
+    /// `recv` takes them before reading on.
+    parked: VecDeque<Message>,
+    parked_bytes: usize,
+    read_eof: bool,
+    shutdown_done: bool,
+    /// The transport failed: nothing more can be read or written.
+    io_dead: bool,
+    /// The connection is over; every later call reports the closure.
+    terminated: bool,
+    /// The error to report first once the connection is over (then the closure, every time).
+    pending_error: Option<Error>,
+    /// How long to keep trying to flush a final close frame.
+    linger_until: Option<Instant>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// When the last bytes were read: buffers are given back [`RELEASE_AFTER`] later. `None`
+    /// before the first read, when they go back at once: a connection that never sends
+    /// anything must not hold a read buffer for its first second (under a burst of new
+    /// connections that second adds up, and the allocator keeps the peak).
+    last_read: Option<Instant>,
+    limiter: Option<Limiter>,
+    stats: Stats,
+    /// The `Stream` view has ended.
+    stream_done: bool,
+    /// The `Sink` view has queued its close frame.
+    sink_closing: bool,
+}
+
+/// The state every handle of one connection shares.
+pub(crate) struct Shared {
+    id: ConnectionId,
+    inner: Mutex<Box<Inner>>,
+    /// A task is receiving (or driving): a second receiver gets a concurrency error.
+    reading: AtomicBool,
+    /// Mirrors `Inner::terminated`, readable without the lock.
+    ended: AtomicBool,
+    /// Woken when the connection ends ([`Shared::closed`]).
+    ended_notify: Notify,
+    /// Senders take turns in the order they asked (tokio's mutex is fair).
+    write_lock: tokio::sync::Mutex<()>,
+    wakers: Arc<WriteWakers>,
+    write_waker: Waker,
+    config: Arc<Config>,
+}
+
+/// Whether a poll of the I/O loop returns messages or parks them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A receiver: return the first message.
+    Recv,
+    /// Nobody receives: park messages (up to the limit), answer pings, run timers, notice the
+    /// end.
+    Drive,
+}
+
+/// Clears the `reading` flag when a receive ends or is cancelled, and wakes whoever drives the
+/// connection in the background, so that it takes over at once.
+struct ReadingGuard<'a>(&'a Shared);
+
+impl Drop for ReadingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.reading.store(false, Ordering::Release);
+        Wake::wake_by_ref(&self.0.wakers);
+    }
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub(crate) fn new(
+        id: ConnectionId,
+        io: Box<dyn Io>,
+        mut conn: Connection,
+        config: Arc<Config>,
+        leftover: &[u8],
+    ) -> Self {
+        conn.handle_bytes(leftover);
+        let limiter = config.rate_limit.map(|l| Limiter::new(l, Instant::now().into_std()));
+        let wakers = Arc::new(WriteWakers::default());
+        let write_waker = Waker::from(wakers.clone());
+        let inner = Inner {
+            conn,
+            io,
+            chunk: None,
+            next_chunk: None,
+            parked: VecDeque::new(),
+            parked_bytes: 0,
+            read_eof: false,
+            shutdown_done: false,
+            io_dead: false,
+            terminated: false,
+            pending_error: None,
+            linger_until: None,
+            sleep: None,
+            last_read: None,
+            limiter,
+            stats: Stats::default(),
+            stream_done: false,
+            sink_closing: false,
+        };
+        Shared {
+            id,
+            inner: Mutex::new(Box::new(inner)),
+            reading: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            ended_notify: Notify::new(),
+            write_lock: tokio::sync::Mutex::new(()),
+            wakers,
+            write_waker,
+            config,
+        }
+    }
+
+    pub(crate) fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Box<Inner>> {
+        // A panic while the lock was held cannot leave the protocol core half-updated in a way
+        // that matters more than losing the connection, so keep going with the data.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    // ----- What the handles read -----
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.lock().stats
+    }
+
+    pub(crate) fn state(&self) -> State {
+        self.lock().conn.state()
+    }
+
+    pub(crate) fn last_rtt(&self) -> Option<Duration> {
+        self.lock().conn.last_rtt()
+    }
+
+    pub(crate) fn close_info(&self) -> ConnectionClosed {
+        self.lock().conn.close_info()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the connection is over, with the close frames exchanged.
+    pub(crate) async fn closed(&self) -> ConnectionClosed {
+        loop {
+            let notified = self.ended_notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so an end between the two is not missed.
+            notified.as_mut().enable();
+            if self.is_closed() {
+                return self.close_info();
+            }
+            notified.await;
+        }
+    }
+
+    fn mark_terminated(&self, inner: &mut Inner) {
+        if !inner.terminated {
+            inner.terminated = true;
+        }
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            self.ended_notify.notify_waiters();
+        }
+    }
+
+    // ----- Receiving and driving -----
+
+    pub(crate) async fn recv(&self) -> Result<Message, Error> {
+        if self.reading.swap(true, Ordering::AcqRel) {
+            return Err(ConcurrencyError { operation: Operation::Recv }.into());
+        }
+        let _guard = ReadingGuard(self);
+        poll_fn(|cx| self.poll_io(cx, Mode::Recv)).await
+    }
+
+    /// Like `recv`, but `None` after a normal close (1000/1001), and the error once (then
+    /// `None`) after any other end.
+    pub(crate) async fn next(&self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.poll_stream(cx)).await
+    }
+
+    /// Services the connection while nobody receives: answers pings, sends keepalive pings,
+    /// runs the timers, notices the peer's close or its silence, and parks the messages that
+    /// arrive (reading stops while the park queue is full). Never completes before the end;
+    /// `Ready` once the connection is over. Does nothing while a task receives.
+    pub(crate) fn poll_drive(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_closed() {
+            return Poll::Ready(());
+        }
+        if self.reading.swap(true, Ordering::AcqRel) {
+            // The receiver drives; it wakes this task when it stops (`ReadingGuard`).
+            self.wakers.register(READER, cx.waker());
+            return Poll::Pending;
+        }
+        let polled = self.poll_io(cx, Mode::Drive);
+        self.reading.store(false, Ordering::Release);
+        match polled {
+            Poll::Ready(_) => Poll::Ready(()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The I/O loop: handles timers, decodes events, writes what is queued, reads.
+    fn poll_io(&self, cx: &mut Context<'_>, mode: Mode) -> Poll<Result<Message, Error>> {
+        let mut guard = self.lock();
+        let inner = &mut **guard;
+        if mode == Mode::Recv
+            && let Some(message) = inner.parked.pop_front()
+        {
+            inner.parked_bytes -= message.len();
+            return Poll::Ready(Ok(message));
+        }
+        self.wakers.register(READER, cx.waker());
+        let mut wcx = Context::from_waker(&self.write_waker);
+        // The clock is read once per poll (and again when a timer fires): reading it on every
+        // pass of the loop showed up in profiles of small-message echo.
+        let mut now = Instant::now();
+        inner.conn.handle_timeout(now.into_std());
+        loop {
+            if inner.terminated {
+                return Poll::Ready(Err(self.take_end(inner, mode)));
+            }
+            let park_full = inner.parked.len() >= self.config.max_queue.max(1)
+                || inner.parked_bytes >= self.config.protocol.max_message_size;
+            if !(mode == Mode::Drive && park_full) {
+                match inner.conn.poll_event() {
+                    Some(Ok(Event::Message(message))) => {
+                        inner.stats.messages_in += 1;
+                        match self.admit(inner, &message, now) {
+                            Ok(()) if mode == Mode::Recv => return Poll::Ready(Ok(message)),
+                            Ok(()) => {
+                                inner.parked_bytes += message.len();
+                                inner.parked.push_back(message);
+                                continue;
+                            }
+                            // Dropped: report it to a receiver; the connection stays open.
+                            Err(Some(err)) if mode == Mode::Recv => return Poll::Ready(Err(err)),
+                            Err(Some(_)) => continue,
+                            // Closing: the error is reported once the close frame is out.
+                            Err(None) => continue,
+                        }
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(err)) => {
+                        tracing::debug!(error = %err, "connection failed");
+                        self.fail_later(inner, err, now);
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            match poll_write_out(inner, &mut wcx) {
+                Poll::Ready(Ok(())) => poll_shutdown_if_due(inner, &mut wcx),
+                Poll::Ready(Err(err)) => {
+                    self.io_failed_later(inner, err);
+                    continue;
+                }
+                Poll::Pending => {}
+            }
+            let closed = inner.conn.state() == State::Closed;
+            let lingered = inner.linger_until.is_some_and(|t| now >= t);
+            if closed && (inner.shutdown_done || inner.io_dead || lingered) {
+                self.mark_terminated(inner);
+                continue;
+            }
+            // A full park queue stops reading: the peer is held back by TCP, as it is while a
+            // receiver has not taken its message yet.
+            let may_read = !(mode == Mode::Drive && park_full);
+            if may_read && !inner.read_eof && !inner.io_dead {
+                let hint = inner.conn.read_hint().clamp(MIN_READ, MAX_READ);
+                let buf = inner.conn.read_buffer();
+                if buf.capacity() - buf.len() < MIN_READ / 4 {
+                    buf.reserve(hint);
+                }
+                match tokio_util::io::poll_read_buf(Pin::new(&mut inner.io), cx, buf) {
+                    Poll::Ready(Ok(0)) => {
+                        inner.read_eof = true;
+                        inner.conn.handle_eof();
+                        continue;
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        inner.stats.bytes_in += n as u64;
+                        inner.last_read = Some(now);
+                        continue;
+                    }
+                    Poll::Ready(Err(err)) => {
+                        self.io_failed_later(inner, err);
+                        continue;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            // Buffers go back once the connection has been quiet for a while, not at every wait:
+            // giving them back at every wait made each small message pay a malloc and a free.
+            let mut release_at = None;
+            if inner.conn.has_spare_buffers() {
+                match inner.last_read.map(|t| t + RELEASE_AFTER) {
+                    Some(due) if now < due => release_at = Some(due),
+                    _ => inner.conn.shrink_buffers(),
+                }
+            }
+            let deadline =
+                [inner.conn.poll_timeout().map(Instant::from_std), inner.linger_until, release_at]
+                    .into_iter()
+                    .flatten()
+                    .min();
+            if let Some(deadline) = deadline {
+                let sleep =
+                    inner.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                // Moving the timer is a trip to tokio's timer wheel, and the keepalive deadline
+                // moves later with every message: a later deadline is left to the early
+                // wake-up, which finds nothing due and re-arms once.
+                if deadline < sleep.deadline() || sleep.is_elapsed() {
+                    sleep.as_mut().reset(deadline);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    now = Instant::now();
+                    inner.conn.handle_timeout(now.into_std());
+                    continue;
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// What a receiver learns once the connection is over: the error that ended it the first
+    /// time (a driver leaves it for the receiver), the closure after that.
+    fn take_end(&self, inner: &mut Inner, mode: Mode) -> Error {
+        match mode {
+            Mode::Recv => inner.pending_error.take().unwrap_or_else(|| inner.conn.closed_error()),
+            Mode::Drive => inner.conn.closed_error(),
+        }
+    }
+
+    /// Applies the rate limit to a received message: `Err(Some(_))` to report a dropped message,
+    /// `Err(None)` when the connection is closing and the error waits for the close frame.
+    fn admit(
+        &self,
+        inner: &mut Inner,
+        message: &Message,
+        now: Instant,
+    ) -> Result<(), Option<Error>> {
+        let Some(limiter) = inner.limiter.as_mut() else { return Ok(()) };
+        if limiter.admit(message.len(), now.into_std()) {
+            return Ok(());
+        }
+        match self.config.rate_limit.map(|l| l.action) {
+            Some(RateLimitAction::Close(code)) => {
+                tracing::info!(code = code.0, "rate limit exceeded: closing");
+                // Already closing: the first close frame stands.
+                let _ = inner.conn.close(close_frame(code, "rate limit exceeded"));
+                let err = PolicyViolation { kind: PolicyKind::RateLimited, code }.into();
+                self.fail_later(inner, err, now);
+                Err(None)
+            }
+            Some(RateLimitAction::Drop) | None => {
+                tracing::debug!("rate limit exceeded: message dropped");
+                Err(Some(
+                    PolicyViolation {
+                        kind: PolicyKind::RateLimited,
+                        code: CloseCode::POLICY_VIOLATION,
+                    }
+                    .into(),
+                ))
+            }
+        }
+    }
+
+    /// Keeps `err` to report once the close frame the core queued for it is written (or the
+    /// close timeout passes).
+    fn fail_later(&self, inner: &mut Inner, err: Error, now: Instant) {
+        // RFC 6455 §7.1.1: the close frame is owed, but not forever. No close timeout means no
+        // deadline here either, the same as in the protocol core.
+        inner.linger_until = self.config.protocol.close_timeout.map(|t| now + t);
+        if inner.pending_error.is_none() {
+            inner.pending_error = Some(err);
+        }
+    }
+
+    /// The transport failed under the I/O loop: the end is reported by the loop.
+    fn io_failed_later(&self, inner: &mut Inner, err: std::io::Error) {
+        tracing::debug!(error = %err, "transport failed");
+        inner.io_dead = true;
+        inner.conn.handle_eof();
+        while inner.conn.poll_event().is_some() {}
+        if inner.pending_error.is_none() {
+            inner.pending_error = Some(Error::io(err));
+        }
+        self.mark_terminated(inner);
+    }
+
+    /// The transport failed under a sender: the sender gets the error now.
+    fn io_failed(&self, inner: &mut Inner, err: std::io::Error) -> Error {
+        self.io_failed_later(inner, err);
+        inner.pending_error.take().unwrap_or_else(|| inner.conn.closed_error())
+    }
+
+    // ----- Sending -----
+
+    /// Flushes queued bytes until at most `target` remain. Used by senders.
+    pub(crate) fn poll_flush_writer(
+        &self,
+        cx: &mut Context<'_>,
+        target: usize,
+    ) -> Poll<Result<(), Error>> {
+        let mut guard = self.lock();
+        let inner = &mut **guard;
+        if inner.io_dead {
+            return Poll::Ready(Err(inner.conn.closed_error()));
+        }
+        self.wakers.register(WRITER, cx.waker());
+        let mut wcx = Context::from_waker(&self.write_waker);
+        match poll_write_out(inner, &mut wcx) {
+            Poll::Ready(Ok(())) => {
+                poll_shutdown_if_due(inner, &mut wcx);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(self.io_failed(inner, err))),
+            Poll::Pending => {
+                let queued = inner.conn.pending_transmit()
+                    + inner.chunk.as_ref().map_or(0, Bytes::len)
+                    + inner.next_chunk.as_ref().map_or(0, Bytes::len);
+                // Below the low-water mark a waiting sender may go on; the rest is written by
+                // later operations.
+                if target > 0 && queued <= target { Poll::Ready(Ok(())) } else { Poll::Pending }
+            }
+        }
+    }
+
+    /// Sends after any send in progress: every sender waits its turn, in the order it asked,
+    /// and frames never interleave.
+    pub(crate) async fn send(&self, message: Message, compress: bool) -> Result<(), Error> {
+        let _turn = self.write_lock.lock().await;
+        self.send_locked(message, compress).await
+    }
+
+    /// Sends with the write turn held: waits below the high-water mark, queues, flushes.
+    async fn send_locked(&self, message: Message, compress: bool) -> Result<(), Error> {
+        let high = self.config.write_high_water;
+        let low = self.config.write_low_water;
+        let over_high = {
+            let inner = self.lock();
+            inner.conn.pending_transmit() > high
+        };
+        if over_high {
+            self.flush_to(low.max(1)).await?;
+        }
+        self.queue(message, compress)?;
+        self.flush_to(0).await
+    }
+
+    /// Hands a message to the core, counted; the closure error if the connection cannot send.
+    fn queue(&self, message: Message, compress: bool) -> Result<(), Error> {
+        let mut inner = self.lock();
+        if inner.terminated || inner.io_dead {
+            return Err(inner.conn.closed_error());
+        }
+        let sent = if compress {
+            inner.conn.send(&message)
+        } else {
+            inner.conn.send_uncompressed(&message)
+        };
+        match sent {
+            Ok(()) => {
+                inner.stats.messages_out += 1;
+                Ok(())
+            }
+            Err(Error::InvalidState(_)) => Err(inner.conn.closed_error()),
+            Err(err) => Err(err),
+        }
+    }
+
+    pub(crate) fn try_send(&self, message: Message) -> Result<(), TrySendError> {
+        let mut guard = self.lock();
+        let inner = &mut **guard;
+        if inner.terminated || inner.io_dead {
+            return Err(TrySendError::Closed(inner.conn.closed_error()));
+        }
+        if inner.conn.pending_transmit() > self.config.write_high_water {
+            return Err(TrySendError::Full(message));
+        }
+        match inner.conn.send(&message) {
+            Ok(()) => inner.stats.messages_out += 1,
+            Err(Error::InvalidState(_)) => {
+                return Err(TrySendError::Closed(inner.conn.closed_error()));
+            }
+            Err(err) => return Err(TrySendError::Closed(err)),
+        }
+        // Write what the transport takes now; the rest goes out with the next operation.
+        let mut wcx = Context::from_waker(&self.write_waker);
+        if let Poll::Ready(Err(err)) = poll_write_out(inner, &mut wcx) {
+            return Err(TrySendError::Closed(self.io_failed(inner, err)));
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_flush_writer(cx, 0)).await
+    }
+
+    pub(crate) async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
+        self.control(|conn| conn.ping(payload)).await
+    }
+
+    /// Queues a control frame with `queue` and flushes it.
+    async fn control(
+        &self,
+        queue: impl FnOnce(&mut Connection) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        {
+            let mut inner = self.lock();
+            if inner.terminated || inner.io_dead {
+                return Err(inner.conn.closed_error());
+            }
+            match queue(&mut inner.conn) {
+                Ok(()) => {}
+                Err(Error::InvalidState(_)) => return Err(inner.conn.closed_error()),
+                Err(err) => return Err(err),
+            }
+        }
+        self.flush_to(0).await
+    }
+
+    // ----- Closing -----
+
+    /// Starts the close handshake: queues our close frame (unless one was sent already) and
+    /// writes it. `Ok` when the connection was already closing or closed.
+    pub(crate) async fn start_close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        let frame = close_frame(code, reason);
+        let already = {
+            let mut inner = self.lock();
+            if inner.terminated || inner.io_dead {
+                return Ok(());
+            }
+            inner.conn.close(frame).is_err()
+        };
+        if already {
+            return Ok(());
+        }
+        self.flush_to(0).await
+    }
+
+    /// Starts the close handshake and waits for its end: receives (discarding messages) when
+    /// no other task receives, else waits for that task to see the end; either way within the
+    /// close timeout. `Ok` once both close frames have been exchanged, whatever the codes.
+    pub(crate) async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        let frame = close_frame(code, reason);
+        {
+            let mut inner = self.lock();
+            if !inner.terminated {
+                // Already closing: just wait for the end below.
+                let _ = inner.conn.close(frame);
+            }
+        }
+        let flushed = self.flush_to(0).await;
+        let deadline = self.config.protocol.close_timeout.map(|t| Instant::now() + t);
+        loop {
+            if self.is_closed() && !self.lock().parked.is_empty() {
+                // Messages parked before the end are dropped: the closer asked for the end.
+                let mut inner = self.lock();
+                inner.parked.clear();
+                inner.parked_bytes = 0;
+            }
+            if self.is_closed() {
+                let info = self.close_info();
+                if info.received_then_sent.is_some() {
+                    return Ok(());
+                }
+                let mut inner = self.lock();
+                return Err(inner
+                    .pending_error
+                    .take()
+                    .unwrap_or_else(|| inner.conn.closed_error()));
+            }
+            match self.recv().await {
+                Ok(_) => continue,
+                Err(Error::Concurrency(_)) => {
+                    // Another task receives and will see the end; wait for it (bounded).
+                    let Some(deadline) = deadline else {
+                        self.closed().await;
+                        continue;
+                    };
+                    if tokio::time::timeout_at(deadline, self.closed()).await.is_err() {
+                        flushed?;
+                        return Err(Error::timeout(palisade_error::TimeoutPhase::Close));
+                    }
+                }
+                // Both close frames exchanged, whatever the code: the handshake we started is
+                // complete, which is what closing asks for.
+                Err(err)
+                    if err.connection_closed().is_some_and(|c| c.received_then_sent.is_some()) =>
+                {
+                    return Ok(());
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    /// Flushes until at most `target` bytes are queued, within the write timeout. Most flushes
+    /// finish on their first poll: only one that has to wait arms the timer, in a box, so that
+    /// every send's future (which a handler holds for the connection's life) stays small and
+    /// the common case registers no timer at all. A peer that stays stuck past the timeout is
+    /// dropped as a slow consumer.
+    async fn flush_to(&self, target: usize) -> Result<(), Error> {
+        let first = poll_fn(|cx| Poll::Ready(self.poll_flush_writer(cx, target))).await;
+        match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => Box::pin(self.wait_flushed(target)).await,
+        }
+    }
+
+    /// [`Shared::flush_to`] once the first poll found the transport full.
+    async fn wait_flushed(&self, target: usize) -> Result<(), Error> {
+        let flush = poll_fn(|cx| self.poll_flush_writer(cx, target));
+        let Some(limit) = self.config.write_timeout else { return flush.await };
+        match tokio::time::timeout(limit, flush).await {
+            Ok(result) => result,
+            Err(_) => {
+                let code = self.config.slow_consumer_code;
+                tracing::info!(code = code.0, "peer is not reading: closing");
+                let mut guard = self.lock();
+                let inner = &mut **guard;
+                let _ = inner.conn.close(close_frame(code, "slow consumer"));
+                let mut wcx = Context::from_waker(&self.write_waker);
+                let _ = poll_write_out(inner, &mut wcx);
+                inner.io_dead = true;
+                self.mark_terminated(inner);
+                let err: Error = PolicyViolation { kind: PolicyKind::SlowConsumer, code }.into();
+                Wake::wake_by_ref(&self.wakers);
+                Err(err)
+            }
+        }
+    }
+
+    // ----- The `Stream` and `Sink` views -----
+
+    pub(crate) fn poll_stream(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        if self.lock().stream_done {
+            return Poll::Ready(None);
+        }
+        if self.reading.swap(true, Ordering::AcqRel) {
+            return Poll::Ready(Some(Err(ConcurrencyError { operation: Operation::Recv }.into())));
+        }
+        let polled = self.poll_io(cx, Mode::Recv);
+        self.reading.store(false, Ordering::Release);
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(message)) => Poll::Ready(Some(Ok(message))),
+            Poll::Ready(Err(err)) => {
+                let ended = err.connection_closed().is_some() || self.is_closed();
+                if ended {
+                    self.lock().stream_done = true;
+                }
+                if err.is_closed_ok() { Poll::Ready(None) } else { Poll::Ready(Some(Err(err))) }
+            }
+        }
+    }
+
+    pub(crate) fn poll_sink_ready(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let over_high = self.lock().conn.pending_transmit() > self.config.write_high_water;
+        if over_high {
+            self.poll_flush_writer(cx, self.config.write_low_water.max(1))
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    pub(crate) fn start_send(&self, message: Message) -> Result<(), Error> {
+        self.queue(message, true)
+    }
+
+    pub(crate) fn poll_sink_flush(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.poll_flush_writer(cx, 0)
+    }
+
+    pub(crate) fn poll_sink_close(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        {
+            let mut inner = self.lock();
+            if !inner.sink_closing {
+                inner.sink_closing = true;
+                // Already closing or closed: nothing more to queue.
+                let _ = inner.conn.close(CloseFrame::normal());
+            }
+        }
+        self.poll_flush_writer(cx, 0)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn has_spare_buffers(&self) -> bool {
+        self.lock().conn.has_spare_buffers()
+    }
+}
+
+/// The close frame for `code` and `reason`: see [`CloseFrame::lossy`].
+pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
+    CloseFrame::lossy(code, reason)
+}
+
+/// Shuts the transport's write side once the core says the connection is over (and everything
+/// queued is written).
+fn poll_shutdown_if_due(inner: &mut Inner, cx: &mut Context<'_>) {
+    if inner.conn.wants_transport_close()
+        && !inner.shutdown_done
+        && Pin::new(&mut inner.io).poll_shutdown(cx).is_ready()
+    {
+        inner.shutdown_done = true;
+    }
+}
+
+/// Writes queued chunks until the core has none left or the transport pushes back.
+fn poll_write_out(inner: &mut Inner, cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
+    if inner.io_dead {
+        return Poll::Ready(Ok(()));
+    }
+    loop {
+        let first = match inner.chunk.take() {
+            Some(chunk) => chunk,
+            None => match inner.conn.poll_transmit() {
+                Some(chunk) => chunk,
+                None => break,
+            },
+        };
+        // A frame header and the payload queued without a copy after it go out in one
+        // vectored write: one syscall, and one segment under TCP_NODELAY, instead of two.
+        let second = match inner.next_chunk.take() {
+            Some(chunk) => Some(chunk),
+            None if inner.io.is_write_vectored() => inner.conn.poll_transmit(),
+            None => None,
+        };
+        let io = Pin::new(&mut inner.io);
+        let written = match &second {
+            None => io.poll_write(cx, &first),
+            Some(second) => {
+                io.poll_write_vectored(cx, &[IoSlice::new(&first), IoSlice::new(second)])
+            }
+        };
+        match written {
+            Poll::Ready(Ok(0)) => {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            Poll::Ready(Ok(n)) => {
+                inner.stats.bytes_out += n as u64;
+                if n < first.len() {
+                    inner.chunk = Some(first.slice(n..));
+                    inner.next_chunk = second;
+                } else if let Some(second) = second {
+                    let taken = n - first.len();
+                    if taken < second.len() {
+                        inner.chunk = Some(second.slice(taken..));
+                    }
+                }
+            }
+            Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
+            Poll::Pending => {
+                inner.chunk = Some(first);
+                inner.next_chunk = second;
+                return Poll::Pending;
+            }
+        }
+    }
+    Pin::new(&mut inner.io).poll_flush(cx)
+}

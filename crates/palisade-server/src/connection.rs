@@ -1,0 +1,155 @@
+//! One accepted connection's life after the 101 response: the socket, its place in the
+//! registry, the handler (driven while it does not receive, panics contained), the close its
+//! ending calls for, and the log line at the end. The same for the accept loop and for
+//! connections upgraded by another HTTP server.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use palisade_conn::{Sender, WebSocket};
+use palisade_error::{CloseCode, CloseFrame};
+use palisade_proto::Role;
+use palisade_proto::connection::Connection;
+use palisade_proto::deflate::{Deflate, DeflateParams};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Level;
+
+use crate::config::ServerBuilder;
+use crate::decide::PendingConnection;
+use crate::handler::{BoxFuture, Closing, Ending, close_for};
+use crate::registry::{Admitted, State};
+
+/// A connection whose socket is open and registered, its handler ready to run. Built apart
+/// from the future that runs it, so that the future holds only this (every open connection
+/// keeps that future for its life; `connection_task_stays_small`).
+pub(crate) struct Live {
+    state: Arc<State>,
+    admitted: Admitted,
+    sender: Sender,
+    running: Option<BoxFuture<Ending>>,
+    close_now: Option<CloseFrame>,
+    opened: Instant,
+}
+
+/// Opens the connection of `pending` on `io`, where the 101 response has been sent.
+pub(crate) fn open<S>(pending: PendingConnection, io: S, leftover: &[u8]) -> Live
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let opened = Instant::now();
+    let PendingConnection { state, admitted, id, info, prepared, compression, close_now, .. } =
+        pending;
+    let socket = open_socket(&state.config, compression, id, io, leftover);
+    let sender = socket.sender();
+    state.set_sender(id, sender.clone());
+    tracing::info!(subprotocol = info.subprotocol.as_deref().unwrap_or(""), "connection open");
+    let running = match close_now {
+        Some(_) => None,
+        None => Some((prepared.0)(socket)),
+    };
+    Live { state, admitted, sender, running, close_now, opened }
+}
+
+impl Live {
+    /// Runs the handler, driving the connection while it does not receive, then closes as its
+    /// ending calls for and logs the end.
+    pub(crate) async fn serve(mut self) {
+        let sender = &self.sender;
+        let opened = self.opened;
+        let Some(running) = self.running.take() else {
+            let Live { admitted, close_now, .. } = self;
+            if let Some(frame) = close_now {
+                let _ = Box::pin(self.sender.close(frame.code(), frame.reason())).await;
+            }
+            log_close(&self.sender, opened, "closed by the handshake hook");
+            drop(admitted);
+            return;
+        };
+        // Driving keeps pings answered, keepalive running and the peer's close noticed while
+        // the handler does not receive.
+        let ending = sender.drive(AssertUnwindSafe(running).catch_unwind()).await;
+        let ending = ending.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic".to_owned());
+            tracing::error!(panic = %what, "handler panicked; closing with 1011");
+            Ending { closing: Closing::Code(CloseCode::INTERNAL_ERROR), error: None }
+        });
+        if let Some(error) = &ending.error {
+            match &ending.closing {
+                Closing::Ended => {
+                    tracing::debug!(error = %error, "handler ended with the connection")
+                }
+                Closing::Frame(frame) => {
+                    tracing::info!(code = frame.code().0, error = %error, "handler closed the connection")
+                }
+                Closing::Code(code) => {
+                    tracing::warn!(code = code.0, error = %error, "handler failed")
+                }
+            }
+        }
+        if let Some(frame) = close_for(&ending, self.state.config.expose_handler_errors) {
+            // The whole close handshake (bounded by the close timeout), so the close is clean
+            // and the peer's reply is not met with a reset; a task the handler spawned that is
+            // still receiving sees the end instead.
+            let _ = Box::pin(sender.close(frame.code(), frame.reason())).await;
+        }
+        log_close(sender, opened, "handler returned");
+    }
+}
+
+/// The connection over `io` once the handshake agreed on `compression`. Not inlined into the
+/// task: the protocol state would be built in the task's future (rustc keeps room there for a
+/// local moved out before an await) and then moved to the heap, doubling its cost.
+fn open_socket<S>(
+    config: &ServerBuilder,
+    compression: Option<DeflateParams>,
+    id: palisade_conn::ConnectionId,
+    io: S,
+    leftover: &[u8],
+) -> WebSocket
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut conn = Connection::server(
+        config.connection.protocol.clone(),
+        tokio::time::Instant::now().into_std(),
+    );
+    if let (Some(params), Some(deflate)) = (compression, &config.compression) {
+        conn.set_extension(Box::new(Deflate::new(Role::Server, params, deflate)));
+    }
+    WebSocket::from_parts_with_id(id, io, conn, config.connection.clone(), leftover)
+}
+
+fn log_close(sender: &Sender, opened: Instant, why: &str) {
+    let info = sender.close_info();
+    let stats = sender.stats();
+    let code = info.code();
+    let level_info =
+        matches!(code, CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS);
+    macro_rules! close_event {
+        ($lvl:expr) => {
+            tracing::event!(
+                $lvl,
+                code = code.0,
+                reason = info.reason(),
+                duration_ms = opened.elapsed().as_millis() as u64,
+                messages_in = stats.messages_in,
+                messages_out = stats.messages_out,
+                bytes_in = stats.bytes_in,
+                bytes_out = stats.bytes_out,
+                why,
+                "connection closed"
+            )
+        };
+    }
+    if level_info {
+        close_event!(Level::INFO);
+    } else {
+        close_event!(Level::WARN);
+    }
+}
