@@ -21,10 +21,7 @@ use palisade::server::{Config, DeflateConfig, Server, WebSocket};
 const MAX_MESSAGE: usize = 16 << 20;
 
 // ANCHOR: handler
-async fn echo(
-    ws: WebSocket,
-    _info: palisade::server::ConnectionInfo,
-) -> Result<(), palisade::Error> {
+async fn echo(ws: WebSocket) -> Result<(), palisade::Error> {
     loop {
         // `recv` answers pings and runs the close handshake; it returns the closure as an
         // error, which `?` hands back to the server (a clean close is not logged as a failure).

@@ -26,7 +26,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::proxy::{self, Proxy};
-use crate::reconnect::Reconnecting;
 use crate::stream::ClientStream;
 use crate::url::WsUrl;
 
@@ -369,11 +368,6 @@ impl Client {
     pub async fn connect(&self, url: &str) -> Result<Connected, Error> {
         let url = WsUrl::parse(url)?;
         self.connect_url(url).await
-    }
-
-    /// A reconnecting client for `url`: see [`Reconnecting`].
-    pub fn reconnecting(&self, url: impl Into<String>) -> Reconnecting {
-        Reconnecting::new(self.clone(), url.into())
     }
 
     pub(crate) async fn connect_url(&self, url: WsUrl) -> Result<Connected, Error> {

@@ -157,9 +157,13 @@ type OnAttempt = Box<dyn FnMut(&Attempt<'_>) + Send>;
 /// - each attempt is logged (`tracing`, target `palisade_client`) with its number and, when
 ///   it failed, the reason and the wait; the callback of [`Reconnecting::with_on_attempt`]
 ///   sees the same;
-/// - tell it how each connection ended with [`Reconnecting::connection_ended`]: an end that
-///   reconnecting cannot fix (a normal 1000 close, a 1008 policy close, a protocol error) makes
-///   the next `next()` return `None`; without it, `next()` reconnects whatever the end was;
+/// - it notices by itself how the connection it returned last ended (the close frames
+///   exchanged, as [`Error::closed`] classifies them): an end that reconnecting cannot fix (a
+///   normal 1000 close, a 1008 policy close, a protocol error) makes the next `next()` return
+///   `None`; a 1001, 1011, 1013 or a dropped TCP connection is reconnected.
+///   [`Reconnecting::connection_ended`] tells it the precise error instead (a connection
+///   dropped without being closed or read to its end says nothing by itself, and is
+///   reconnected);
 /// - a connection that stayed up for [`STABLE_AFTER`] resets the backoff; one that ended
 ///   sooner counts as a failure, so a server that accepts and drops at once is retried ever
 ///   more slowly instead of being hammered.
@@ -178,6 +182,10 @@ pub struct Reconnecting {
     connected_at: Option<tokio::time::Instant>,
     last_error: Option<Error>,
     finished: bool,
+    /// The connection `next()` returned last, to see how it ended.
+    last_connection: Option<palisade_conn::Sender>,
+    /// [`Reconnecting::connection_ended`] was told about the last connection.
+    told: bool,
 }
 
 /// How long a connection must stay up for its end to reset the backoff.
@@ -197,8 +205,16 @@ impl fmt::Debug for Reconnecting {
     }
 }
 
+impl Client {
+    /// A reconnecting client for `url`: see [`Reconnecting`]. (Here rather than in
+    /// `client.rs`, so that the client does not depend on the reconnection built on it.)
+    pub fn reconnecting(&self, url: impl Into<String>) -> Reconnecting {
+        Reconnecting::new(self.clone(), url.into())
+    }
+}
+
 impl Reconnecting {
-    pub(crate) fn new(client: Client, url: String) -> Self {
+    fn new(client: Client, url: String) -> Self {
         Self {
             client,
             url,
@@ -212,6 +228,8 @@ impl Reconnecting {
             connected_at: None,
             last_error: None,
             finished: false,
+            last_connection: None,
+            told: false,
         }
     }
 
@@ -240,6 +258,7 @@ impl Reconnecting {
     /// protocol error …), the next `next()` returns `None` and [`Reconnecting::last_error`]
     /// is this error.
     pub fn connection_ended(&mut self, end: Error) {
+        self.told = true;
         if !end.is_retryable() {
             tracing::info!(url = %palisade_error::redact::uri(&self.url), error = %end, "not reconnecting: the connection ended for good");
             self.finished = true;
@@ -266,6 +285,13 @@ impl Reconnecting {
     /// or the attempt limit is reached ([`Reconnecting::last_error`] says which); every later
     /// call returns `None` too.
     pub async fn next(&mut self) -> Option<Connected> {
+        if let Some(last) = self.last_connection.take()
+            && !self.told
+            && last.is_closed()
+        {
+            self.connection_ended(Error::closed(last.close_info()));
+        }
+        self.told = false;
         if self.finished {
             return None;
         }
@@ -312,6 +338,7 @@ impl Reconnecting {
                     self.last_error = None;
                     tracing::info!(url = %url, attempt = number, "connected");
                     self.notify(&Attempt { number, result: Ok(()), retry_in: None });
+                    self.last_connection = Some(connected.sender());
                     return Some(connected);
                 }
                 Err(err) => {

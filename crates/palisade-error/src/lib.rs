@@ -20,6 +20,7 @@
 //!   so `Display` and `Debug` are safe to log.
 //! - [`Error`] is `Send + Sync + 'static` and at most three words (large data is boxed).
 
+mod application;
 mod close;
 mod closed;
 mod handshake;
@@ -30,6 +31,7 @@ mod transport;
 
 use http::StatusCode;
 
+pub use application::ApplicationError;
 pub use close::{CloseCode, CloseCodeClass, CloseFrame, CloseFrameError, MAX_REASON_LEN};
 pub use closed::{ConnectionClosed, PolicyKind, PolicyViolation};
 pub use handshake::{
@@ -90,6 +92,10 @@ pub enum Error {
     /// A deadline passed.
     #[error(transparent)]
     Timeout(Timeout),
+    /// A payload or application rule (undecodable or unsupported data, an application policy)
+    /// or an application's own close code ended the connection.
+    #[error(transparent)]
+    Application(Box<ApplicationError>),
 }
 
 /// A coarse classification of an [`Error`], for matching and metrics.
@@ -116,6 +122,8 @@ pub enum Category {
     Timeout,
     /// The caller used the connection in a way its state does not allow.
     State,
+    /// A payload or application rule, or the application's own close code.
+    Application,
 }
 
 impl Category {
@@ -132,6 +140,7 @@ impl Category {
             Self::Transport => "transport",
             Self::Timeout => "timeout",
             Self::State => "state",
+            Self::Application => "application",
         }
     }
 }
@@ -190,6 +199,10 @@ impl Error {
     /// | `Timeout` idle | 1001 |
     /// | `Timeout` first message | 1008 |
     /// | `Timeout` open, handshake, close | none |
+    /// | `Application` undecodable payload | 1007 |
+    /// | `Application` unsupported data | 1003 |
+    /// | `Application` policy | 1008 |
+    /// | `Application` closed | its code (4000–4999) |
     /// | `ConnectionClosed*`, other `Handshake`, `InvalidUri`, `Proxy`, `InvalidState`, `Concurrency`, `Transport` | none |
     pub fn close_code(&self) -> Option<CloseCode> {
         match self {
@@ -200,6 +213,7 @@ impl Error {
             }),
             Self::PayloadTooBig(_) => Some(CloseCode::MESSAGE_TOO_BIG),
             Self::Policy(p) => Some(p.code),
+            Self::Application(a) => Some(a.code()),
             Self::Handshake(h) => match &**h {
                 HandshakeError::Negotiation(NegotiationError::MissingExtension { .. }) => {
                     Some(CloseCode::MANDATORY_EXTENSION)
@@ -305,7 +319,8 @@ impl Error {
             | Self::Policy(_)
             | Self::InvalidState(_)
             | Self::Concurrency(_)
-            | Self::Transport(_) => None,
+            | Self::Transport(_)
+            | Self::Application(_) => None,
         }
     }
 
@@ -323,6 +338,7 @@ impl Error {
     /// | `InvalidState`, `Concurrency` | state |
     /// | `Transport` | transport |
     /// | `Timeout` | timeout |
+    /// | `Application` | application |
     pub fn category(&self) -> Category {
         match self {
             Self::ConnectionClosedOk(_) | Self::ConnectionClosedError(_) => Category::Closed,
@@ -346,6 +362,7 @@ impl Error {
             Self::InvalidState(_) | Self::Concurrency(_) => Category::State,
             Self::Transport(_) => Category::Transport,
             Self::Timeout(_) => Category::Timeout,
+            Self::Application(_) => Category::Application,
         }
     }
 
@@ -365,6 +382,7 @@ impl Error {
     /// | `Transport` I/O and unexpected EOF | yes |
     /// | `Transport` TLS | no |
     /// | `Timeout` | yes |
+    /// | `Application` | no |
     pub fn is_retryable(&self) -> bool {
         fn status_retryable(status: u16) -> bool {
             status == 408 || status == 429 || (500..600).contains(&status)
@@ -405,7 +423,8 @@ impl Error {
             | Self::Protocol(_)
             | Self::PayloadTooBig(_)
             | Self::InvalidState(_)
-            | Self::Concurrency(_) => false,
+            | Self::Concurrency(_)
+            | Self::Application(_) => false,
         }
     }
 
@@ -511,6 +530,12 @@ impl From<TransportError> for Error {
 impl From<Timeout> for Error {
     fn from(e: Timeout) -> Self {
         Self::Timeout(e)
+    }
+}
+
+impl From<ApplicationError> for Error {
+    fn from(e: ApplicationError) -> Self {
+        Self::Application(Box::new(e))
     }
 }
 

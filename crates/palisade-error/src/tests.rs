@@ -178,6 +178,55 @@ table! {
     timeout_keepalive: timeout(TimeoutPhase::Keepalive) => Some(1011), None, Timeout, true;
     timeout_idle: timeout(TimeoutPhase::Idle) => Some(1001), None, Timeout, true;
     timeout_first_message: timeout(TimeoutPhase::FirstMessage) => Some(1008), None, Timeout, true;
+
+    application_undecodable: ApplicationError::UndecodablePayload { format: "JSON", detail: "expected value at line 1 column 1".into() }.into() => Some(1007), None, Application, false;
+    application_unsupported: ApplicationError::UnsupportedData { detail: "binary message".into() }.into() => Some(1003), None, Application, false;
+    application_policy: ApplicationError::PolicyViolation { detail: "not a member".into() }.into() => Some(1008), None, Application, false;
+    application_closed_4000: ApplicationError::closed(CloseCode(4000), "bye").unwrap().into() => Some(4000), None, Application, false;
+    application_closed_4999: ApplicationError::closed(CloseCode(4999), "bye").unwrap().into() => Some(4999), None, Application, false;
+}
+
+#[test]
+fn application_codes_are_4000_to_4999_only() {
+    for code in [1000, 1008, 3000, 3999, 5000] {
+        assert!(ApplicationError::closed(CloseCode(code), "x").is_none(), "{code}");
+    }
+    let long = "é".repeat(100);
+    let Some(ApplicationError::Closed { frame }) = ApplicationError::closed(CloseCode(4321), &long)
+    else {
+        panic!("4321 is an application code")
+    };
+    assert!(frame.reason().len() <= MAX_REASON_LEN && frame.code() == CloseCode(4321));
+}
+
+#[test]
+fn lossy_frames_never_carry_an_unsendable_code() {
+    assert_eq!(CloseFrame::lossy(CloseCode::NO_STATUS, "x"), CloseFrame::no_status());
+    for code in [0, 999, 1004, 1006, 1015, 2999, 5000] {
+        let frame = CloseFrame::lossy(CloseCode(code), "why");
+        assert_eq!((frame.code(), frame.reason()), (CloseCode::INTERNAL_ERROR, "why"), "{code}");
+    }
+    let frame = CloseFrame::lossy(CloseCode(4001), &"a".repeat(200));
+    assert_eq!((frame.code(), frame.reason().len()), (CloseCode(4001), MAX_REASON_LEN));
+}
+
+#[test]
+fn generic_reasons_name_the_code_and_nothing_else() {
+    for (code, reason) in [
+        (CloseCode::PROTOCOL_ERROR, "protocol error"),
+        (CloseCode::UNSUPPORTED_DATA, "unsupported data"),
+        (CloseCode::INVALID_PAYLOAD, "invalid payload data"),
+        (CloseCode::MESSAGE_TOO_BIG, "message too big"),
+        (CloseCode::POLICY_VIOLATION, "policy violation"),
+        (CloseCode::INTERNAL_ERROR, "internal error"),
+        (CloseCode::GOING_AWAY, "going away"),
+        (CloseCode::TRY_AGAIN_LATER, "try again later"),
+        (CloseCode::MANDATORY_EXTENSION, "extension required"),
+        (CloseCode::NORMAL, ""),
+        (CloseCode(4000), ""),
+    ] {
+        assert_eq!(code.generic_reason(), reason, "{code}");
+    }
 }
 
 #[test]
@@ -248,6 +297,7 @@ fn category_names_are_stable() {
         (Category::Transport, "transport"),
         (Category::Timeout, "timeout"),
         (Category::State, "state"),
+        (Category::Application, "application"),
     ];
     for (c, n) in all {
         assert_eq!(c.name(), n);

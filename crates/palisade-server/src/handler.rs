@@ -263,6 +263,12 @@ impl HandlerError for Error {
         if self.connection_closed().is_some() {
             return Closing::Ended;
         }
+        if let Error::Application(app) = self
+            && let palisade_error::ApplicationError::Closed { frame } = &**app
+        {
+            // The application's own code, with the reason it meant for the peer.
+            return Closing::Frame(frame.clone());
+        }
         Closing::Code(self.close_code().unwrap_or(CloseCode::INTERNAL_ERROR))
     }
 }

@@ -207,6 +207,36 @@ async fn an_end_that_retrying_cannot_fix_stops_reconnection() {
     assert!(reconnecting.last_error().unwrap().connection_closed().is_some());
 }
 
+/// Without being told, `next()` sees how the last connection ended: a normal close by the
+/// server is final, a 1011 or 1013 is reconnected.
+#[tokio::test]
+async fn how_a_connection_ended_is_noticed_without_being_told() {
+    for (code, reconnects) in [(1000u16, false), (1008, false), (1011, true), (1013, true)] {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _server = serve_on(listener, move |mut tcp| async move {
+            let head = read_head(&mut tcp).await;
+            tcp.write_all(switching(&head, "").as_bytes()).await.unwrap();
+            // A close frame with `code`, then whatever the client answers.
+            let [hi, lo] = code.to_be_bytes();
+            tcp.write_all(&[0x88, 2, hi, lo]).await.unwrap();
+            let mut sink = [0u8; 64];
+            let _ = tokio::io::AsyncReadExt::read(&mut tcp, &mut sink).await;
+        });
+        let mut reconnecting = client().reconnecting(format!("ws://{addr}/")).with_backoff(fast());
+        let conn = reconnecting.next().await.unwrap();
+        let end = conn.recv().await.unwrap_err();
+        assert_eq!(end.connection_closed().unwrap().code().0, code);
+        let again = reconnecting.next().await;
+        assert_eq!(again.is_some(), reconnects, "after {code}");
+        assert_eq!(reconnecting.attempts(), 2 - u64::from(!reconnects), "after {code}");
+        if !reconnects {
+            let why = reconnecting.last_error().unwrap().connection_closed().unwrap().code();
+            assert_eq!(why.0, code);
+        }
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_server_that_drops_at_once_is_retried_ever_more_slowly() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -20,7 +20,9 @@ use palisade_server::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod mount;
 mod tls;
+mod ui;
 
 /// What the server answered to an upgrade.
 enum Answer {
@@ -412,6 +414,81 @@ async fn handler_errors_map_to_close_codes_and_panics_are_contained() {
     }
     // The server lives on after the panic.
     connect(addr, "/", &[], &[]).await.open();
+}
+
+/// An error wrapped in another (a `Box<dyn Error>` whose source it is, an `anyhow` context)
+/// still chooses its close frame; an application's own code reaches the peer with its reason;
+/// a handler may also return `()`.
+#[tokio::test]
+async fn wrapped_and_application_errors_choose_their_close_frame() {
+    #[derive(Debug)]
+    struct Joining(CloseWith);
+    impl std::fmt::Display for Joining {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("while joining")
+        }
+    }
+    impl std::error::Error for Joining {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+    let boxed = |ws: WebSocket| async move {
+        ws.recv().await?;
+        Err::<(), palisade_server::BoxError>(Box::new(Joining(CloseWith::new(
+            CloseCode(4004),
+            "no such room",
+        ))))
+    };
+    let application = |ws: WebSocket| async move {
+        ws.recv().await?;
+        let ended = palisade_error::ApplicationError::closed(CloseCode(4009), "kicked").unwrap();
+        Err::<(), Error>(ended.into())
+    };
+    let undecodable = |ws: WebSocket| async move {
+        ws.recv().await?;
+        Err::<(), Error>(
+            palisade_error::ApplicationError::UndecodablePayload {
+                format: "JSON",
+                detail: "expected value at line 1 column 1: secret-input".into(),
+            }
+            .into(),
+        )
+    };
+    let unit = |ws: WebSocket| async move {
+        let _ = ws.recv().await;
+    };
+    let mut builder = Server::builder()
+        .route("/boxed", boxed)
+        .route("/application", application)
+        .route("/undecodable", undecodable)
+        .route("/unit", unit);
+    #[cfg(feature = "anyhow")]
+    {
+        let with_anyhow = |ws: WebSocket| async move {
+            ws.recv().await?;
+            let err = anyhow::Error::new(CloseWith::new(CloseCode(4005), "full"));
+            Err::<(), anyhow::Error>(err.context("joining the room"))
+        };
+        builder = builder.route("/anyhow", with_anyhow);
+    }
+    let server = start(builder).await;
+    let mut cases = vec![
+        ("/boxed", CloseCode(4004), "no such room"),
+        ("/application", CloseCode(4009), "kicked"),
+        ("/undecodable", CloseCode::INVALID_PAYLOAD, "invalid payload data"),
+        ("/unit", CloseCode::NORMAL, ""),
+    ];
+    if cfg!(feature = "anyhow") {
+        cases.push(("/anyhow", CloseCode(4005), "full"));
+    }
+    for (path, code, reason) in cases {
+        let c = connect(server.local_addr(), path, &[], &[]).await.open();
+        c.send("go").await.unwrap();
+        let err = c.recv().await.unwrap_err();
+        let frame = err.connection_closed().unwrap().received.clone().unwrap();
+        assert_eq!((frame.code(), frame.reason()), (code, reason), "{path}");
+    }
 }
 
 #[tokio::test]

@@ -7,5 +7,6 @@
 
 mod client;
 mod deflate;
+mod examples;
 mod server;
 mod support;

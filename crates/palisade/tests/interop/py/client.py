@@ -12,6 +12,8 @@ Scenarios:
   silent URL          stop reading after the handshake (so no pong is sent); after 3 s,
                       resume and print `CLOSED <code> <reason>`
   wait URL            print `OPEN`, then `CLOSED <code> <reason>` when the server closes
+  listen URL N        print `OPEN`, then `RECV <text>` for each of N messages, then close
+                      with 1000 and print `CLOSED <code> <reason>`
   deflate URL OFFER   offer permessage-deflate (OFFER: `default` as websockets does, or `lean`:
                       both no_context_takeover flags, server window 10, client window 9); print
                       `EXT <the server's Sec-WebSocket-Extensions>`, echo compressible and
@@ -83,6 +85,12 @@ async def main(scenario, url, *args):
         elif scenario == "wait":
             print("OPEN", flush=True)
             await wait_closed(ws)
+        elif scenario == "listen":
+            print("OPEN", flush=True)
+            for _ in range(int(args[0])):
+                print(f"RECV {await ws.recv()}", flush=True)
+            await ws.close(1000, "done")
+            closed(ws)
         else:
             raise SystemExit(f"unknown scenario {scenario}")
 
