@@ -15,9 +15,8 @@
 //! subprotocol next to the real one. Browsers cannot read a refused handshake's status: for
 //! them, see `Decision::Close` with 3000 Unauthorized, described in the book's Server chapter.
 
-use palisade::server::{
-    Accept, Decision, Handshake, HandshakeRequest, Rejection, Server, WebSocket,
-};
+use palisade::WebSocket;
+use palisade::server::{Accept, Decision, Handshake, HandshakeRequest, Rejection, Server};
 
 /// Who a valid token belongs to, handed from the hook to the handler (moved: no `Clone`).
 #[derive(Debug)]

@@ -14,8 +14,9 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use palisade::client::{Client, Config, DeflateConfig, Message};
+use palisade::client::{Client, DeflateConfig};
 use palisade::{CloseCode, Error};
+use palisade::{Config, Message};
 
 /// The suite's largest messages are 16 MiB.
 const MAX_MESSAGE: usize = 16 << 20;

@@ -17,8 +17,9 @@
 
 use std::time::Duration;
 
+use palisade::WebSocket;
 use palisade::conn::TrySendError;
-use palisade::server::{Connections, Running, Server, WebSocket};
+use palisade::server::{Connections, Running, Server};
 use palisade::{CloseCode, Message};
 
 // ANCHOR: handler

@@ -15,7 +15,8 @@
 
 use std::process::ExitCode;
 
-use palisade::client::{Client, Message};
+use palisade::Message;
+use palisade::client::Client;
 use palisade::error::HandshakeError;
 use palisade::{CloseCode, Error};
 use tokio::io::{AsyncBufReadExt, BufReader};

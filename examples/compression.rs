@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use palisade::client::{Client, Connected};
 use palisade::error::{HandshakeError, NegotiationError};
-use palisade::server::{Config, ConnectionInfo, DeflateConfig, Server, WebSocket};
+use palisade::server::{ConnectionInfo, DeflateConfig, Server};
+use palisade::{Config, WebSocket};
 use palisade::{Error, Message};
 
 /// The largest message either side accepts, after inflation.

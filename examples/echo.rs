@@ -15,7 +15,8 @@
 
 use std::time::Duration;
 
-use palisade::server::{Config, DeflateConfig, Server, WebSocket};
+use palisade::server::{DeflateConfig, Server};
+use palisade::{Config, WebSocket};
 
 /// Large enough for the Autobahn|Testsuite's biggest messages (16 MiB).
 const MAX_MESSAGE: usize = 16 << 20;

@@ -25,11 +25,12 @@
 
 use std::time::Duration;
 
+use palisade::WebSocket;
 use palisade::client::Client;
 use palisade::error::HandshakeError;
 use palisade::server::{
     Accept, BoxError, CloseWith, ConnectionInfo, Decision, HandshakeRequest, OriginPolicy,
-    Rejection, Server, WebSocket, close_unauthorized,
+    Rejection, Server, close_unauthorized,
 };
 use palisade::{CloseCode, Error, Message};
 use serde_json::json;

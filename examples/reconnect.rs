@@ -21,7 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use palisade::client::{Attempt, Backoff, Client, Connected, Message};
+use palisade::Message;
+use palisade::client::{Attempt, Backoff, Client, Connected};
 use palisade::conn::Sender;
 use palisade::http::{HeaderMap, HeaderValue, header};
 use palisade::{CloseCode, Error};

@@ -6,23 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use bytes::BytesMut;
 use http::header::{self, HeaderName};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, Uri};
 use palisade_conn::{Config, WebSocket};
 use palisade_error::{
-    CloseCode, Error, HandshakeError, InvalidHeader, InvalidMessage, InvalidStatus,
-    NegotiationError, TimeoutPhase, TransportError, redact,
+    CloseCode, Error, HandshakeError, InvalidHeader, InvalidStatus, NegotiationError, TimeoutPhase,
+    redact,
 };
 use palisade_proto::Role;
 use palisade_proto::connection::{Connection, MaskSource};
 use palisade_proto::deflate::{Deflate, DeflateConfig, DeflateParams};
-use palisade_proto::handshake::{
-    ClientHandshake, ExtensionOffer, HeadLimits, HeadReader, ResponseOutcome,
-};
+use palisade_proto::handshake::{ClientHandshake, ExtensionOffer, HeadLimits, ResponseOutcome};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 
 use crate::proxy::{self, Proxy};
@@ -39,9 +36,10 @@ type HeaderFn = Arc<dyn Fn() -> HeaderMap + Send + Sync>;
 ///
 /// ```no_run
 /// use std::time::Duration;
-/// use palisade_client::{Client, Message};
+/// use palisade_client::Client;
+/// use palisade_proto::Message;
 ///
-/// # async fn run() -> Result<(), palisade_client::Error> {
+/// # async fn run() -> Result<(), palisade_error::Error> {
 /// let client = Client::new()
 ///     .with_open_timeout(Some(Duration::from_secs(5)))
 ///     .with_subprotocols(["chat.v1"])
@@ -323,7 +321,7 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`TransportError::Tls`] if a block does not parse.
+    /// [`TransportError::Tls`](palisade_error::TransportError::Tls) if a block does not parse.
     #[cfg(feature = "rustls")]
     pub fn with_root_certificates_pem(mut self, pem: &[u8]) -> Result<Self, Error> {
         self.tls.add_roots_pem(pem)?;
@@ -356,7 +354,7 @@ impl Client {
     /// | deadline ([`Client::with_open_timeout`]) | [`Error::Timeout`] | yes |
     /// | proxy refused, or not speaking its protocol | [`Error::Proxy`] | 5xx/429 only |
     /// | certificate expired, unknown issuer, wrong host | [`SecurityError::Certificate`](palisade_error::SecurityError::Certificate) | no |
-    /// | other TLS failure | [`TransportError::Tls`] | no |
+    /// | other TLS failure | [`TransportError::Tls`](palisade_error::TransportError::Tls) | no |
     /// | answer other than 101 | [`HandshakeError::InvalidStatus`] with status, headers, body | 408, 429, 5xx |
     /// | redirect `wss` → `ws` | [`SecurityError::InsecureRedirect`](palisade_error::SecurityError::InsecureRedirect) | no |
     /// | too many redirects | [`HandshakeError::TooManyRedirects`] | no |
@@ -512,23 +510,7 @@ impl Client {
         io.write_all(&request).await?;
         io.flush().await?;
 
-        let mut buf = BytesMut::with_capacity(4096);
-        let mut reader = HeadReader::new(self.head_limits);
-        let head_len = loop {
-            if let Some(len) = reader.feed(&buf)? {
-                break len;
-            }
-            buf.reserve(4096);
-            if io.read_buf(&mut buf).await? == 0 {
-                // Nothing at all: the connection dropped (retryable). Part of a head: the
-                // server sent a truncated answer.
-                return Err(if buf.is_empty() {
-                    TransportError::UnexpectedEof.into()
-                } else {
-                    InvalidMessage::Incomplete.into()
-                });
-            }
-        };
+        let (mut buf, head_len) = palisade_conn::read_head(&mut io, self.head_limits).await?;
         match handshake.read_response(&buf, &self.head_limits)? {
             ResponseOutcome::Upgraded(negotiated) => {
                 let leftover = buf.split_off(head_len);

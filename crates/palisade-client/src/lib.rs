@@ -1,12 +1,12 @@
 //! # palisade-client
 //!
 //! palisade's WebSocket client on tokio: it opens connections (`ws://`, `wss://`, through
-//! proxies, following redirects) and hands back the same [`WebSocket`] type the server uses.
+//! proxies, following redirects) and hands back the same [`WebSocket`](palisade_conn::WebSocket) type the server uses.
 //!
 //! ```no_run
-//! use palisade_client::Message;
+//! use palisade_proto::Message;
 //!
-//! # async fn run() -> Result<(), palisade_client::Error> {
+//! # async fn run() -> Result<(), palisade_error::Error> {
 //! let ws = palisade_client::connect("ws://127.0.0.1:9001/echo").await?;
 //! ws.send(Message::text("hello")).await?;
 //! let reply = ws.recv().await?;
@@ -14,7 +14,7 @@
 //! ```
 //!
 //! [`connect`] uses the defaults; [`Client`] is the builder (open timeout, headers, `Origin`,
-//! subprotocols, user agent, [`Config`], proxy, TLS roots, redirects), and
+//! subprotocols, user agent, [`Config`](palisade_conn::Config), proxy, TLS roots, redirects), and
 //! [`Client::reconnecting`] gives a [`Reconnecting`] client with backoff.
 //!
 //! ## Reading errors
@@ -62,8 +62,7 @@ mod tls;
 mod url;
 
 pub use client::{Client, Connected, DEFAULT_USER_AGENT};
-pub use palisade_conn::{Config, Message, Utf8Bytes, WebSocket};
-pub use palisade_error::{Category, CloseCode, CloseFrame, Error, Result};
+use palisade_error::Error;
 pub use palisade_proto::deflate::{DeflateConfig, DeflateParams};
 pub use palisade_proto::handshake::{ExtensionOffer, HeadLimits};
 pub use proxy::{Proxy, ProxyKind};

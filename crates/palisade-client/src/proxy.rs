@@ -6,9 +6,8 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 
 use base64::Engine;
-use bytes::BytesMut;
 use palisade_error::{Error, ProxyError, redact};
-use palisade_proto::handshake::{HeadLimits, HeadReader, parse_response};
+use palisade_proto::handshake::{HeadLimits, parse_response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -26,7 +25,7 @@ use crate::url::{WsUrl, percent_decode};
 /// assert!(!format!("{proxy:?}").contains("s3cret"));
 /// let socks = Proxy::socks5("127.0.0.1", 1080).with_credentials("bob", "s3cret");
 /// assert!(socks.has_credentials());
-/// # Ok::<(), palisade_client::Error>(())
+/// # Ok::<(), palisade_error::Error>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct Proxy {
@@ -340,20 +339,15 @@ async fn http_connect<S: AsyncRead + AsyncWrite + Unpin>(
     io.flush().await?;
 
     let limits = HeadLimits::default();
-    let mut reader = HeadReader::new(limits);
-    let mut buf = BytesMut::with_capacity(1024);
-    let head_len = loop {
-        match reader.feed(&buf) {
-            Ok(Some(len)) => break len,
-            Ok(None) => {}
-            Err(_) => return Err(invalid_message("the answer to CONNECT is not valid HTTP")),
-        }
-        buf.reserve(1024);
-        if io.read_buf(&mut buf).await? == 0 {
+    let (buf, head_len) = match palisade_conn::read_head(io, limits).await {
+        Ok(read) => read,
+        Err(Error::Transport(t)) if matches!(*t, palisade_error::TransportError::UnexpectedEof) => {
             return Err(invalid_message(
                 "the proxy closed the connection before answering CONNECT",
             ));
         }
+        Err(err) if err.category() == palisade_error::Category::Transport => return Err(err),
+        Err(_) => return Err(invalid_message("the answer to CONNECT is not valid HTTP")),
     };
     let response = parse_response(&buf, &limits)
         .map_err(|_| invalid_message("the answer to CONNECT is not valid HTTP"))?;

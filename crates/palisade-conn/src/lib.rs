@@ -27,11 +27,12 @@
 
 mod config;
 mod driver;
+mod head;
 mod rate;
 mod socket;
 mod stream;
 
 pub use config::{Config, RateLimit, RateLimitAction};
 pub use driver::Stats;
-pub use palisade_proto::message::{Message, Utf8Bytes};
+pub use head::read_head;
 pub use socket::{ConnectionId, ReadHalf, Sender, TrySendError, WeakSender, WebSocket, WriteHalf};

@@ -4,6 +4,10 @@
 //! crate that stores such data passes it through these functions first, so a secret never reaches
 //! an error value at all, let alone a log line or a close reason.
 
+use std::fmt;
+
+use http::HeaderMap;
+
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "<redacted>";
 
@@ -87,5 +91,24 @@ mod tests {
             assert_eq!(header_value(name, "Bearer xyz"), REDACTED);
         }
         assert_eq!(header_value("Origin", "https://a.example"), "https://a.example");
+    }
+}
+
+/// Headers as they may be logged: every credential-bearing value replaced with [`REDACTED`].
+/// The one `Debug` view of headers that the protocol core and the server both use.
+#[derive(Clone, Copy)]
+pub struct Headers<'a>(pub &'a HeaderMap);
+
+impl fmt::Debug for Headers<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut map = f.debug_map();
+        for (name, value) in self.0 {
+            if is_sensitive_header(name.as_str()) {
+                map.entry(&name.as_str(), &REDACTED);
+            } else {
+                map.entry(&name.as_str(), value);
+            }
+        }
+        map.finish()
     }
 }

@@ -4,54 +4,59 @@ use std::fmt;
 use std::ops::Deref;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 
 /// Bytes that are known to be valid UTF-8: the payload of a text message, shared without
 /// copying.
 #[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Utf8Bytes(Bytes);
+pub struct Utf8Bytes(ByteString);
 
 impl Utf8Bytes {
     /// An empty string.
     pub const fn new() -> Self {
-        Self(Bytes::new())
+        Self(ByteString::new())
     }
 
     /// A static string, without copying.
     pub const fn from_static(s: &'static str) -> Self {
-        Self(Bytes::from_static(s.as_bytes()))
+        Self(ByteString::from_static(s))
     }
 
     /// Wraps `bytes` if they are UTF-8; otherwise returns them with the offset of the first
     /// invalid byte.
     pub fn try_from_bytes(bytes: Bytes) -> Result<Self, (Bytes, u64)> {
-        match crate::utf8::validate(&bytes) {
-            Ok(()) => Ok(Self(bytes)),
-            Err(pos) => Err((bytes, pos)),
+        // A clone of `Bytes` is a reference count: the bytes come back on failure.
+        match ByteString::try_from(bytes.clone()) {
+            Ok(text) => Ok(Self(text)),
+            Err(_) => {
+                let pos = crate::utf8::validate(&bytes).err().unwrap_or(0);
+                Err((bytes, pos))
+            }
         }
     }
 
-    /// Wraps bytes the caller has already validated (the connection validates text as it
-    /// arrives, so it does not validate twice).
+    /// Wraps bytes the connection has validated as they arrived. They are checked once more
+    /// here, in one pass, so that every later [`Utf8Bytes::as_str`] is free without an
+    /// `unsafe` of ours (`bytestring` keeps the one that reads them as `str`); invalid bytes,
+    /// which would be a bug of the decoder, become an empty string rather than a panic.
     pub(crate) fn from_validated(bytes: Bytes) -> Self {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        Self(bytes)
+        Self(ByteString::try_from(bytes).unwrap_or_default())
     }
 
-    /// The text.
+    /// The text. Free: the bytes were validated once, when the value was made.
     pub fn as_str(&self) -> &str {
-        // Every constructor guarantees UTF-8; a failure here is a bug in this module, so fall
-        // back to an empty string rather than exposing invalid data.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        &self.0
     }
 
     /// The underlying bytes.
     pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+        self.0.as_bytes()
     }
 
     /// The underlying bytes, by value.
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        self.0.into_bytes()
     }
 }
 
@@ -76,13 +81,13 @@ impl fmt::Display for Utf8Bytes {
 
 impl From<String> for Utf8Bytes {
     fn from(s: String) -> Self {
-        Self(Bytes::from(s))
+        Self(ByteString::from(s))
     }
 }
 
 impl From<&str> for Utf8Bytes {
     fn from(s: &str) -> Self {
-        Self(Bytes::copy_from_slice(s.as_bytes()))
+        Self(ByteString::from(s))
     }
 }
 

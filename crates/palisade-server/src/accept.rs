@@ -9,8 +9,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::Response;
 use palisade_conn::ConnectionId;
-use palisade_error::{Error, InvalidMessage, TimeoutPhase};
-use palisade_proto::handshake::{HeadLimits, HeadReader, parse_request, write_response};
+use palisade_error::{Error, TimeoutPhase};
+use palisade_proto::handshake::{HeadLimits, parse_request, write_response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
@@ -150,20 +150,11 @@ pub(crate) async fn read_head<S: AsyncRead + Unpin>(
     stream: &mut S,
     limits: &HeadLimits,
 ) -> Result<(Bytes, http::Request<()>, BytesMut), Error> {
-    let mut buf = BytesMut::with_capacity(1024);
-    let mut reader = HeadReader::new(*limits);
-    loop {
-        if let Some(head_len) = reader.feed(&buf)? {
-            let request = parse_request(&buf[..head_len], limits)?;
-            let head = Bytes::copy_from_slice(&buf[..head_len]);
-            let rest = buf.split_off(head_len);
-            return Ok((head, request, rest));
-        }
-        buf.reserve(1024);
-        if stream.read_buf(&mut buf).await.map_err(Error::io)? == 0 {
-            return Err(InvalidMessage::Incomplete.into());
-        }
-    }
+    let (mut buf, head_len) = palisade_conn::read_head(stream, *limits).await?;
+    let request = parse_request(&buf[..head_len], limits)?;
+    let head = Bytes::copy_from_slice(&buf[..head_len]);
+    let rest = buf.split_off(head_len);
+    Ok((head, request, rest))
 }
 
 /// Writes a complete response and closes, within a second. Closing with the request still

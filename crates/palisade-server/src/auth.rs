@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use palisade_error::{CloseCode, Error, TimeoutPhase};
 
-use palisade_conn::{Message, WebSocket};
+use palisade_conn::WebSocket;
+use palisade_proto::Message;
 
 /// Receives the first message, which must arrive within `deadline`. On time-out the connection
 /// is closed with 1008 Policy Violation (reason "authentication timeout") and

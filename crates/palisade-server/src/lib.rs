@@ -52,9 +52,6 @@ pub use handler::{
     HandlerParts, Handshake, IntoEnding, Path, PathParams, Prepared, State, find_closing,
 };
 pub use origin::OriginPolicy;
-pub use palisade_conn::{
-    Config, ConnectionId, Message, RateLimit, RateLimitAction, Sender, WeakSender, WebSocket,
-};
 pub use palisade_proto::deflate::{DeflateConfig, DeflateParams};
 pub use registry::Connections;
 pub use request::HandshakeRequest;

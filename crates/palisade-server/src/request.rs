@@ -173,23 +173,7 @@ impl fmt::Debug for HandshakeRequest {
             .field("method", self.request().method())
             .field("target", &redact::uri(&self.request().uri().to_string()))
             .field("peer", &self.peer)
-            .field("headers", &RedactedHeaders(self.request().headers()))
-            .finish()
-    }
-}
-
-/// Headers with credential values replaced, for `Debug`.
-struct RedactedHeaders<'a>(&'a HeaderMap);
-
-impl fmt::Debug for RedactedHeaders<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(name, value)| {
-                (
-                    name.as_str(),
-                    redact::header_value(name.as_str(), value.to_str().unwrap_or("<binary>")),
-                )
-            }))
+            .field("headers", &redact::Headers(self.request().headers()))
             .finish()
     }
 }

@@ -4,11 +4,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
-use palisade_client::{Category, Client, CloseCode, Error, HeadLimits, Message};
+use palisade_client::{Client, HeadLimits};
+use palisade_error::{Category, CloseCode, Error};
 use palisade_error::{
     HandshakeError, HeaderProblem, InvalidMessage, NegotiationError, SecurityError, TimeoutPhase,
     TransportError, UriProblem,
 };
+use palisade_proto::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 

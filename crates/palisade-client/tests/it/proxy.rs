@@ -2,8 +2,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use palisade_client::{Error, Message, Proxy};
+use palisade_client::Proxy;
+use palisade_error::Error;
 use palisade_error::ProxyError;
+use palisade_proto::Message;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

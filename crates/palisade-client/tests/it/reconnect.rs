@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName};
-use palisade_client::{Attempt, Backoff, Error, Message};
+use palisade_client::{Attempt, Backoff};
+use palisade_error::Error;
 use palisade_error::{HandshakeError, TransportError};
+use palisade_proto::Message;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -198,7 +200,7 @@ async fn an_end_that_retrying_cannot_fix_stops_reconnection() {
     });
     let mut reconnecting = client().reconnecting(format!("ws://{addr}/")).with_backoff(fast());
     let conn = reconnecting.next().await.unwrap();
-    conn.close(palisade_client::CloseCode::NORMAL, "done").await.unwrap();
+    conn.close(palisade_error::CloseCode::NORMAL, "done").await.unwrap();
     let end = conn.recv().await.unwrap_err();
     assert!(!end.is_retryable(), "a normal close is final: {end:?}");
     reconnecting.connection_ended(end);

@@ -3,8 +3,9 @@
 use std::sync::{Arc, Mutex};
 
 use http::{HeaderValue, StatusCode, header};
-use palisade_client::{Category, Error, Message};
+use palisade_error::{Category, Error};
 use palisade_error::{HandshakeError, InvalidStatus};
+use palisade_proto::Message;
 use tokio::io::AsyncWriteExt;
 
 use crate::support::*;

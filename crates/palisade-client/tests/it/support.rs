@@ -5,8 +5,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use palisade_client::{Client, Error};
+use palisade_client::Client;
 use palisade_conn::{Config, WebSocket};
+use palisade_error::Error;
 use palisade_error::HandshakeError;
 use palisade_proto::connection::Connection;
 use palisade_proto::handshake::Key;

@@ -5,8 +5,10 @@ use std::sync::Arc;
 
 use palisade_client::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use palisade_client::rustls::{self, ServerConfig};
-use palisade_client::{Category, Client, Error, Message, Proxy, TlsRoots};
+use palisade_client::{Client, Proxy, TlsRoots};
+use palisade_error::{Category, Error};
 use palisade_error::{HandshakeError, SecurityError};
+use palisade_proto::Message;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tokio::io::AsyncWriteExt;
 use tokio_rustls::TlsAcceptor;

@@ -7,8 +7,9 @@
 use std::time::{Duration, Instant as StdInstant};
 
 use futures_util::{SinkExt, StreamExt};
-use palisade_conn::{Config, Message, RateLimit, RateLimitAction, TrySendError, WebSocket};
+use palisade_conn::{Config, RateLimit, RateLimitAction, TrySendError, WebSocket};
 use palisade_error::{CloseCode, Error, PolicyKind, State, TimeoutPhase};
+use palisade_proto::Message;
 use palisade_proto::connection::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

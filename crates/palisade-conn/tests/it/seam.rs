@@ -6,8 +6,9 @@ use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade_conn::{Message, WebSocket};
+use palisade_conn::WebSocket;
 use palisade_error::{CloseCode, Error};
+use palisade_proto::Message;
 use tokio::time::Instant;
 
 use super::{duplex_pair, quiet, tcp_pair};

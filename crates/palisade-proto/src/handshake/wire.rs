@@ -73,22 +73,8 @@ fn write_name(name: &HeaderName, out: &mut impl BufMut) {
     }
 }
 
-/// Shows headers with the values of credential-bearing ones redacted, for `Debug`.
-pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a HeaderMap);
-
-impl fmt::Debug for RedactedHeaders<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut map = f.debug_map();
-        for (name, value) in self.0 {
-            if redact::is_sensitive_header(name.as_str()) {
-                map.entry(name, &redact::REDACTED);
-            } else {
-                map.entry(name, value);
-            }
-        }
-        map.finish()
-    }
-}
+/// Headers with credential values redacted, for `Debug`: palisade-error's one view of them.
+pub(crate) use palisade_error::redact::Headers as RedactedHeaders;
 
 /// Shows a list whose items may be credentials (subprotocols) as its length only.
 pub(crate) struct RedactedList(pub(crate) usize);

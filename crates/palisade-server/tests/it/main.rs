@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{HeaderName, HeaderValue, StatusCode};
-use palisade_conn::{Config, Message, WebSocket};
+use palisade_conn::{Config, WebSocket};
 use palisade_error::{CloseCode, Error};
+use palisade_proto::Message;
 use palisade_proto::connection::Connection;
 use palisade_proto::handshake::{ClientHandshake, HeadLimits, HeadReader, ResponseOutcome};
 use palisade_server::{
@@ -458,20 +459,17 @@ async fn wrapped_and_application_errors_choose_their_close_frame() {
     let unit = |ws: WebSocket| async move {
         let _ = ws.recv().await;
     };
-    let mut builder = Server::builder()
+    let builder = Server::builder()
         .route("/boxed", boxed)
         .route("/application", application)
         .route("/undecodable", undecodable)
         .route("/unit", unit);
     #[cfg(feature = "anyhow")]
-    {
-        let with_anyhow = |ws: WebSocket| async move {
-            ws.recv().await?;
-            let err = anyhow::Error::new(CloseWith::new(CloseCode(4005), "full"));
-            Err::<(), anyhow::Error>(err.context("joining the room"))
-        };
-        builder = builder.route("/anyhow", with_anyhow);
-    }
+    let builder = builder.route("/anyhow", |ws: WebSocket| async move {
+        ws.recv().await?;
+        let err = anyhow::Error::new(CloseWith::new(CloseCode(4005), "full"));
+        Err::<(), anyhow::Error>(err.context("joining the room"))
+    });
     let server = start(builder).await;
     let mut cases = vec![
         ("/boxed", CloseCode(4004), "no such room"),

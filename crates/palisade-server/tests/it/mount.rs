@@ -12,8 +12,9 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use palisade_conn::{Message, WebSocket};
+use palisade_conn::WebSocket;
 use palisade_error::{CloseCode, Error};
+use palisade_proto::Message;
 use palisade_server::{OriginPolicy, Path, Server, State, Upgrade};
 use tokio::net::TcpListener;
 

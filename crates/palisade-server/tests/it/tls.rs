@@ -2,9 +2,9 @@
 
 #![cfg(feature = "rustls")]
 
+use palisade_proto::Message;
 use std::sync::Arc;
 
-use palisade_conn::Message;
 use palisade_server::Server;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use tokio::net::TcpStream;

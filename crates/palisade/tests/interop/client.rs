@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use palisade::client::{Backoff, Client, Message};
+use palisade::Message;
+use palisade::client::{Backoff, Client};
 use palisade::error::{HandshakeError, TimeoutPhase};
 use palisade::{CloseCode, Error};
 use tokio::sync::mpsc;

@@ -5,10 +5,12 @@
 
 use std::time::Duration;
 
-use palisade::client::{Client, DeflateConfig, DeflateParams, Message};
+use palisade::Message;
+use palisade::client::{Client, DeflateConfig, DeflateParams};
 use palisade::error::{HandshakeError, NegotiationError};
-use palisade::server::{Config, ConnectionInfo, Running, Server, WebSocket};
+use palisade::server::{ConnectionInfo, Running, Server};
 use palisade::{CloseCode, Error};
+use palisade::{Config, WebSocket};
 use tokio::sync::mpsc;
 
 use crate::support::Peer;

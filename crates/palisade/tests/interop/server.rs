@@ -2,10 +2,9 @@
 
 use std::time::Duration;
 
-use palisade::server::{
-    CloseWith, Config, ConnectionInfo, Rejection, Running, Server, ServerBuilder, WebSocket,
-};
+use palisade::server::{CloseWith, ConnectionInfo, Rejection, Running, Server, ServerBuilder};
 use palisade::{CloseCode, Error};
+use palisade::{Config, WebSocket};
 use tokio::sync::mpsc;
 
 use crate::support::Peer;

@@ -1,5 +1,6 @@
 // A handler argument palisade cannot provide: a plain `String`.
-use palisade_server::{Server, WebSocket};
+use palisade_conn::WebSocket;
+use palisade_server::Server;
 
 async fn handler(_ws: WebSocket, _name: String) {}
 

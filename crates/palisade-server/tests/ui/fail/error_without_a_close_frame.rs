@@ -1,5 +1,6 @@
 // A handler whose error type does not say how it closes the connection.
-use palisade_server::{Server, WebSocket};
+use palisade_conn::WebSocket;
+use palisade_server::Server;
 
 async fn handler(_ws: WebSocket) -> Result<(), String> {
     Err("no".to_owned())
