@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::frame::RSV1;
+use palisade_error::{CloseCode, PayloadTooBig, ProtocolError, SizeLimit};
 
 /// A toy transform for testing the hook: "compressed" messages are the payload reversed,
 /// and it refuses to produce more than `max_len` bytes, like a real inflater must.
