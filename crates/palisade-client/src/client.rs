@@ -473,7 +473,7 @@ impl Client {
         #[cfg(not(feature = "rustls"))]
         {
             drop(tcp);
-            Err(TransportError::Tls {
+            Err(palisade_error::TransportError::Tls {
                 message: "wss:// needs palisade-client's `rustls` feature".to_owned(),
                 source: None,
             }

@@ -307,6 +307,8 @@ impl Shared {
         }
         if !self.ended.swap(true, Ordering::AcqRel) {
             self.ended_notify.notify_waiters();
+            // Senders waiting for the transport learn of the end now, not at their timeout.
+            Wake::wake_by_ref(&self.wakers);
         }
     }
 
@@ -525,9 +527,11 @@ impl Shared {
     /// Keeps `err` to report once the close frame the core queued for it is written (or the
     /// close timeout passes).
     fn fail_later(&self, inner: &mut Inner, err: Error, now: Instant) {
-        // RFC 6455 §7.1.1: the close frame is owed, but not forever. No close timeout means no
-        // deadline here either, the same as in the protocol core.
-        inner.linger_until = self.config.protocol.close_timeout.map(|t| now + t);
+        // RFC 6455 §7.1.1: the close frame is owed, but not forever. A failed connection whose
+        // close frame cannot be written ends after the close timeout, or 10 s without one: a
+        // failure never waits on the peer indefinitely.
+        let linger = self.config.protocol.close_timeout.unwrap_or(Duration::from_secs(10));
+        inner.linger_until = Some(now + linger);
         if inner.pending_error.is_none() {
             inner.pending_error = Some(err);
         }
@@ -561,7 +565,7 @@ impl Shared {
     ) -> Poll<Result<(), Error>> {
         let mut guard = self.lock();
         let inner = &mut **guard;
-        if inner.io_dead {
+        if inner.io_dead || inner.terminated {
             return Poll::Ready(Err(inner.conn.closed_error()));
         }
         self.wakers.register(WRITER, cx.waker());
@@ -755,6 +759,8 @@ impl Shared {
                 {
                     return Ok(());
                 }
+                // A message dropped by the rate limit: the connection goes on closing.
+                Err(Error::Policy(_)) if !self.is_closed() => continue,
                 Err(err) => return Err(err),
             }
         }

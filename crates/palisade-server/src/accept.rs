@@ -104,7 +104,10 @@ async fn handshake(
 ) -> Option<crate::connection::Live> {
     let config = &*state.config;
     let mut stream = open_transport(config, tcp).await?;
-    let read = tokio::time::timeout(config.handshake_timeout, async {
+    // One deadline for the request, the hooks' decision and the 101 response (slowloris, and
+    // a hook that hangs, alike).
+    let deadline = tokio::time::Instant::now() + config.handshake_timeout;
+    let read = tokio::time::timeout_at(deadline, async {
         let (head, request, leftover) = read_head(&mut stream, &config.head_limits).await?;
         let request = HandshakeRequest::from_head(head, config.head_limits, request, peer);
         Ok::<_, Error>((Head { request }, leftover))
@@ -126,7 +129,15 @@ async fn handshake(
             return None;
         }
     };
-    match decide::decide(state, admitted, id, head).await {
+    let Ok(upgrade) =
+        tokio::time::timeout_at(deadline, decide::decide(state, admitted, id, head)).await
+    else {
+        let err = Error::timeout(TimeoutPhase::Handshake);
+        tracing::info!("handshake timed out while the hooks decided");
+        respond_and_close(stream, error_response(&err, config.retry_after)).await;
+        return None;
+    };
+    match upgrade {
         Upgrade::Respond(response) => {
             respond_and_close(stream, response).await;
             None
@@ -135,9 +146,16 @@ async fn handshake(
             let (response, pending) = accepted.into_parts();
             let mut out = Vec::with_capacity(256);
             write_response(&response, &[], &mut out);
-            if let Err(err) = stream.write_all(&out).await {
-                tracing::debug!(error = %err, "connection lost during handshake");
-                return None;
+            match tokio::time::timeout_at(deadline, stream.write_all(&out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(error = %err, "connection lost during handshake");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!("handshake timed out writing the 101 response");
+                    return None;
+                }
             }
             Some(crate::connection::open(pending, stream, &leftover))
         }

@@ -44,6 +44,13 @@ where
     let socket = open_socket(&state.config, compression, id, io, leftover);
     let sender = socket.sender();
     state.set_sender(id, sender.clone());
+    // Registered after a shutdown took its snapshot of senders: it gets its 1001 here.
+    let close_now = match close_now {
+        None if state.shutting_down.load(std::sync::atomic::Ordering::Acquire) => {
+            Some(CloseFrame::lossy(CloseCode::GOING_AWAY, "server shutting down"))
+        }
+        other => other,
+    };
     tracing::info!(subprotocol = info.subprotocol.as_deref().unwrap_or(""), "connection open");
     let running = match close_now {
         Some(_) => None,

@@ -18,7 +18,7 @@ use tracing::Instrument;
 
 use crate::config::ServerBuilder;
 use crate::decision::{Accept, Decision, Rejection};
-use crate::handler::{ConnectionInfo, HandlerParts, Prepared};
+use crate::handler::{ConnectionInfo, HandlerParts, IntoEnding, Prepared};
 use crate::registry::{Admitted, Connections, State};
 use crate::request::HandshakeRequest;
 
@@ -250,9 +250,14 @@ async fn judge(
         connections: Connections { state: state.clone() },
         route: route.pattern.clone(),
     };
-    let prepared = match route.handler.prepare(&mut parts) {
-        Ok(prepared) => prepared,
-        Err(rejection) => return Ok(Judged::Reject(*rejection)),
+    // A connection the hook closes at once runs no handler: its arguments (a
+    // `Handshake<T>` the hook never attached) are not taken.
+    let prepared = match close_now {
+        Some(_) => Prepared(Box::new(|_socket| Box::pin(async { ().into_ending() }))),
+        None => match route.handler.prepare(&mut parts) {
+            Ok(prepared) => prepared,
+            Err(rejection) => return Ok(Judged::Reject(*rejection)),
+        },
     };
     Ok(Judged::Accept { response, info, prepared, compression, close_now })
 }

@@ -87,7 +87,7 @@ impl Server {
                     ));
                 }
             };
-            let (parts, _body) = request.into_parts();
+            let (parts, _) = request.into_parts();
             let head = match Head::parsed(Request::from_parts(parts, ()), peer, &state.config.head_limits) {
                 Ok(head) => head,
                 Err(err) => {
@@ -95,7 +95,15 @@ impl Server {
                     return Upgrade::Respond(error_response(&err, state.config.retry_after));
                 }
             };
-            decide::decide(state, admitted, id, head).await
+            let deciding = decide::decide(state, admitted, id, head);
+            match tokio::time::timeout(state.config.handshake_timeout, deciding).await {
+                Ok(upgrade) => upgrade,
+                Err(_) => {
+                    let err = palisade_error::Error::timeout(palisade_error::TimeoutPhase::Handshake);
+                    log_refusal(&err);
+                    Upgrade::Respond(error_response(&err, state.config.retry_after))
+                }
+            }
         }
         .instrument(span)
         .await
