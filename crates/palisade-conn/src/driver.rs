@@ -302,9 +302,7 @@ impl Shared {
     }
 
     fn mark_terminated(&self, inner: &mut Inner) {
-        if !inner.terminated {
-            inner.terminated = true;
-        }
+        inner.terminated = true;
         if !self.ended.swap(true, Ordering::AcqRel) {
             self.ended_notify.notify_waiters();
             // Senders waiting for the transport learn of the end now, not at their timeout.
@@ -506,7 +504,7 @@ impl Shared {
             Some(RateLimitAction::Close(code)) => {
                 tracing::info!(code = code.0, "rate limit exceeded: closing");
                 // Already closing: the first close frame stands.
-                let _ = inner.conn.close(close_frame(code, "rate limit exceeded"));
+                let _ = inner.conn.close(CloseFrame::lossy(code, "rate limit exceeded"));
                 let err = PolicyViolation { kind: PolicyKind::RateLimited, code }.into();
                 self.fail_later(inner, err, now);
                 Err(None)
@@ -693,7 +691,7 @@ impl Shared {
     /// Starts the close handshake: queues our close frame (unless one was sent already) and
     /// writes it. `Ok` when the connection was already closing or closed.
     pub(crate) async fn start_close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        let frame = close_frame(code, reason);
+        let frame = CloseFrame::lossy(code, reason);
         let already = {
             let mut inner = self.lock();
             if inner.terminated || inner.io_dead {
@@ -711,7 +709,7 @@ impl Shared {
     /// no other task receives, else waits for that task to see the end; either way within the
     /// close timeout. `Ok` once both close frames have been exchanged, whatever the codes.
     pub(crate) async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
-        let frame = close_frame(code, reason);
+        let frame = CloseFrame::lossy(code, reason);
         {
             let mut inner = self.lock();
             if !inner.terminated {
@@ -790,7 +788,7 @@ impl Shared {
                 tracing::info!(code = code.0, "peer is not reading: closing");
                 let mut guard = self.lock();
                 let inner = &mut **guard;
-                let _ = inner.conn.close(close_frame(code, "slow consumer"));
+                let _ = inner.conn.close(CloseFrame::lossy(code, "slow consumer"));
                 let mut wcx = Context::from_waker(&self.write_waker);
                 let _ = poll_write_out(inner, &mut wcx);
                 inner.io_dead = true;
@@ -873,11 +871,6 @@ impl Shared {
 /// tell the driver's task from the receiver's.
 fn task_of(waker: &Waker) -> usize {
     waker.data() as usize
-}
-
-/// The close frame for `code` and `reason`: see [`CloseFrame::lossy`].
-pub(crate) fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
-    CloseFrame::lossy(code, reason)
 }
 
 /// Shuts the transport's write side once the core says the connection is over (and everything

@@ -596,9 +596,9 @@ mod tests {
         // (measured when written, limit). While `send` carried its write timer inline, the
         // echo example's handler future took 1,207 bytes per connection (massif).
         let sizes = [
-            ("shared state", std::mem::size_of::<Shared>(), 952, 1024),
+            ("shared state", std::mem::size_of::<Shared>(), 144, 256),
             ("recv future", std::mem::size_of_val(&ws.recv()), 48, 64),
-            ("send future", std::mem::size_of_val(&ws.send(Message::text("x"))), 296, 384),
+            ("send future", std::mem::size_of_val(&ws.send(Message::text("x"))), 304, 384),
         ];
         for (what, size, _measured, limit) in sizes {
             assert!(size <= limit, "{what}: {size} bytes, over {limit}");
