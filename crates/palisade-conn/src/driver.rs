@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
@@ -59,71 +59,122 @@ pub struct Stats {
     pub bytes_out: u64,
 }
 
-/// Wakes both the receiving and the sending task: either may be waiting for the transport to
-/// accept more bytes (the receiver flushes pongs and close replies), and the transport keeps
-/// only one waker for writability. A third slot holds the task that drives the connection
-/// while another task receives, woken only when that receiver stops.
+/// The tasks waiting on one connection, by what they wait for.
+///
+/// The transport keeps one waker for writability, so [`Shared::write_waker`] (built on this)
+/// wakes every task that may be waiting for it: the receiver and the driver (either may be
+/// flushing pongs and close replies) and every writer (a sender in its turn, and `flush`,
+/// `ping`, `close` or the `Sink`, which do not take the turn). Reads wake the task that
+/// polled last directly. Besides, the driver waits for a receiver in another task to stop,
+/// and a receiver between two polls of the `Stream` view waits for what the driver parks.
 #[derive(Debug, Default)]
-struct WriteWakers {
-    slots: Mutex<[Option<Waker>; 3]>,
+struct Wakers {
+    slots: Mutex<Slots>,
     /// The driver slot is set: a receiver that stops must wake it.
     driver_waiting: AtomicBool,
+    /// The driving task (its waker's data pointer), to tell it from the receiver's.
+    driver_task: AtomicUsize,
 }
 
-const READER: usize = 0;
-const WRITER: usize = 1;
-const DRIVER: usize = 2;
+#[derive(Debug, Default)]
+struct Slots {
+    reader: Option<Waker>,
+    driver: Option<Waker>,
+    /// Every task waiting to flush; a list, because several may wait at once (a sender in its
+    /// turn, and a ping or a flush that does not take it), and a waker lost is a task stuck.
+    writers: Vec<Waker>,
+}
 
-impl WriteWakers {
-    fn register(&self, slot: usize, waker: &Waker) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        match &slots[slot] {
+impl Wakers {
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn register_reader(&self, waker: &Waker) {
+        let mut slots = self.slots();
+        match &slots.reader {
             Some(w) if w.will_wake(waker) => {}
-            _ => slots[slot] = Some(waker.clone()),
+            _ => slots.reader = Some(waker.clone()),
         }
     }
 
-    /// Registers the driving task while a receiver runs, unless it is the receiver's own task
-    /// (a handler inside `recv`, the common case): that task goes on by itself when `recv`
-    /// ends, and waking it for nothing after every message costs a poll each.
+    fn register_writer(&self, waker: &Waker) {
+        let mut slots = self.slots();
+        if !slots.writers.iter().any(|w| w.will_wake(waker)) {
+            slots.writers.push(waker.clone());
+        }
+    }
+
+    /// Registers the driving task, to be woken when a receiver in another task stops (it then
+    /// takes over reading, and its waker goes back to the transport) or the transport takes
+    /// more bytes.
     fn register_driver(&self, waker: &Waker) {
-        let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        if slots[READER].as_ref().is_some_and(|w| w.will_wake(waker)) {
+        let mut slots = self.slots();
+        match &slots.driver {
+            Some(w) if w.will_wake(waker) => {}
+            _ => slots.driver = Some(waker.clone()),
+        }
+        self.driver_task.store(task_of(waker), Ordering::Relaxed);
+        // Set under the lock and before the driver looks at the turn: a receiver that stops
+        // after that look finds it set (`Shared::poll_drive`).
+        self.driver_waiting.store(true, Ordering::SeqCst);
+    }
+
+    /// Wakes the driver once a receiver in `receiver_task` has stopped, unless the driver is
+    /// that same task (a handler inside `recv`, the common case): it goes on by itself, and
+    /// waking it for nothing after every message would cost a poll each.
+    fn wake_driver_after(&self, receiver_task: usize) {
+        if self.driver_task.load(Ordering::Relaxed) == receiver_task {
             return;
         }
-        match &slots[DRIVER] {
-            Some(w) if w.will_wake(waker) => {}
-            _ => slots[DRIVER] = Some(waker.clone()),
-        }
-        self.driver_waiting.store(true, Ordering::Release);
-    }
-
-    /// Wakes the driving task, if one waits for a receiver to stop.
-    fn wake_driver(&self) {
-        if self.driver_waiting.swap(false, Ordering::AcqRel) {
-            let waker = self.slots.lock().unwrap_or_else(|e| e.into_inner())[DRIVER].take();
+        if self.driver_waiting.swap(false, Ordering::SeqCst) {
+            let waker = self.slots().driver.take();
             if let Some(waker) = waker {
                 waker.wake();
             }
         }
     }
+
+    /// Wakes the last receiver, unless it is `current` (the task parking the message).
+    fn wake_reader(&self, current: usize) {
+        let waker = {
+            let mut slots = self.slots();
+            match &slots.reader {
+                Some(w) if task_of(w) != current => slots.reader.take(),
+                _ => None,
+            }
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
 }
 
-impl Wake for WriteWakers {
+impl Wake for Wakers {
     fn wake(self: Arc<Self>) {
         self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        let taken = {
-            let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-            [slots[READER].take(), slots[WRITER].take()]
+        let (reader, driver, writers) = {
+            let mut slots = self.slots();
+            (slots.reader.take(), slots.driver.take(), std::mem::take(&mut slots.writers))
         };
-        for waker in taken.into_iter().flatten() {
+        if driver.is_some() {
+            self.driver_waiting.store(false, Ordering::SeqCst);
+        }
+        for waker in reader.into_iter().chain(driver).chain(writers) {
             waker.wake();
         }
     }
 }
+
+/// Who has the receiving turn ([`Shared::turn`]).
+const IDLE: u8 = 0;
+/// A task receives (`recv`, `next`, or one poll of the `Stream` view).
+const RECEIVING: u8 = 1;
+/// The driver is inside one poll of the I/O loop; a receiver may take the turn from it.
+const DRIVING: u8 = 2;
 
 /// Everything behind the lock. Boxed inside [`Shared`], so that a weak handle, which keeps
 /// only `Shared`'s allocation, keeps none of this once the connection is gone.
@@ -166,8 +217,15 @@ struct Inner {
 pub(crate) struct Shared {
     id: ConnectionId,
     inner: Mutex<Box<Inner>>,
-    /// A task is receiving (or driving): a second receiver gets a concurrency error.
-    reading: AtomicBool,
+    /// Who reads: [`IDLE`], [`RECEIVING`] (a second receiver gets a concurrency error) or
+    /// [`DRIVING`].
+    turn: AtomicU8,
+    /// The handles that own the connection (a `WebSocket`, or its two halves): when the last
+    /// goes, the connection ends ([`Shared::abandon`]) unless it is supervised.
+    owners: AtomicUsize,
+    /// Someone else closes the connection when its owners are gone (a server, after the
+    /// handler returns, with the code its return calls for).
+    supervised: AtomicBool,
     /// Mirrors `Inner::terminated`, readable without the lock.
     ended: AtomicBool,
     /// The task receiving now (its waker's data pointer), so that a driver in the same task
@@ -177,7 +235,7 @@ pub(crate) struct Shared {
     ended_notify: Notify,
     /// Senders take turns in the order they asked (tokio's mutex is fair).
     write_lock: tokio::sync::Mutex<()>,
-    wakers: Arc<WriteWakers>,
+    wakers: Arc<Wakers>,
     write_waker: Waker,
     config: Arc<Config>,
 }
@@ -192,14 +250,13 @@ enum Mode {
     Drive,
 }
 
-/// Clears the `reading` flag when a receive ends or is cancelled, and wakes the task that
+/// Gives the receiving turn back when a receive ends or is cancelled, and wakes the task that
 /// drives the connection in the background (if it is another task), so that it takes over.
 struct ReadingGuard<'a>(&'a Shared);
 
 impl Drop for ReadingGuard<'_> {
     fn drop(&mut self) {
-        self.0.reading.store(false, Ordering::Release);
-        self.0.wakers.wake_driver();
+        self.0.end_receiving();
     }
 }
 
@@ -219,7 +276,7 @@ impl Shared {
     ) -> Self {
         conn.handle_bytes(leftover);
         let limiter = config.rate_limit.map(|l| Limiter::new(l, Instant::now().into_std()));
-        let wakers = Arc::new(WriteWakers::default());
+        let wakers = Arc::new(Wakers::default());
         let write_waker = Waker::from(wakers.clone());
         let inner = Inner {
             conn,
@@ -244,7 +301,9 @@ impl Shared {
         Shared {
             id,
             inner: Mutex::new(Box::new(inner)),
-            reading: AtomicBool::new(false),
+            turn: AtomicU8::new(IDLE),
+            owners: AtomicUsize::new(1),
+            supervised: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             receiver_task: AtomicUsize::new(0),
             ended_notify: Notify::new(),
@@ -312,8 +371,20 @@ impl Shared {
 
     // ----- Receiving and driving -----
 
+    /// Takes the receiving turn: from nobody, or from the driver (which bails out of its poll
+    /// when it sees this, under the lock, so that the receiver's waker is the transport's).
+    /// `false` while another task receives.
+    fn start_receiving(&self) -> bool {
+        self.turn.swap(RECEIVING, Ordering::SeqCst) != RECEIVING
+    }
+
+    fn end_receiving(&self) {
+        self.turn.store(IDLE, Ordering::SeqCst);
+        self.wakers.wake_driver_after(self.receiver_task.load(Ordering::Relaxed));
+    }
+
     pub(crate) async fn recv(&self) -> Result<Message, Error> {
-        if self.reading.swap(true, Ordering::AcqRel) {
+        if !self.start_receiving() {
             return Err(ConcurrencyError { operation: Operation::Recv }.into());
         }
         let _guard = ReadingGuard(self);
@@ -323,7 +394,7 @@ impl Shared {
     /// Like `recv`, but `None` after a normal close (1000/1001), and the error once (then
     /// `None`) after any other end.
     pub(crate) async fn next(&self) -> Option<Result<Message, Error>> {
-        if self.reading.swap(true, Ordering::AcqRel) {
+        if !self.start_receiving() {
             return Some(Err(ConcurrencyError { operation: Operation::Recv }.into()));
         }
         // Held across polls, as `recv` does, so that the driver stays out of the way.
@@ -339,16 +410,24 @@ impl Shared {
         if self.is_closed() {
             return Poll::Ready(());
         }
-        if self.reading.swap(true, Ordering::AcqRel) {
-            // The receiver drives. In its own task (a handler inside `recv`) there is nothing
-            // to do; another task's receiver wakes this one when it stops (`ReadingGuard`).
-            if self.receiver_task.load(Ordering::Relaxed) != task_of(cx.waker()) {
-                self.wakers.register_driver(cx.waker());
-            }
+        let me = task_of(cx.waker());
+        if self.turn.load(Ordering::SeqCst) == RECEIVING
+            && self.receiver_task.load(Ordering::Relaxed) == me
+        {
+            // A receiver in this very task (a handler inside `recv`): it drives, and this task
+            // goes on by itself when it stops.
+            return Poll::Pending;
+        }
+        // Registered before looking at the turn: a receiver in another task that stops after
+        // the look wakes this task (`Wakers::wake_driver_after`). It stays registered after a
+        // poll of its own too: a receiver may start and stop before the next one.
+        self.wakers.register_driver(cx.waker());
+        if self.turn.compare_exchange(IDLE, DRIVING, Ordering::SeqCst, Ordering::SeqCst).is_err() {
             return Poll::Pending;
         }
         let polled = self.poll_io(cx, Mode::Drive);
-        self.reading.store(false, Ordering::Release);
+        // A receiver may have taken the turn meanwhile: then it keeps it.
+        let _ = self.turn.compare_exchange(DRIVING, IDLE, Ordering::SeqCst, Ordering::SeqCst);
         match polled {
             Poll::Ready(_) => Poll::Ready(()),
             Poll::Pending => Poll::Pending,
@@ -359,34 +438,52 @@ impl Shared {
     fn poll_io(&self, cx: &mut Context<'_>, mode: Mode) -> Poll<Result<Message, Error>> {
         let mut guard = self.lock();
         let inner = &mut **guard;
-        if mode == Mode::Recv {
-            self.receiver_task.store(task_of(cx.waker()), Ordering::Relaxed);
-            if let Some(message) = inner.parked.pop_front() {
-                inner.parked_bytes -= message.len();
-                return Poll::Ready(Ok(message));
+        let me = task_of(cx.waker());
+        match mode {
+            Mode::Recv => {
+                self.receiver_task.store(me, Ordering::Relaxed);
+                if let Some(message) = inner.parked.pop_front() {
+                    inner.parked_bytes -= message.len();
+                    return Poll::Ready(Ok(message));
+                }
+                self.wakers.register_reader(cx.waker());
             }
+            // A receiver took the turn before this poll got the lock: it polls the transport
+            // with its own waker (before or after this), and the driver must not replace it.
+            Mode::Drive if self.turn.load(Ordering::SeqCst) != DRIVING => return Poll::Pending,
+            Mode::Drive => {}
         }
-        self.wakers.register(READER, cx.waker());
         let mut wcx = Context::from_waker(&self.write_waker);
         // The clock is read once per poll (and again when a timer fires): reading it on every
         // pass of the loop showed up in profiles of small-message echo.
         let mut now = Instant::now();
-        inner.conn.handle_timeout(now.into_std());
+        self.tick(inner, mode, now);
         loop {
             if inner.terminated {
                 return Poll::Ready(Err(self.take_end(inner, mode)));
             }
-            let park_full = inner.parked.len() >= self.config.max_queue.max(1)
-                || inner.parked_bytes >= self.config.protocol.max_message_size;
-            if !(mode == Mode::Drive && park_full) {
+            let park_full = self.park_full(inner);
+            // While the connection is open, a full park queue holds reading back: the peer is
+            // held by TCP, as while a receiver has not taken its message yet. Once it closes,
+            // messages past the queue are dropped instead, so that the close handshake goes on
+            // to the peer's close frame.
+            let hold = mode == Mode::Drive && park_full && inner.conn.state() == State::Open;
+            if !hold {
                 match inner.conn.poll_event() {
                     Some(Ok(Event::Message(message))) => {
                         inner.stats.messages_in += 1;
                         match self.admit(inner, &message, now) {
                             Ok(()) if mode == Mode::Recv => return Poll::Ready(Ok(message)),
+                            Ok(()) if park_full => {
+                                tracing::debug!("message dropped: closing, and nobody receives");
+                                continue;
+                            }
                             Ok(()) => {
                                 inner.parked_bytes += message.len();
                                 inner.parked.push_back(message);
+                                // A receiver between two polls of the `Stream` view, in
+                                // another task, waits for exactly this.
+                                self.wakers.wake_reader(me);
                                 continue;
                             }
                             // Dropped: report it to a receiver; the connection stays open.
@@ -419,10 +516,7 @@ impl Shared {
                 self.mark_terminated(inner);
                 continue;
             }
-            // A full park queue stops reading: the peer is held back by TCP, as it is while a
-            // receiver has not taken its message yet.
-            let may_read = !(mode == Mode::Drive && park_full);
-            if may_read && !inner.read_eof && !inner.io_dead {
+            if !hold && !inner.read_eof && !inner.io_dead {
                 let hint = inner.conn.read_hint().clamp(MIN_READ, MAX_READ);
                 let buf = inner.conn.read_buffer();
                 if buf.capacity() - buf.len() < MIN_READ / 4 {
@@ -471,12 +565,29 @@ impl Shared {
                 }
                 if sleep.as_mut().poll(cx).is_ready() {
                     now = Instant::now();
-                    inner.conn.handle_timeout(now.into_std());
+                    self.tick(inner, mode, now);
                     continue;
                 }
             }
             return Poll::Pending;
         }
+    }
+
+    /// Whether the park queue is full (driving stops reading, or drops, until a receiver
+    /// takes from it).
+    fn park_full(&self, inner: &Inner) -> bool {
+        inner.parked.len() >= self.config.max_queue.max(1)
+            || inner.parked_bytes >= self.config.protocol.max_message_size
+    }
+
+    /// Tells the core the time. While a full park queue holds reading back, the deadlines
+    /// that wait on the peer's data start again (the peer is not at fault: its pong may be
+    /// unread in the transport).
+    fn tick(&self, inner: &mut Inner, mode: Mode, now: Instant) {
+        if mode == Mode::Drive && self.park_full(inner) {
+            inner.conn.hold_input(now.into_std());
+        }
+        inner.conn.handle_timeout(now.into_std());
     }
 
     /// What a receiver learns once the connection is over: the error that ended it the first
@@ -566,7 +677,7 @@ impl Shared {
         if inner.io_dead || inner.terminated {
             return Poll::Ready(Err(inner.conn.closed_error()));
         }
-        self.wakers.register(WRITER, cx.waker());
+        self.wakers.register_writer(cx.waker());
         let mut wcx = Context::from_waker(&self.write_waker);
         match poll_write_out(inner, &mut wcx) {
             Poll::Ready(Ok(())) => {
@@ -705,9 +816,11 @@ impl Shared {
         self.flush_to(0).await
     }
 
-    /// Starts the close handshake and waits for its end: receives (discarding messages) when
-    /// no other task receives, else waits for that task to see the end; either way within the
-    /// close timeout. `Ok` once both close frames have been exchanged, whatever the codes.
+    /// Starts the close handshake and waits for its end, within the close timeout. It never
+    /// takes the receiving turn: a task that receives (in any task) goes on getting the
+    /// messages that arrive before the peer's close frame, then the closure; while none does,
+    /// this drives the connection (parking what arrives, and dropping what the park queue
+    /// cannot hold). `Ok` once both close frames have been exchanged, whatever the codes.
     pub(crate) async fn close(&self, code: CloseCode, reason: &str) -> Result<(), Error> {
         let frame = CloseFrame::lossy(code, reason);
         {
@@ -718,50 +831,71 @@ impl Shared {
             }
         }
         let flushed = self.flush_to(0).await;
-        let deadline = self.config.protocol.close_timeout.map(|t| Instant::now() + t);
-        loop {
-            if self.is_closed() && !self.lock().parked.is_empty() {
-                // Messages parked before the end are dropped: the closer asked for the end.
-                let mut inner = self.lock();
-                inner.parked.clear();
-                inner.parked_bytes = 0;
-            }
-            if self.is_closed() {
-                let info = self.close_info();
-                if info.received_then_sent.is_some() {
-                    return Ok(());
+        let ended = crate::socket::drive(self, self.closed());
+        let info = match self.config.protocol.close_timeout {
+            Some(limit) => match tokio::time::timeout(limit, ended).await {
+                Ok(info) => info,
+                Err(_) => {
+                    flushed?;
+                    return Err(Error::timeout(palisade_error::TimeoutPhase::Close));
                 }
-                let mut inner = self.lock();
-                return Err(inner
-                    .pending_error
-                    .take()
-                    .unwrap_or_else(|| inner.conn.closed_error()));
-            }
-            match self.recv().await {
-                Ok(_) => continue,
-                Err(Error::Concurrency(_)) => {
-                    // Another task receives and will see the end; wait for it (bounded).
-                    let Some(deadline) = deadline else {
-                        self.closed().await;
-                        continue;
-                    };
-                    if tokio::time::timeout_at(deadline, self.closed()).await.is_err() {
-                        flushed?;
-                        return Err(Error::timeout(palisade_error::TimeoutPhase::Close));
-                    }
-                }
-                // Both close frames exchanged, whatever the code: the handshake we started is
-                // complete, which is what closing asks for.
-                Err(err)
-                    if err.connection_closed().is_some_and(|c| c.received_then_sent.is_some()) =>
-                {
-                    return Ok(());
-                }
-                // A message dropped by the rate limit: the connection goes on closing.
-                Err(Error::Policy(_)) if !self.is_closed() => continue,
-                Err(err) => return Err(err),
-            }
+            },
+            None => ended.await,
+        };
+        // Both close frames exchanged, whatever the code: the handshake we started is
+        // complete, which is what closing asks for.
+        if info.received_then_sent.is_some() {
+            return Ok(());
         }
+        let mut inner = self.lock();
+        Err(inner.pending_error.take().unwrap_or_else(|| inner.conn.closed_error()))
+    }
+
+    // ----- Owners -----
+
+    /// One more owning handle (a `WebSocket` split into two halves).
+    pub(crate) fn add_owner(&self) {
+        self.owners.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An owning handle is gone; the last one ends the connection unless it is supervised.
+    pub(crate) fn drop_owner(&self) {
+        if self.owners.fetch_sub(1, Ordering::AcqRel) == 1
+            && !self.supervised.load(Ordering::Acquire)
+        {
+            self.abandon();
+        }
+    }
+
+    pub(crate) fn supervise(&self) {
+        self.supervised.store(true, Ordering::Release);
+    }
+
+    /// Ends a connection whose owners are all gone: nobody will read it again, so nobody would
+    /// answer its pings or see its close. Queues a close frame with 1001 (going away), writes
+    /// what the transport takes at once, and lets the transport go; senders left behind get
+    /// the closure, and `closed()` resolves.
+    fn abandon(&self) {
+        let mut guard = self.lock();
+        let inner = &mut **guard;
+        if inner.terminated {
+            return;
+        }
+        tracing::debug!("every owning handle dropped: closing with 1001");
+        // Already closing: the first close frame stands.
+        let _ = inner.conn.close(CloseFrame::lossy(CloseCode::GOING_AWAY, ""));
+        let mut wcx = Context::from_waker(&self.write_waker);
+        if let Poll::Ready(Ok(())) = poll_write_out(inner, &mut wcx) {
+            let _ = Pin::new(&mut inner.io).poll_shutdown(&mut wcx);
+        }
+        inner.io_dead = true;
+        // The socket goes now, not when the last sender does (a registry may hold one long).
+        inner.io = Box::new(tokio::io::empty());
+        inner.chunk = None;
+        inner.next_chunk = None;
+        inner.parked.clear();
+        inner.parked_bytes = 0;
+        self.mark_terminated(inner);
     }
 
     /// Flushes until at most `target` bytes are queued, within the write timeout. Most flushes
@@ -804,12 +938,11 @@ impl Shared {
 
     /// One poll of the `Stream` view: takes the receiving turn for the poll only.
     pub(crate) fn poll_stream(&self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
-        if self.reading.swap(true, Ordering::AcqRel) {
+        if !self.start_receiving() {
             return Poll::Ready(Some(Err(ConcurrencyError { operation: Operation::Recv }.into())));
         }
         let polled = self.poll_next_turn(cx);
-        self.reading.store(false, Ordering::Release);
-        self.wakers.wake_driver();
+        self.end_receiving();
         polled
     }
 

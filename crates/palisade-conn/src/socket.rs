@@ -67,8 +67,36 @@ impl fmt::Display for ConnectionId {
 /// ended it — every time; `send` and `ping` return the closure. Two tasks receiving at once
 /// get [`Error::Concurrency`] (the second caller; the first is not disturbed). Sends never do:
 /// they queue up behind each other.
+///
+/// # Dropping
+///
+/// The `WebSocket` (or, once split, its two halves together) owns the connection. Dropping
+/// the last owning handle ends it: a close frame with 1001 (going away) is queued and written
+/// if the transport takes it at once, and the transport is closed; [`Sender`]s left behind
+/// then report the closure and [`Sender::closed`] resolves. Close first ([`WebSocket::close`])
+/// for a clean close handshake. A server's handlers are supervised ([`Sender::supervise`]):
+/// the server closes with the code the handler's return calls for.
 pub struct WebSocket {
-    shared: Arc<Shared>,
+    shared: Owner,
+}
+
+/// The share of an owning handle ([`WebSocket`], [`ReadHalf`], [`WriteHalf`]): when the last
+/// one is dropped the connection ends (see [`WebSocket`]'s "Dropping"), as nobody would read
+/// it again.
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.drop_owner();
+    }
+}
+
+impl std::ops::Deref for Owner {
+    type Target = Arc<Shared>;
+
+    fn deref(&self) -> &Arc<Shared> {
+        &self.0
+    }
 }
 
 impl fmt::Debug for WebSocket {
@@ -105,7 +133,7 @@ impl WebSocket {
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
         let shared = Shared::new(id, Box::new(io), conn, config.into(), leftover);
-        Self { shared: Arc::new(shared) }
+        Self { shared: Owner(Arc::new(shared)) }
     }
 
     pub(crate) fn shared(&self) -> &Shared {
@@ -223,7 +251,9 @@ impl WebSocket {
 
     /// Splits into a receiving and a sending half, for two tasks.
     pub fn split(self) -> (ReadHalf, WriteHalf) {
-        (ReadHalf { shared: self.shared.clone() }, WriteHalf { shared: self.shared })
+        let shared = Arc::clone(&self.shared);
+        shared.add_owner();
+        (ReadHalf { shared: self.shared }, WriteHalf { shared: Owner(shared) })
     }
 
     /// A cloneable sender, for other tasks and registries. Sends through it wait their turn
@@ -234,7 +264,7 @@ impl WebSocket {
 }
 
 /// Services the connection while `work` runs (see [`WebSocket::drive`]).
-async fn drive<F: Future>(shared: &Shared, work: F) -> F::Output {
+pub(crate) async fn drive<F: Future>(shared: &Shared, work: F) -> F::Output {
     let mut work = pin!(work);
     let mut ended = false;
     poll_fn(|cx| {
@@ -251,7 +281,7 @@ async fn drive<F: Future>(shared: &Shared, work: F) -> F::Output {
 
 /// The receiving half of a [`WebSocket`].
 pub struct ReadHalf {
-    shared: Arc<Shared>,
+    shared: Owner,
 }
 
 impl ReadHalf {
@@ -283,7 +313,7 @@ impl fmt::Debug for ReadHalf {
 
 /// The sending half of a [`WebSocket`].
 pub struct WriteHalf {
-    shared: Arc<Shared>,
+    shared: Owner,
 }
 
 impl fmt::Debug for WriteHalf {
@@ -420,6 +450,14 @@ impl Sender {
     /// The round-trip time of the last keepalive ping.
     pub fn last_rtt(&self) -> Option<Duration> {
         self.shared.last_rtt()
+    }
+
+    /// Takes the connection's end over from its owners: dropping the [`WebSocket`] (or both
+    /// halves) no longer ends it, and whoever called this closes it instead (a server does,
+    /// after the handler returns, with the code its return calls for). Until then it is
+    /// serviced only while some task receives or drives it.
+    pub fn supervise(&self) {
+        self.shared.supervise();
     }
 
     /// A handle that does not keep the connection alive.

@@ -129,8 +129,10 @@ async fn handshake(
             return None;
         }
     };
+    // Kept here until a refusal is written: a connection counts against the limits until then.
+    let mut admitted = Some(admitted);
     let Ok(upgrade) =
-        tokio::time::timeout_at(deadline, decide::decide(state, admitted, id, head)).await
+        tokio::time::timeout_at(deadline, decide::decide(state, &mut admitted, id, head)).await
     else {
         let err = Error::timeout(TimeoutPhase::Handshake);
         tracing::info!("handshake timed out while the hooks decided");

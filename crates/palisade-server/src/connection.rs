@@ -43,6 +43,9 @@ where
         pending;
     let socket = open_socket(&state.config, compression, id, io, leftover);
     let sender = socket.sender();
+    // The server closes the connection itself once the handler returns, with the code its
+    // return calls for; the handler dropping its socket must not close it first.
+    sender.supervise();
     state.set_sender(id, sender.clone());
     // Registered after a shutdown took its snapshot of senders: it gets its 1001 here.
     let close_now = match close_now {

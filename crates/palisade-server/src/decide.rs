@@ -115,10 +115,12 @@ impl Head {
     }
 }
 
-/// The decision for one request head, counted in already (`admitted`).
+/// The decision for one request head, counted in already (`admitted`). An accepted connection
+/// takes the count with it; on a refusal it stays with the caller, so that a connection is
+/// counted until its refusal is written too.
 pub(crate) async fn decide(
     state: &Arc<State>,
-    admitted: Admitted,
+    admitted: &mut Option<Admitted>,
     id: ConnectionId,
     head: Head,
 ) -> Upgrade {
@@ -134,6 +136,8 @@ pub(crate) async fn decide(
     }
     match judge(state, config, &request, id).await {
         Ok(Judged::Accept { response, info, prepared, compression, close_now }) => {
+            let admitted =
+                admitted.take().expect("every caller passes the count of its one request head");
             Upgrade::Accept(Accepted {
                 response,
                 connection: PendingConnection {

@@ -95,7 +95,9 @@ impl Server {
                     return Upgrade::Respond(error_response(&err, state.config.retry_after));
                 }
             };
-            let deciding = decide::decide(state, admitted, id, head);
+            // A mount writes refusals itself: the count ends with the decision.
+            let mut admitted = Some(admitted);
+            let deciding = decide::decide(state, &mut admitted, id, head);
             match tokio::time::timeout(state.config.handshake_timeout, deciding).await {
                 Ok(upgrade) => upgrade,
                 Err(_) => {

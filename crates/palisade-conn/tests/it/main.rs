@@ -14,6 +14,7 @@ use palisade_proto::connection::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod driving;
 mod seam;
 
 fn masks() -> impl FnMut() -> [u8; 4] + Send + 'static {
@@ -351,12 +352,48 @@ async fn protocol_violation_gets_a_close_frame_before_tcp_close() {
 
 #[tokio::test]
 async fn abrupt_tcp_close_is_1006_and_retryable() {
-    let (client, server) = tcp_pair(quiet(), quiet()).await;
-    drop(server);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (c, s) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let client = WebSocket::from_parts(
+        c.unwrap(),
+        Connection::client(quiet().protocol, masks(), StdInstant::now()),
+        quiet(),
+        &[],
+    );
+    // The peer's TCP goes without a close frame.
+    drop(s.unwrap().0);
     let err = client.recv().await.unwrap_err();
     assert!(!err.is_closed_ok());
     assert_eq!(err.connection_closed().map(|c| c.code()), Some(CloseCode::ABNORMAL));
     assert!(err.is_retryable());
+}
+
+/// Dropping the socket ends the connection for senders left behind: the peer gets 1001, the
+/// senders the closure, and `closed()` resolves.
+#[tokio::test]
+async fn dropping_the_socket_closes_with_1001_for_senders_left_behind() {
+    let (client, server) = tcp_pair(quiet(), quiet()).await;
+    let sender = server.sender();
+    let weak = sender.downgrade();
+    drop(server);
+    assert!(sender.is_closed());
+    let closed = sender.closed().await;
+    assert_eq!(closed.sent.map(|f| f.code()), Some(CloseCode::GOING_AWAY));
+    assert!(sender.send(Message::text("late")).await.is_err());
+    let err = client.recv().await.unwrap_err();
+    assert_eq!(err.connection_closed().map(|c| c.code()), Some(CloseCode::GOING_AWAY));
+    // Split halves own it together: the connection lives while either does.
+    let (client, server) = tcp_pair(quiet(), quiet()).await;
+    let (read, write) = server.split();
+    drop(read);
+    write.send(Message::text("still open")).await.unwrap();
+    assert_eq!(client.recv().await.unwrap(), Message::text("still open"));
+    drop(write);
+    let err = client.recv().await.unwrap_err();
+    assert_eq!(err.connection_closed().map(|c| c.code()), Some(CloseCode::GOING_AWAY));
+    drop(sender);
+    assert!(weak.upgrade().is_none());
 }
 
 #[tokio::test]

@@ -60,6 +60,22 @@ impl Connection {
         }
     }
 
+    /// Tells the connection that its owner has stopped reading for now (its queue of received
+    /// messages is full and nobody takes them). The peer may well have answered our ping, or be
+    /// sending, with its bytes unread in the transport: the deadlines that wait on its data (the
+    /// pong deadline, the idle limit) start again from `now` rather than fail a peer that is
+    /// not at fault. The outstanding ping is forgotten (its pong, when read, is unsolicited);
+    /// keepalive pings go on being sent. Call it before [`Connection::handle_timeout`] on every
+    /// wake-up while reading is held back.
+    pub fn hold_input(&mut self, now: Instant) {
+        self.now = now;
+        if self.state != State::Open {
+            return;
+        }
+        self.ping_outstanding = None;
+        self.last_activity = now;
+    }
+
     /// The next instant at which [`Connection::handle_timeout`] has work to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == State::Closed {

@@ -671,6 +671,28 @@ mod timers {
         }
     }
 
+    /// While the owner holds input back, neither a missing pong nor silence fails the peer;
+    /// once it reads again, the deadlines apply from the last hold.
+    #[test]
+    fn held_input_suspends_the_pong_and_idle_deadlines() {
+        let mut h =
+            Harness::server_with(keepalive().with_idle_timeout(Some(Duration::from_secs(30))));
+        h.advance(Duration::from_secs(20));
+        assert_eq!(h.sent_frames()[0].header.opcode, OpCode::Ping);
+        for _ in 0..12 {
+            h.advance(Duration::from_secs(4));
+            h.conn.hold_input(h.now);
+            h.conn.handle_timeout(h.now);
+            assert_eq!(h.conn.state(), State::Open);
+        }
+        // Pings went on being sent meanwhile.
+        assert!(h.sent_frames().iter().any(|f| f.header.opcode == OpCode::Ping));
+        // Reading again: the next ping's pong deadline applies as before.
+        h.advance(Duration::from_secs(20));
+        h.advance(Duration::from_secs(5));
+        h.assert_failed_with(CloseCode::INTERNAL_ERROR);
+    }
+
     #[test]
     fn idle_timeout_closes_with_1001() {
         let mut h = Harness::server_with(

@@ -313,6 +313,35 @@ async fn connection_limits_total_and_per_ip() {
     assert!(opened, "the slot is released after close");
 }
 
+/// A refused connection counts against the limit until its refusal is written and the server
+/// lets go of it, not only until the decision.
+#[tokio::test]
+async fn a_refused_connection_counts_until_its_refusal_is_done() {
+    let server = start(Server::builder().route("/echo", echo).with_max_connections(1)).await;
+    let addr = server.local_addr();
+    let mut refused = TcpStream::connect(addr).await.unwrap();
+    refused
+        .write_all(b"GET /nope HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    refused.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 404");
+    // The server is still draining the refused connection (its client has not closed).
+    let (status, _, _) = connect(addr, "/echo", &[], &[]).await.refused();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    drop(refused);
+    let mut opened = false;
+    for _ in 0..50 {
+        if let Answer::Open(..) = connect(addr, "/echo", &[], &[]).await {
+            opened = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(opened, "the slot is released once the refused client is gone");
+}
+
 #[tokio::test]
 async fn slowloris_gets_408_after_the_handshake_timeout() {
     let server =
