@@ -33,7 +33,7 @@ use palisade::error::{
     TimeoutPhase, TransportError, UriProblem,
 };
 use palisade::http::{HeaderMap, HeaderValue, StatusCode, header};
-use palisade::proto::{Config, Connection, FrameHeader, Message, OpCode};
+use palisade::proto::{Connection, FrameHeader, Message, OpCode, ProtocolConfig};
 use palisade::{Category, CloseCode, CloseFrame, Error};
 
 type BoxError = Box<dyn std::error::Error>;
@@ -713,7 +713,7 @@ fn oversized_frame_header() -> Vec<u8> {
 
 /// The error a fresh server core reports when a client sends `bytes`.
 fn peer_sends(bytes: &[u8]) -> Result<Error, BoxError> {
-    let mut server = Connection::server(Config::default(), Instant::now());
+    let mut server = Connection::server(ProtocolConfig::default(), Instant::now());
     server.handle_bytes(bytes);
     match server.poll_event() {
         Some(Err(err)) => Ok(err),
@@ -723,7 +723,7 @@ fn peer_sends(bytes: &[u8]) -> Result<Error, BoxError> {
 
 /// The error the core returns for a message sent after our close frame.
 fn send_after_close() -> Result<Error, BoxError> {
-    let mut server = Connection::server(Config::default(), Instant::now());
+    let mut server = Connection::server(ProtocolConfig::default(), Instant::now());
     server.close(CloseFrame::normal())?;
     match server.send(&Message::text("too late")) {
         Err(err) => Ok(err),
@@ -737,7 +737,7 @@ fn send_after_close() -> Result<Error, BoxError> {
 // ANCHOR: protocol
 /// A client sends an unmasked frame to palisade's sans-I/O server core.
 fn peer_breaks_the_protocol() -> Result<(), BoxError> {
-    let mut server = Connection::server(Config::default(), Instant::now());
+    let mut server = Connection::server(ProtocolConfig::default(), Instant::now());
     server.handle_bytes(&unmasked_text_frame());
 
     // The failure is reported once, as itself, and it names the close code it sent.

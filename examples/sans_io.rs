@@ -29,7 +29,7 @@ use palisade::proto::handshake::{
     write_response,
 };
 use palisade::proto::mask::apply_mask;
-use palisade::proto::{Config, Connection, Event, Message};
+use palisade::proto::{Connection, Event, Message, ProtocolConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("== the opening handshake");
@@ -48,8 +48,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         state ^= state << 5;
         state.to_le_bytes()
     };
-    let mut client = Connection::client(Config::default(), masks, now);
-    let mut server = Connection::server(Config::default(), now);
+    let mut client = Connection::client(ProtocolConfig::default(), masks, now);
+    let mut server = Connection::server(ProtocolConfig::default(), now);
     // ANCHOR_END: connections
 
     // ANCHOR: messages
@@ -159,7 +159,7 @@ fn close_handshake(
 // ANCHOR: violation
 /// Feeds `bytes` to a fresh server connection and shows how it fails.
 fn violation(what: &str, bytes: &[u8]) {
-    let mut server = Connection::server(Config::default(), Instant::now());
+    let mut server = Connection::server(ProtocolConfig::default(), Instant::now());
     server.handle_bytes(bytes);
     match server.poll_event() {
         Some(Err(err)) => println!("  {what}: {err} → close code {}", code(&err)),
@@ -181,7 +181,7 @@ fn violation(what: &str, bytes: &[u8]) {
 fn keepalive() -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR: time
     let t0 = Instant::now();
-    let mut server = Connection::server(Config::default(), t0);
+    let mut server = Connection::server(ProtocolConfig::default(), t0);
     let wake = server.poll_timeout().ok_or("keepalive is on by default")?;
     println!("  first timer at +{:?}", wake - t0);
     server.handle_timeout(wake);

@@ -5,7 +5,7 @@ use std::time::Instant;
 use palisade_proto::error::{CloseCode, CloseFrame, State};
 use palisade_proto::frame::{FrameHeader, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, OpCode};
 use palisade_proto::mask::apply_mask;
-use palisade_proto::{Config, Connection, Event, Message, Role};
+use palisade_proto::{Connection, Event, Message, ProtocolConfig, Role};
 
 /// Size limits small enough for libFuzzer's inputs (4 KiB by default) to cross, including the
 /// edges of the 7-bit and 16-bit length forms; chosen by three bits of the first input byte.
@@ -40,7 +40,7 @@ impl Setup {
     }
 
     fn connection(&self) -> Connection {
-        let config = Config::default()
+        let config = ProtocolConfig::default()
             .with_keepalive(None, None)
             .with_max_frame_size(self.max_frame)
             .with_max_message_size(self.max_message);

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use palisade_error::CloseCode;
-use palisade_proto::connection::Config as ProtoConfig;
+use palisade_proto::connection::ProtocolConfig;
 
 /// Settings of a [`crate::WebSocket`]. Every limit has a safe default; see each field.
 #[derive(Clone, Debug)]
@@ -11,7 +11,7 @@ use palisade_proto::connection::Config as ProtoConfig;
 pub struct Config {
     /// The protocol core's settings: message and frame size limits (1 MiB), keepalive (ping
     /// every 20 s, fail after 20 s without pong), close timeout (10 s), idle timeout (off).
-    pub protocol: ProtoConfig,
+    pub protocol: ProtocolConfig,
     /// `send` waits once this many bytes are queued for a peer that reads slower than we
     /// write, and `try_send` fails. Default 64 KiB.
     pub write_high_water: usize,
@@ -35,7 +35,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            protocol: ProtoConfig::default(),
+            protocol: ProtocolConfig::default(),
             write_high_water: 64 * 1024,
             write_low_water: 16 * 1024,
             write_timeout: Some(Duration::from_secs(30)),

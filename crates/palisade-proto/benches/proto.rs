@@ -164,7 +164,7 @@ fn bench_frames(c: &mut Criterion) {
         group.throughput(Throughput::Elements(count as u64));
         group.bench_with_input(BenchmarkId::new("palisade", size), &wire, |b, wire| {
             b.iter(|| {
-                let config = palisade_proto::Config::default()
+                let config = palisade_proto::ProtocolConfig::default()
                     .with_keepalive(None, None)
                     .with_max_message_size(1 << 24)
                     .with_max_frame_size(1 << 24);
@@ -225,7 +225,7 @@ fn bench_encode(c: &mut Criterion) {
 
             let message = palisade_proto::Message::text(text.as_str());
             group.bench_function(BenchmarkId::new("palisade", &row), |b| {
-                let config = palisade_proto::Config::default()
+                let config = palisade_proto::ProtocolConfig::default()
                     .with_keepalive(None, None)
                     .with_max_message_size(1 << 24)
                     .with_max_frame_size(1 << 24);

@@ -46,7 +46,7 @@ const COALESCE_MAX: usize = 4096;
 /// Settings of a [`Connection`]. Every limit has a safe default.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
-pub struct Config {
+pub struct ProtocolConfig {
     /// The largest message accepted, after reassembly and decompression. Default 1 MiB.
     /// Crossing it fails the connection with 1009 (RFC 6455 §7.4.1).
     pub max_message_size: usize,
@@ -65,7 +65,7 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
 }
 
-impl Default for Config {
+impl Default for ProtocolConfig {
     fn default() -> Self {
         Self {
             max_message_size: 1 << 20,
@@ -78,33 +78,33 @@ impl Default for Config {
     }
 }
 
-impl Config {
-    /// Sets [`Config::max_message_size`].
+impl ProtocolConfig {
+    /// Sets [`ProtocolConfig::max_message_size`].
     pub fn with_max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
         self
     }
 
-    /// Sets [`Config::max_frame_size`].
+    /// Sets [`ProtocolConfig::max_frame_size`].
     pub fn with_max_frame_size(mut self, bytes: usize) -> Self {
         self.max_frame_size = bytes;
         self
     }
 
-    /// Sets [`Config::ping_interval`] and [`Config::ping_timeout`].
+    /// Sets [`ProtocolConfig::ping_interval`] and [`ProtocolConfig::ping_timeout`].
     pub fn with_keepalive(mut self, interval: Option<Duration>, timeout: Option<Duration>) -> Self {
         self.ping_interval = interval;
         self.ping_timeout = timeout;
         self
     }
 
-    /// Sets [`Config::close_timeout`].
+    /// Sets [`ProtocolConfig::close_timeout`].
     pub fn with_close_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.close_timeout = timeout;
         self
     }
 
-    /// Sets [`Config::idle_timeout`].
+    /// Sets [`ProtocolConfig::idle_timeout`].
     pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
@@ -188,7 +188,7 @@ struct InMessage {
 /// The sans-I/O WebSocket connection. See the [module documentation](self) for the call order.
 pub struct Connection {
     role: Role,
-    config: Config,
+    config: ProtocolConfig,
     state: State,
     masks: Option<Box<dyn MaskSource>>,
     extension: Option<Box<dyn Extension>>,
@@ -236,16 +236,21 @@ impl fmt::Debug for Connection {
 
 impl Connection {
     /// A server-side connection, open, at time `now`.
-    pub fn server(config: Config, now: Instant) -> Self {
+    pub fn server(config: ProtocolConfig, now: Instant) -> Self {
         Self::new(Role::Server, config, None, now)
     }
 
     /// A client-side connection, open, at time `now`, masking with keys from `masks`.
-    pub fn client(config: Config, masks: impl MaskSource + 'static, now: Instant) -> Self {
+    pub fn client(config: ProtocolConfig, masks: impl MaskSource + 'static, now: Instant) -> Self {
         Self::new(Role::Client, config, Some(Box::new(masks)), now)
     }
 
-    fn new(role: Role, config: Config, masks: Option<Box<dyn MaskSource>>, now: Instant) -> Self {
+    fn new(
+        role: Role,
+        config: ProtocolConfig,
+        masks: Option<Box<dyn MaskSource>>,
+        now: Instant,
+    ) -> Self {
         let next_ping = config.ping_interval.map(|i| now + i);
         Self {
             role,
@@ -289,7 +294,7 @@ impl Connection {
     }
 
     /// The settings.
-    pub fn config(&self) -> &Config {
+    pub fn config(&self) -> &ProtocolConfig {
         &self.config
     }
 

@@ -32,7 +32,7 @@ pub mod mask;
 pub mod message;
 pub mod utf8;
 
-pub use connection::{Config, Connection, Event, Extension, MaskSource};
+pub use connection::{Connection, Event, Extension, MaskSource, ProtocolConfig};
 pub use frame::{FrameHeader, OpCode};
 pub use message::{Message, Utf8Bytes};
 pub use palisade_error as error;

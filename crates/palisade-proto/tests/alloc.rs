@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use flate2::{Compress, Compression, FlushCompress};
 use palisade_proto::Role;
-use palisade_proto::connection::{Config, Connection, Event};
+use palisade_proto::connection::{Connection, Event, ProtocolConfig};
 use palisade_proto::deflate::{Deflate, DeflateConfig, DeflateParams};
 use palisade_proto::mask::apply_mask;
 use palisade_proto::message::Message;
@@ -41,7 +41,7 @@ fn reading_small_messages_allocates_nothing_per_message() {
             [1, 2, 3, (i % 251) as u8],
         ));
     }
-    let mut conn = Connection::server(Config::default(), Instant::now());
+    let mut conn = Connection::server(ProtocolConfig::default(), Instant::now());
     conn.read_buffer().reserve(wire.len());
     // Warm up: the first message promotes the read buffer to a shared one (one allocation).
     let first = 2 + 4 + "message 00000".len();
@@ -84,7 +84,7 @@ fn deflate_bomb_heap_stays_near_the_limit() {
     let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
     let _profiler = dhat::Profiler::builder().testing().build();
     let mut conn =
-        Connection::server(Config::default().with_max_message_size(LIMIT), Instant::now());
+        Connection::server(ProtocolConfig::default().with_max_message_size(LIMIT), Instant::now());
     conn.set_extension(Box::new(Deflate::new(
         Role::Server,
         DeflateParams::default(),

@@ -265,7 +265,7 @@ impl ServerBuilder {
     /// secrets next to attacker-chosen text in one context leaks them (CRIME). Browsers offer
     /// it; turn it on for text-heavy traffic, with [`DeflateConfig::lean`] for many mostly
     /// idle connections. Inflated messages are held to
-    /// [`palisade_proto::Config::max_message_size`], so a decompression bomb fails with 1009.
+    /// [`palisade_proto::ProtocolConfig::max_message_size`], so a decompression bomb fails with 1009.
     pub fn with_compression(mut self, config: DeflateConfig) -> Self {
         self.compression = Some(config);
         self

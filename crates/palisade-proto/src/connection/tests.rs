@@ -49,7 +49,7 @@ impl Extension for Reverse {
 
 fn pair() -> (Connection, Connection) {
     let now = Instant::now();
-    let config = Config::default().with_keepalive(None, None).with_max_message_size(64);
+    let config = ProtocolConfig::default().with_keepalive(None, None).with_max_message_size(64);
     let mut client = Connection::client(config.clone(), || [1, 2, 3, 4], now);
     let mut server = Connection::server(config, now);
     client.set_extension(Box::new(Reverse));
@@ -118,7 +118,7 @@ fn compression_bit_on_control_or_continuation_fails() {
 #[test]
 fn small_frames_coalesce_into_one_chunk_large_ones_are_not_copied() {
     let now = Instant::now();
-    let mut server = Connection::server(Config::default(), now);
+    let mut server = Connection::server(ProtocolConfig::default(), now);
     for _ in 0..10 {
         server.send(&Message::text("small")).unwrap();
     }
@@ -138,7 +138,7 @@ fn small_frames_coalesce_into_one_chunk_large_ones_are_not_copied() {
 #[test]
 fn shrink_releases_idle_buffers() {
     let now = Instant::now();
-    let mut server = Connection::server(Config::default(), now);
+    let mut server = Connection::server(ProtocolConfig::default(), now);
     server.read_buffer().reserve(64 * 1024);
     server.send(&Message::text("x")).unwrap();
     while server.poll_transmit().is_some() {}

@@ -9,7 +9,7 @@ use palisade_error::{CloseCode, Error, NegotiationError, ProtocolError};
 
 use super::*;
 use crate::Role;
-use crate::connection::{Config, Connection, Event, Extension};
+use crate::connection::{Connection, Event, Extension, ProtocolConfig};
 use crate::handshake::{ExtensionOffer, parse_extensions};
 use crate::message::Message;
 
@@ -376,7 +376,7 @@ fn pair_with(
     max_message: usize,
 ) -> (Connection, Connection) {
     let now = Instant::now();
-    let conn = Config::default()
+    let conn = ProtocolConfig::default()
         .with_keepalive(None, None)
         .with_max_message_size(max_message)
         .with_max_frame_size(max_message.max(1 << 20));

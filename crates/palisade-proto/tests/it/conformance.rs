@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use palisade_proto::connection::{Config, Event};
+use palisade_proto::connection::{Event, ProtocolConfig};
 use palisade_proto::error::{
     CloseCode, CloseFrame, Error, PayloadTooBig, ProtocolError, SizeLimit, State,
 };
@@ -436,7 +436,7 @@ mod close {
     #[test]
     fn client_gives_up_waiting_for_tcp_close_after_the_timeout() {
         let mut c = Harness::client_with(
-            Config::default()
+            ProtocolConfig::default()
                 .with_keepalive(None, None)
                 .with_close_timeout(Some(Duration::from_secs(3))),
         );
@@ -474,7 +474,7 @@ mod close {
     #[test]
     fn close_timeout_when_peer_never_replies() {
         let mut h = Harness::server_with(
-            Config::default()
+            ProtocolConfig::default()
                 .with_keepalive(None, None)
                 .with_close_timeout(Some(Duration::from_secs(10))),
         );
@@ -595,7 +595,8 @@ mod limits {
 
     #[test]
     fn message_limit_counts_all_fragments() {
-        let config = Config::default().with_keepalive(None, None).with_max_message_size(1000);
+        let config =
+            ProtocolConfig::default().with_keepalive(None, None).with_max_message_size(1000);
         for mut h in [Harness::server_with(config.clone()), Harness::client_with(config.clone())] {
             h.send_frame(false, 0x2, &[0; 600]);
             h.send_frame(false, 0x0, &[0; 400]);
@@ -610,7 +611,8 @@ mod limits {
 
     #[test]
     fn message_exactly_at_the_limit_is_delivered() {
-        let config = Config::default().with_keepalive(None, None).with_max_message_size(1000);
+        let config =
+            ProtocolConfig::default().with_keepalive(None, None).with_max_message_size(1000);
         let mut h = Harness::server_with(config);
         h.send_frame(true, 0x2, &[9; 1000]);
         assert_eq!(h.ok_events(), vec![Event::Message(Message::binary(vec![9u8; 1000]))]);
@@ -618,7 +620,7 @@ mod limits {
 
     #[test]
     fn frame_limit_is_separate_from_message_limit() {
-        let config = Config::default()
+        let config = ProtocolConfig::default()
             .with_keepalive(None, None)
             .with_max_frame_size(100)
             .with_max_message_size(1000);
@@ -635,8 +637,8 @@ mod limits {
 mod timers {
     use super::*;
 
-    fn keepalive() -> Config {
-        Config::default()
+    fn keepalive() -> ProtocolConfig {
+        ProtocolConfig::default()
             .with_keepalive(Some(Duration::from_secs(20)), Some(Duration::from_secs(5)))
     }
 
@@ -696,7 +698,7 @@ mod timers {
     #[test]
     fn idle_timeout_closes_with_1001() {
         let mut h = Harness::server_with(
-            Config::default()
+            ProtocolConfig::default()
                 .with_keepalive(None, None)
                 .with_idle_timeout(Some(Duration::from_secs(60))),
         );

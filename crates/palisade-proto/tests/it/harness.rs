@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use palisade_proto::connection::{Config, Connection, Event};
+use palisade_proto::connection::{Connection, Event, ProtocolConfig};
 use palisade_proto::error::{CloseCode, Error, State};
 use palisade_proto::frame::{FrameHeader, OpCode};
 use palisade_proto::mask::apply_mask;
@@ -51,19 +51,19 @@ impl Sent {
 impl Harness {
     /// A server connection, with keepalive off unless the test turns it on.
     pub(crate) fn server() -> Self {
-        Self::server_with(Config::default().with_keepalive(None, None))
+        Self::server_with(ProtocolConfig::default().with_keepalive(None, None))
     }
 
-    pub(crate) fn server_with(config: Config) -> Self {
+    pub(crate) fn server_with(config: ProtocolConfig) -> Self {
         let start = Instant::now();
         Self::new(Connection::server(config, start), start)
     }
 
     pub(crate) fn client() -> Self {
-        Self::client_with(Config::default().with_keepalive(None, None))
+        Self::client_with(ProtocolConfig::default().with_keepalive(None, None))
     }
 
-    pub(crate) fn client_with(config: Config) -> Self {
+    pub(crate) fn client_with(config: ProtocolConfig) -> Self {
         let start = Instant::now();
         Self::new(Connection::client(config, seeded_masks(7), start), start)
     }

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use palisade_proto::connection::{Config, Connection, Event};
+use palisade_proto::connection::{Connection, Event, ProtocolConfig};
 use palisade_proto::message::Message;
 use proptest::prelude::*;
 
@@ -46,7 +46,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..12),
     ) {
         let now = Instant::now();
-        let config = Config::default().with_keepalive(None, None);
+        let config = ProtocolConfig::default().with_keepalive(None, None);
         let mut client = Connection::client(config.clone(), seeded_masks(3), now);
         let mut server = Connection::server(config, now);
         for m in &to_server {
@@ -69,7 +69,7 @@ proptest! {
         server: bool,
     ) {
         let now = Instant::now();
-        let config = Config::default().with_max_message_size(4096).with_max_frame_size(4096);
+        let config = ProtocolConfig::default().with_max_message_size(4096).with_max_frame_size(4096);
         let mut conn = if server {
             Connection::server(config, now)
         } else {
