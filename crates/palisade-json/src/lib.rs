@@ -59,11 +59,18 @@
 
 mod code;
 mod limits;
+#[cfg(feature = "conn")]
+mod socket;
 mod validate;
 pub mod wire;
 
 pub use code::{AppCode, ErrorCode, ErrorReply, InvalidCode, Outcome, ReplyError, StrikeClass};
 pub use limits::Limits;
+#[cfg(feature = "conn")]
+pub use socket::{
+    Incoming, JsonConfig, JsonSender, JsonSocket, Request, RequestError, Responder, SendError,
+    StrikePolicy, request_many, while_receiving,
+};
 pub use validate::{Invalid, Validate, Violation};
 pub use wire::{Codec, EncodeError, MAX_ID};
 

@@ -98,7 +98,7 @@ impl Refused {
         self
     }
 
-    fn unanswered(mut self, unanswered: bool) -> Self {
+    pub(crate) fn unanswered(mut self, unanswered: bool) -> Self {
         self.answer = !unanswered;
         self
     }
@@ -143,6 +143,13 @@ pub struct EncodeError {
     format: &'static str,
     #[source]
     source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl EncodeError {
+    #[cfg(feature = "conn")]
+    pub(crate) fn json(source: serde_json::Error) -> Self {
+        Self { format: Codec::Json.name(), source: Box::new(source) }
+    }
 }
 
 /// Checks a frame against the limits and the envelope of wire format v1.
