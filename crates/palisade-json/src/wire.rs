@@ -317,9 +317,7 @@ pub fn decode_message<M: DeserializeOwned>(event: String, data: Value) -> Result
         if on_event {
             ErrorReply::generic(ErrorCode::UnknownEvent)
         } else {
-            let path = render_path(path, false);
-            ErrorReply::with_code(ErrorCode::InvalidPayload, sanitize(&e.inner().to_string()))
-                .with_path(path)
+            payload_error(path, &e.inner().to_string(), false)
         }
     })
 }
@@ -327,19 +325,34 @@ pub fn decode_message<M: DeserializeOwned>(event: String, data: Value) -> Result
 /// Decodes the `data` of a reply (or any value) into `T`, with the same path and message
 /// rules as [`decode_message`].
 pub fn decode_data<T: DeserializeOwned>(data: Value) -> Result<T, ErrorReply> {
-    serde_path_to_error::deserialize(data).map_err(|e| {
-        ErrorReply::with_code(ErrorCode::InvalidPayload, sanitize(&e.inner().to_string()))
-            .with_path(render_path(e.path(), true))
-    })
+    serde_path_to_error::deserialize(data)
+        .map_err(|e| payload_error(e.path(), &e.inner().to_string(), true))
 }
 
-/// `data.a[0].b`, from serde_path_to_error's segments. Keys that are not short identifiers
-/// are the peer's own map keys, not field names of ours: they are shown as `?`.
-fn render_path(path: &serde_path_to_error::Path, prefix: bool) -> String {
+/// `invalid_payload` with serde's message cleaned and the path rendered.
+fn payload_error(path: &serde_path_to_error::Path, message: &str, prefix: bool) -> ErrorReply {
+    let segments: Vec<_> = path.iter().collect();
+    // An unknown field's path ends in the field's name, which is the peer's: the path names
+    // the object that has it instead.
+    let keep = if message.starts_with("unknown field ") {
+        segments.len().saturating_sub(1)
+    } else {
+        segments.len()
+    };
+    ErrorReply::with_code(ErrorCode::InvalidPayload, sanitize(message))
+        .with_path(render_path(&segments[..keep], prefix))
+}
+
+/// `data.a[0].b`, from serde_path_to_error's segments. serde reports struct fields and map
+/// keys alike; keys that are not short identifiers cannot be field names of ours, so they
+/// are the peer's map keys and show as `?`. (A map key of the peer's that looks like an
+/// identifier is shown: telling it from a field would take a deserializer that watches
+/// `deserialize_struct`'s field lists.)
+fn render_path(segments: &[&serde_path_to_error::Segment], prefix: bool) -> String {
     use serde_path_to_error::Segment;
 
     let mut out = String::from(if prefix { "data" } else { "" });
-    for segment in path.iter() {
+    for segment in segments {
         match segment {
             Segment::Seq { index } => {
                 let _ = write!(out, "[{index}]");

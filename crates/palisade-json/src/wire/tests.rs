@@ -271,3 +271,21 @@ mod msgpack {
         assert_eq!(d(&text("{}"), &limits), ErrorCode::UnsupportedData);
     }
 }
+
+#[test]
+fn an_unknown_field_is_located_at_its_object_not_named() {
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        #[serde(rename = "a")]
+        _a: u8,
+    }
+    #[derive(Debug, Deserialize)]
+    struct Outer {
+        #[serde(rename = "inner")]
+        _inner: Strict,
+    }
+    let e = decode_data::<Outer>(json!({"inner": {"a": 1, "sk_live_x": 2}})).unwrap_err();
+    assert_eq!(e.path(), Some("data.inner"));
+    assert_eq!(e.message(), "unknown field, expected `a`");
+}
