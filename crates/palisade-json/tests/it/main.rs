@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+mod bare;
 mod errors;
 #[cfg(feature = "msgpack")]
 mod msgpack;
