@@ -38,7 +38,7 @@
 //!   receiving.
 //! - **Nothing the peer sent is echoed**: not in error replies, not in close reasons, not in
 //!   log lines. Error messages name our fields and types, never the peer's values; map keys
-//!   of the peer's that are not plain identifiers show as `?` in paths.
+//!   of the peer's show as `?` in paths (a path names only fields of the application's structs).
 //! - **Limits come before parsing**: the size first, then the nesting depth by a linear byte
 //!   scan without recursion, then the parser.
 //! - **Errors are never answered with errors**, so two endpoints cannot ping-pong.
@@ -59,6 +59,7 @@
 
 mod code;
 mod limits;
+mod probe;
 #[cfg(feature = "conn")]
 mod socket;
 mod validate;

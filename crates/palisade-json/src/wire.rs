@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use crate::code::{ErrorCode, ErrorReply};
 use crate::limits::{Limits, json_deeper_than};
+use crate::probe::{Fields, Probe};
 
 /// The largest id a request may carry: 2^53 − 1, the largest integer JavaScript represents
 /// exactly.
@@ -304,9 +305,11 @@ fn parse_id(id: &Value) -> Option<u64> {
 /// `invalid_payload` with the path of the field (`data.text`) and serde's message stripped of
 /// the peer's values.
 pub fn decode_message<M: DeserializeOwned>(event: String, data: Value) -> Result<M, ErrorReply> {
+    let event = Value::String(event);
+    let fields = Fields::default();
     // The tag first: serde's adjacently tagged enums then decode `data` in place (keeping the
     // path) instead of buffering it.
-    let entries = [("event", Value::String(event)), ("data", data)];
+    let entries = [("event", Probe::new(&event, &fields)), ("data", Probe::new(&data, &fields))];
     let de = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(entries.into_iter());
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path();
@@ -317,7 +320,8 @@ pub fn decode_message<M: DeserializeOwned>(event: String, data: Value) -> Result
         if on_event {
             ErrorReply::generic(ErrorCode::UnknownEvent)
         } else {
-            payload_error(path, &e.inner().to_string(), false)
+            // The first segment is our own `data` key.
+            payload_error(path, &e.inner().to_string(), &data, &fields, false)
         }
     })
 }
@@ -325,12 +329,19 @@ pub fn decode_message<M: DeserializeOwned>(event: String, data: Value) -> Result
 /// Decodes the `data` of a reply (or any value) into `T`, with the same path and message
 /// rules as [`decode_message`].
 pub fn decode_data<T: DeserializeOwned>(data: Value) -> Result<T, ErrorReply> {
-    serde_path_to_error::deserialize(data)
-        .map_err(|e| payload_error(e.path(), &e.inner().to_string(), true))
+    let fields = Fields::default();
+    serde_path_to_error::deserialize(Probe::new(&data, &fields))
+        .map_err(|e| payload_error(e.path(), &e.inner().to_string(), &data, &fields, true))
 }
 
 /// `invalid_payload` with serde's message cleaned and the path rendered.
-fn payload_error(path: &serde_path_to_error::Path, message: &str, prefix: bool) -> ErrorReply {
+fn payload_error(
+    path: &serde_path_to_error::Path,
+    message: &str,
+    data: &Value,
+    fields: &Fields,
+    prefix: bool,
+) -> ErrorReply {
     let segments: Vec<_> = path.iter().collect();
     // An unknown field's path ends in the field's name, which is the peer's: the path names
     // the object that has it instead.
@@ -339,42 +350,61 @@ fn payload_error(path: &serde_path_to_error::Path, message: &str, prefix: bool) 
     } else {
         segments.len()
     };
-    ErrorReply::with_code(ErrorCode::InvalidPayload, sanitize(message))
-        .with_path(render_path(&segments[..keep], prefix))
+    ErrorReply::with_code(ErrorCode::InvalidPayload, sanitize(message)).with_path(render_path(
+        &segments[..keep],
+        data,
+        fields,
+        prefix,
+    ))
 }
 
-/// `data.a[0].b`, from serde_path_to_error's segments. serde reports struct fields and map
-/// keys alike; keys that are not short identifiers cannot be field names of ours, so they
-/// are the peer's map keys and show as `?`. (A map key of the peer's that looks like an
-/// identifier is shown: telling it from a field would take a deserializer that watches
-/// `deserialize_struct`'s field lists.)
-fn render_path(segments: &[&serde_path_to_error::Segment], prefix: bool) -> String {
+/// `data.a[0].b`, from serde_path_to_error's segments, walked along `data`. serde reports
+/// struct fields and map keys alike: a key shows only when its object was read as a struct
+/// (it is one of our field names); the peer's map keys show as `?`. Without `prefix`, the
+/// first segment is the `data` key of [`decode_message`]'s envelope map.
+fn render_path(
+    segments: &[&serde_path_to_error::Segment],
+    data: &Value,
+    fields: &Fields,
+    prefix: bool,
+) -> String {
     use serde_path_to_error::Segment;
 
-    let mut out = String::from(if prefix { "data" } else { "" });
+    let (mut out, segments) = match (prefix, segments.split_first()) {
+        (true, _) => ("data".to_owned(), segments),
+        (false, Some((_data, rest))) => ("data".to_owned(), rest),
+        (false, None) => return "data".to_owned(),
+    };
+    let mut at = Some(data);
     for segment in segments {
-        match segment {
+        let name = match segment {
             Segment::Seq { index } => {
                 let _ = write!(out, "[{index}]");
+                at = at.and_then(|v| v.get(index));
+                continue;
             }
-            Segment::Map { key } | Segment::Enum { variant: key } => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                let plain = key.len() <= 64
-                    && !key.is_empty()
-                    && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                out.push_str(if plain { key } else { "?" });
+            Segment::Map { key } => {
+                let object = at.and_then(Value::as_object);
+                at = object.and_then(|o| o.get(key));
+                if object.is_some_and(|o| fields.named(o)) { key.as_str() } else { "?" }
+            }
+            Segment::Enum { variant } => {
+                at = at.and_then(Value::as_object).and_then(|o| o.get(variant));
+                // A variant that was recognized: one of ours, unless it does not look like a
+                // name.
+                let plain = variant.len() <= 64
+                    && variant.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                if plain { variant.as_str() } else { "?" }
             }
             Segment::Unknown => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push('?');
+                at = None;
+                "?"
             }
-        }
+        };
+        out.push('.');
+        out.push_str(name);
     }
-    if out.is_empty() { "data".to_owned() } else { out }
+    out
 }
 
 /// serde's messages, keeping what they say about our types and dropping what they quote of

@@ -289,3 +289,16 @@ fn an_unknown_field_is_located_at_its_object_not_named() {
     assert_eq!(e.path(), Some("data.inner"));
     assert_eq!(e.message(), "unknown field, expected `a`");
 }
+
+#[test]
+fn map_keys_of_the_peer_are_hidden_even_when_they_look_like_names() {
+    #[derive(Debug, Deserialize)]
+    struct Profile {
+        #[serde(rename = "attrs")]
+        _attrs: HashMap<String, u8>,
+    }
+    let e = decode_data::<Profile>(json!({"attrs": {"sk_live_x": "y"}})).unwrap_err();
+    assert_eq!(e.path(), Some("data.attrs.?"));
+    let e = decode_data::<Vec<Profile>>(json!([{"attrs": {}}, {"attrs": {"a": -1}}])).unwrap_err();
+    assert_eq!(e.path(), Some("data[1].attrs.?"));
+}
