@@ -30,6 +30,51 @@
 //! - Feature `msgpack`: the same envelope as a MessagePack map in binary frames
 //!   ([`Codec::MessagePack`]).
 //!
+//! ## Example
+//!
+//! A server handler: bad frames never reach it, requests are answered once.
+//!
+//! ```no_run
+//! # #[cfg(feature = "conn")]
+//! # mod example {
+//! use palisade_conn::WebSocket;
+//! use palisade_json::{AppCode, ErrorReply, Incoming, JsonSocket, Request};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! #[serde(tag = "event", content = "data", rename_all = "snake_case")]
+//! enum Chat {
+//!     Send { room: String, text: String },
+//!     Join { room: String },
+//! }
+//!
+//! async fn chat(ws: WebSocket) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+//!     let mut socket = JsonSocket::new(ws);
+//!     loop {
+//!         match socket.recv::<Chat>().await? {
+//!             Incoming::Event(Chat::Send { room, text }) => {
+//!                 socket.emit("said", &serde_json::json!({ "room": room, "text": text })).await?
+//!             }
+//!             Incoming::Request(Request { message: Chat::Join { room }, responder }) => {
+//!                 if room == "full" {
+//!                     let full = ErrorReply::new(AppCode::new("room_full")?, "the room is full");
+//!                     responder.reply_error(&full).await?;
+//!                 } else {
+//!                     responder.reply(&serde_json::json!({ "joined": room })).await?;
+//!                 }
+//!             }
+//!             // `Send` as a request, `Join` as an event: answered `no_reply` when dropped.
+//!             Incoming::Request(_) | Incoming::Event(_) => {}
+//!         }
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! Replies to requests *we* send ([`JsonSender::request`]) are routed by whichever task
+//! receives: keep calling `recv` meanwhile (a handler's loop does), or wrap the wait in
+//! [`while_receiving`].
+//!
 //! ## Architecture invariants
 //!
 //! - **Bad input never reaches the application.** A frame that is too large, too deep,

@@ -30,6 +30,8 @@ mod errors;
 mod msgpack;
 mod requests;
 mod strikes;
+#[cfg(feature = "garde")]
+mod validated;
 
 /// What clients send the test server.
 #[derive(Debug, Deserialize)]
