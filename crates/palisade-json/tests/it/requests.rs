@@ -163,3 +163,60 @@ async fn request_many_waits_for_one_deadline() {
     assert!(matches!(results[1].1, Err(RequestError::Timeout)));
     assert!(start.elapsed() >= Duration::from_secs(5));
 }
+
+/// A server that answers by hand: a broken reply to the first request, a late one to the
+/// second, and reports every frame it receives.
+async fn hand_made(ws: WebSocket, seen: mpsc::UnboundedSender<Value>) -> Result<(), BoxError> {
+    let raw = Raw(ws);
+    let first = raw.recv().await;
+    seen.send(first.clone())?;
+    let id = &first["id"];
+    raw.send(&format!(r#"{{"reply":{id},"status":"ok","data":1,"x":1}}"#)).await;
+    let second = raw.recv().await;
+    seen.send(second.clone())?;
+    let third = raw.recv().await;
+    seen.send(third.clone())?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    raw.send(&format!(r#"{{"reply":{},"status":"ok","data":"late"}}"#, third["id"])).await;
+    loop {
+        seen.send(raw.recv().await)?;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn broken_and_late_replies_from_a_hand_made_server() {
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let server = Server::builder()
+        .fallback(move |ws: WebSocket| hand_made(ws, tx.clone()))
+        .with_subprotocols([palisade_json::SUBPROTOCOL])
+        .with_config(quiet())
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let mut c = client(server.local_addr()).await;
+    let s = c.sender();
+
+    // A broken reply fails the request it names, and the server is told (with `reply: null`:
+    // the id in a reply is ours, not the server's).
+    let (r, _) = receiving!(&mut c, s.request::<u32, _>("q", &1));
+    assert!(
+        matches!(&r, Err(RequestError::InvalidReply(e)) if *e.code() == ErrorCode::InvalidEnvelope),
+        "{r:?}"
+    );
+    assert_eq!(seen.recv().await.unwrap()["id"], 0);
+    let told = seen.recv().await.unwrap();
+    assert_eq!(told["reply"], Value::Null);
+    assert_eq!(told["error"]["code"], "invalid_envelope");
+
+    // A reply after the timeout is dropped quietly: no `unknown_reply` goes back, so the next
+    // thing the server sees is our next request.
+    let (r, _) =
+        receiving!(&mut c, s.request_timeout::<String, _>("q", &2, Duration::from_secs(1)));
+    assert!(matches!(r, Err(RequestError::Timeout)), "{r:?}");
+    assert_eq!(seen.recv().await.unwrap()["id"], 1);
+    let ((), got) = receiving!(&mut c, tokio::time::sleep(Duration::from_secs(5)));
+    assert!(got.is_empty());
+    c.emit("after", &()).await.unwrap();
+    assert_eq!(seen.recv().await.unwrap(), serde_json::json!({"event": "after", "data": null}));
+}
