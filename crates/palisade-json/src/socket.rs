@@ -581,7 +581,8 @@ impl JsonSocket {
         &self.ws
     }
 
-    /// The connection underneath, giving up the JSON layer (pending requests fail).
+    /// The connection underneath, giving up the JSON layer. Requests still waiting get no
+    /// reply routed to them any more: they end at their deadline.
     pub fn into_inner(self) -> WebSocket {
         self.ws
     }
