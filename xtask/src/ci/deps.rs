@@ -69,7 +69,14 @@ const RULES: &[Rule] = &[
     Rule { krate: SERVER, uses: &[CONN, PROTO, ERROR], dev_uses: &[], externals: None, never: &[] },
     Rule { krate: CLIENT, uses: &[CONN, PROTO, ERROR], dev_uses: &[], externals: None, never: &[] },
     // `conn` is an optional dependency of `json`: the message types work without a runtime.
-    Rule { krate: JSON, uses: &[PROTO, ERROR, CONN], dev_uses: &[], externals: None, never: &[] },
+    // Its end-to-end tests run a real server and a real client against each other.
+    Rule {
+        krate: JSON,
+        uses: &[PROTO, ERROR, CONN],
+        dev_uses: &[SERVER, CLIENT],
+        externals: None,
+        never: &[],
+    },
     // Generated code names `::palisade::__private::…`, which the UI tests need to compile.
     Rule { krate: MACROS, uses: &[], dev_uses: &[FACADE], externals: None, never: &[] },
     Rule {
