@@ -11,6 +11,9 @@
 //! Compressed runs follow: palisade's echo example uncompressed, with permessage-deflate and with
 //! the lean preset, driven with compressible text ([`COMPRESSION`]).
 //!
+//! Typed JSON runs follow: palisade's `json_echo` example (palisade-json's envelope) beside
+//! the same typed echo written by hand with tokio-tungstenite and serde_json ([`JSON_SERVERS`]).
+//!
 //! `--smoke` (the CI stage `bench-smoke`) runs a few seconds of load and 100 idle connections per
 //! server, checks that every run completed without errors, and writes the chapter to
 //! `target/bench-smoke/` instead of the book. It makes no assertion on any figure.
@@ -44,6 +47,13 @@ const COMPRESSION: [(&str, &[&str], bool); 3] = [
     ("deflate lean", &["--deflate-lean"], true),
 ];
 
+/// The typed JSON echo: palisade's through palisade-json, and the same by hand (parse into a
+/// typed event with serde, answer, keep going on bad input), as (name, binary).
+const JSON_SERVERS: [(&str, &str); 2] = [
+    ("palisade-json", "examples/json_echo"),
+    ("tungstenite + serde_json", "echo-json-tungstenite"),
+];
+
 /// CPU the servers run on; the load generator gets [`LOAD_CPU`].
 const SERVER_CPU: &str = "0";
 const LOAD_CPU: &str = "1";
@@ -59,6 +69,8 @@ struct Matrix {
     /// The cases and idle counts of [`COMPRESSION`].
     compressed: Vec<(u64, u64)>,
     idle_compressed: Vec<u64>,
+    /// (connections, JSON message size) for the typed echo ([`JSON_SERVERS`]).
+    json: Vec<(u64, u64)>,
     warmup: f64,
     duration: f64,
     /// Each load case runs this many times against each server, in rounds; the best run is
@@ -81,6 +93,7 @@ impl Matrix {
                 idle: vec![100],
                 compressed: vec![(4, KIB)],
                 idle_compressed: vec![100],
+                json: vec![(4, 64)],
                 warmup: 0.2,
                 duration: 1.0,
                 rounds: 1,
@@ -93,6 +106,7 @@ impl Matrix {
                 idle: vec![1_000],
                 compressed: vec![(64, KIB)],
                 idle_compressed: vec![1_000],
+                json: vec![(64, 64), (64, KIB)],
                 warmup: 0.5,
                 duration: 2.0,
                 rounds: 1,
@@ -114,6 +128,7 @@ impl Matrix {
                     idle: vec![10_000, 50_000],
                     compressed: vec![(64, KIB), (512, KIB), (64, 16 * KIB), (64, 64 * KIB)],
                     idle_compressed: vec![10_000],
+                    json: vec![(64, 64), (64, KIB), (512, KIB)],
                     warmup: 1.0,
                     duration: 5.0,
                     rounds: 2,
@@ -182,6 +197,8 @@ fn bench(mode: &str) -> Result<(), String> {
         "compression": COMPRESSION.iter().map(|(name, _, _)| *name).collect::<Vec<_>>(),
         "compressed": [],
         "idle_compressed": [],
+        "json_servers": JSON_SERVERS.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
+        "json": [],
         "idle_note": idle_note,
     });
     let results_path = work.join("results.json");
@@ -209,8 +226,15 @@ fn bench(mode: &str) -> Result<(), String> {
                         conns, size, server.name
                     );
                     let case = (conns, size);
-                    let mut run =
-                        load_case(&pin, &load, server, &matrix, case, false, next_source)?;
+                    let mut run = load_case(
+                        &pin,
+                        &load,
+                        server,
+                        &matrix,
+                        case,
+                        Payload::Binary,
+                        next_source,
+                    )?;
                     next_source += 1;
                     if let Some(problem) = failed(&run, server.name, case) {
                         problems.push(problem);
@@ -261,8 +285,9 @@ fn bench(mode: &str) -> Result<(), String> {
                         server.name
                     );
                     let case = (conns, size);
+                    let payload = if *deflate { Payload::Deflate } else { Payload::Binary };
                     let mut run =
-                        load_case(&pin, &load, server, &matrix, case, *deflate, next_source)?;
+                        load_case(&pin, &load, server, &matrix, case, payload, next_source)?;
                     next_source += 1;
                     if let Some(problem) = failed(&run, server.name, case) {
                         problems.push(problem);
@@ -293,6 +318,37 @@ fn bench(mode: &str) -> Result<(), String> {
         }
     }
 
+    // Typed JSON: both servers up at once, each case against each in turn, as above.
+    if !matrix.json.is_empty() {
+        let mut servers = Vec::new();
+        for (name, binary) in JSON_SERVERS {
+            servers.push(Server::start(name, &release.join(binary), &[], &load, &pin, &work)?);
+        }
+        for round in 1..=matrix.rounds {
+            for &(conns, size) in &matrix.json {
+                for server in &mut servers {
+                    println!(
+                        "bench: {conns} × {size} B JSON events against {} (round {round})",
+                        server.name
+                    );
+                    let case = (conns, size);
+                    let mut run =
+                        load_case(&pin, &load, server, &matrix, case, Payload::Json, next_source)?;
+                    next_source += 1;
+                    if let Some(problem) = failed(&run, server.name, case) {
+                        problems.push(problem);
+                    }
+                    run["server"] = json!(server.name);
+                    keep_best(&mut results["json"], run, "server");
+                    save(&results)?;
+                    if !server.alive() {
+                        return Err(format!("{} exited during the run", server.name));
+                    }
+                }
+            }
+        }
+    }
+
     results["elapsed"] = json!(started.elapsed().as_secs_f64());
     save(&results)?;
     let mut report = Command::new(&load);
@@ -310,6 +366,17 @@ fn bench(mode: &str) -> Result<(), String> {
     }
 }
 
+/// What a load run sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Payload {
+    /// Binary messages.
+    Binary,
+    /// Compressible text, compressed (permessage-deflate offered).
+    Deflate,
+    /// JSON events in text frames, echoed as the same events.
+    Json,
+}
+
 /// One `palisade-load load` run of `case` (connections, size) against `server`, its source
 /// addresses starting at `source`; prints its summary.
 fn load_case(
@@ -318,7 +385,7 @@ fn load_case(
     server: &Server,
     matrix: &Matrix,
     (conns, size): (u64, u64),
-    deflate: bool,
+    payload: Payload,
     source: u32,
 ) -> Result<Value, String> {
     let mut command = pin.load_command(load);
@@ -328,8 +395,14 @@ fn load_case(
     command.args(["--duration", &matrix.duration.to_string()]);
     command.args(["--server-pid", &server.pid().to_string()]);
     command.args(["--first-source", &source.to_string()]);
-    if deflate {
-        command.arg("--deflate");
+    match payload {
+        Payload::Binary => {}
+        Payload::Deflate => {
+            command.arg("--deflate");
+        }
+        Payload::Json => {
+            command.arg("--json");
+        }
     }
     let run = json_line(&mut command)?;
     println!("       {}", summary(&run));
@@ -443,7 +516,16 @@ fn summary(run: &Value) -> String {
 /// Builds the load generator, the peer servers and palisade's echo example, in release mode.
 fn build() -> Result<(), String> {
     cmd::run(&mut cmd::cargo(["build", "--release", "--package", "palisade-bench", "--bins"]))?;
-    cmd::run(&mut cmd::cargo(["build", "--release", "--package", "palisade", "--example", "echo"]))
+    cmd::run(&mut cmd::cargo([
+        "build",
+        "--release",
+        "--package",
+        "palisade",
+        "--example",
+        "echo",
+        "--example",
+        "json_echo",
+    ]))
 }
 
 fn target_dir(root: &Path) -> PathBuf {

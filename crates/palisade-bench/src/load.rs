@@ -59,6 +59,9 @@ pub struct Plan {
     /// Offer permessage-deflate (a run fails if the server does not agree) and send
     /// compressible text, compressed.
     pub deflate: bool,
+    /// Send a JSON event of S bytes in a text frame, `{"event":"echo","data":{"seq":…,
+    /// "text":…}}`, and expect the same event back (see [`json_event`]): the typed-echo case.
+    pub json: bool,
 }
 
 /// What one run measured.
@@ -96,6 +99,7 @@ impl Outcome {
             "size": plan.size,
             "window": plan.window,
             "deflate": plan.deflate,
+            "json": plan.json,
             "round_trips": self.round_trips,
             "seconds": self.seconds,
             "rps": self.rate(),
@@ -139,7 +143,8 @@ pub fn new_histogram() -> Histogram<u64> {
 pub async fn run(plan: Plan) -> Outcome {
     let shared =
         Arc::new(Shared { phase: AtomicU8::new(WARMUP), connected: 0.into(), failed: 0.into() });
-    let frames = Frames::new(plan.size, plan.deflate);
+    let frames =
+        if plan.json { Frames::json(plan.size) } else { Frames::new(plan.size, plan.deflate) };
     let sources = sources_for(plan.addr, plan.connections, plan.first_source);
     let mut tasks = Vec::with_capacity(plan.connections);
     for i in 0..plan.connections {
@@ -231,6 +236,8 @@ pub struct Frames {
     next: usize,
     /// The payload length of the echoes, when it is known (uncompressed runs).
     reply_len: Option<u64>,
+    /// The opcode of the echoes: binary, or text for JSON.
+    reply_opcode: u8,
 }
 
 impl Frames {
@@ -242,12 +249,27 @@ impl Frames {
                 frames: vec![masked_frame(size)].into(),
                 next: 0,
                 reply_len: Some(size as u64),
+                reply_opcode: 0x2,
             };
         }
         let frames = (0..deflate::VARIANTS as u64)
             .map(|seed| masked(&deflate::compress(&deflate::text(size, seed)), 0x80 | 0x40 | 0x2))
             .collect();
-        Self { frames, next: 0, reply_len: None }
+        Self { frames, next: 0, reply_len: None, reply_opcode: 0x2 }
+    }
+
+    /// One text frame with a JSON event of `size` bytes ([`json_event`]); the echo is the same
+    /// event, of the same length when the server writes its fields in their order without
+    /// spaces (serde's compact output).
+    pub fn json(size: usize) -> Self {
+        let payload = json_event(size);
+        let len = payload.len() as u64;
+        Self {
+            frames: vec![masked(&payload, 0x81)].into(),
+            next: 0,
+            reply_len: Some(len),
+            reply_opcode: 0x1,
+        }
     }
 
     /// The same frames, starting at the `i`th.
@@ -314,18 +336,19 @@ async fn connection(
     let (stream, leftover) = connect(addr, source, deflate).await?;
     shared.connected.fetch_add(1, Ordering::Relaxed);
     let (read, write) = stream.into_split();
-    let reply_len = frames.reply_len;
+    let (reply_len, reply_opcode) = (frames.reply_len, frames.reply_opcode);
     if window * frames.max_len() <= INLINE_WRITES {
         // Everything in flight fits in the socket buffers: write from the reader, which saves a
         // wake-up per batch.
         let sink = Sink::Inline { write, frames, batch: Vec::new() };
-        return reader(read, leftover, sink, reply_len, window, shared).await;
+        return reader(read, leftover, sink, (reply_opcode, reply_len), window, shared).await;
     }
     // The writer runs beside the reader so that a large message being written never stops the
     // replies from being read (which could deadlock both ends on full socket buffers).
     let (sends, to_send) = mpsc::unbounded_channel();
     let writer = writer(write, to_send, frames);
-    let reader = reader(read, leftover, Sink::Writer(sends), reply_len, window, shared);
+    let reader =
+        reader(read, leftover, Sink::Writer(sends), (reply_opcode, reply_len), window, shared);
     let (read_result, write_result) = tokio::join!(reader, writer);
     let stats = read_result?;
     write_result?;
@@ -405,12 +428,13 @@ struct InFrame {
 }
 
 /// Reads replies, matches each to the oldest message in flight, and asks the writer for a new
-/// message per reply. Replies must be whole binary messages of `reply_len` bytes, if given.
+/// message per reply. Replies must be whole messages of `reply_opcode`, of `reply_len` bytes
+/// if given.
 async fn reader(
     mut read: OwnedReadHalf,
     leftover: Vec<u8>,
     mut sink: Sink,
-    reply_len: Option<u64>,
+    (reply_opcode, reply_len): (u8, Option<u64>),
     window: usize,
     shared: &Shared,
 ) -> Result<ConnStats, String> {
@@ -446,7 +470,12 @@ async fn reader(
             }
             current = None;
             match frame.opcode {
-                0x2 if frame.fin && reply_len.is_none_or(|len| frame.len == len) => done += 1,
+                op if op == reply_opcode
+                    && frame.fin
+                    && reply_len.is_none_or(|len| frame.len == len) =>
+                {
+                    done += 1
+                }
                 // Pings and pongs from a keepalive: nothing to do within a short run.
                 0x9 | 0xA => {}
                 0x8 => return Err("the server closed the connection".into()),
@@ -523,6 +552,19 @@ pub fn complete_frame(bytes: &[u8]) -> Option<usize> {
 pub fn masked_frame(size: usize) -> Vec<u8> {
     let payload: Vec<u8> = (0..size).map(|i| b'a' + (i % 26) as u8).collect();
     masked(&payload, 0x82)
+}
+
+/// A JSON event of `size` bytes (at least its 46 bytes of structure):
+/// `{"event":"echo","data":{"seq":1,"text":"abc…"}}`, the text padding it to the size.
+pub fn json_event(size: usize) -> Vec<u8> {
+    const HEAD: &str = r#"{"event":"echo","data":{"seq":1,"text":""#;
+    const TAIL: &str = r#""}}"#;
+    let pad = size.saturating_sub(HEAD.len() + TAIL.len());
+    let mut out = Vec::with_capacity(HEAD.len() + pad + TAIL.len());
+    out.extend_from_slice(HEAD.as_bytes());
+    out.extend((0..pad).map(|i| b'a' + (i % 26) as u8));
+    out.extend_from_slice(TAIL.as_bytes());
+    out
 }
 
 /// A frame with first byte `b0` (FIN, RSV bits, opcode) carrying `payload`, masked with [`MASK`].

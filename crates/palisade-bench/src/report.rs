@@ -11,7 +11,9 @@
 //!   "idle": [ { "server": "palisade", <palisade-load idle output> }, ... ],
 //!   "compression": ["uncompressed", "deflate", "deflate lean"],
 //!   "compressed": [ { "variant": "deflate", <palisade-load load --deflate output> }, ... ],
-//!   "idle_compressed": [ { "variant": "deflate", <palisade-load idle --deflate output> }, ... ] }
+//!   "idle_compressed": [ { "variant": "deflate", <palisade-load idle --deflate output> }, ... ],
+//!   "json_servers": ["palisade-json", "tungstenite + serde_json"],
+//!   "json": [ { "server": "palisade-json", <palisade-load load --json output> }, ... ] }
 //! ```
 //!
 //! [`write()`] puts `benchmarks.md` in the output directory and the charts in `bench/` under it.
@@ -367,6 +369,7 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
     }
 
     compression(&mut md, r, images);
+    typed_json(&mut md, r);
 
     let _ = writeln!(
         md,
@@ -384,6 +387,76 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
          skips reply payloads without copying them."
     );
     md
+}
+
+/// The typed JSON echo: palisade-json's envelope against the same echo written by hand.
+fn typed_json(md: &mut String, r: &Results<'_>) {
+    let Some(runs) = r.raw["json"].as_array().filter(|runs| !runs.is_empty()) else { return };
+    let servers: Vec<&str> = r.raw["json_servers"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut cases: Vec<(u64, u64)> = Vec::new();
+    for run in runs {
+        if let (Some(conns), Some(size)) = (run["connections"].as_u64(), run["size"].as_u64())
+            && !cases.contains(&(conns, size))
+        {
+            cases.push((conns, size));
+        }
+    }
+    let find = |server: &str, (conns, size): (u64, u64)| {
+        runs.iter()
+            .find(|r| r["server"] == server && r["connections"] == conns && r["size"] == size)
+    };
+    // Server CPU per round trip, in µs: what the server spends on each message, which the
+    // rate alone hides once the load generator saturates first.
+    let cpu_per_message = |run: &Value| {
+        let (cpu, rps) = (run["server_cpu"].as_f64()?, run["rps"].as_f64()?);
+        (rps > 0.0).then(|| cpu / rps * 1e6)
+    };
+    let _ = writeln!(
+        md,
+        "## Typed JSON
+
+         A typed echo: each message is a JSON event, `{{\"event\":\"echo\",\"data\":         {{\"seq\":1,\"text\":\"…\"}}}}` padded to the size, parsed into a typed value, and          answered with the same event. palisade's `json_echo` example does it through          palisade-json (envelope, limits, error replies, strike policy); the peer is the same          echo written by hand with tokio-tungstenite and serde_json          (`crates/palisade-bench/src/bin/echo-json-tungstenite.rs`). Server CPU per message is          the server's CPU time over its round trips (lower is better).
+"
+    );
+    let mut header = "| connections | size |".to_owned();
+    let mut rule = "|---:|---:|".to_owned();
+    for s in &servers {
+        let _ = write!(header, " {s}: round trips/s | CPU µs/msg | p50 / p99 µs |");
+        rule.push_str("---:|---:|---:|");
+    }
+    if servers.len() == 2 {
+        let _ = write!(header, " CPU/msg {} / {} |", servers[0], servers[1]);
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(md, "{header}\n{rule}");
+    for &case in &cases {
+        let mut row = format!("| {} | {} |", case.0, size_label(case.1));
+        for s in &servers {
+            let run = find(s, case);
+            let rps = run.and_then(|run| run["rps"].as_f64()).map(thousands);
+            let cpu = run.and_then(cpu_per_message).map(|us| format!("{us:.2}"));
+            let lat = run.and_then(|run| {
+                Some(format!(
+                    "{} / {}",
+                    thousands(run["p50_us"].as_f64()?),
+                    thousands(run["p99_us"].as_f64()?)
+                ))
+            });
+            let _ = write!(row, " {} | {} | {} |", or_dash(rps), or_dash(cpu), or_dash(lat));
+        }
+        if servers.len() == 2 {
+            let ratio = find(servers[0], case)
+                .and_then(cpu_per_message)
+                .zip(find(servers[1], case).and_then(cpu_per_message))
+                .map(|(ours, theirs)| format!("{:.2}×", ours / theirs));
+            let _ = write!(row, " {} |", or_dash(ratio));
+        }
+        let _ = writeln!(md, "{row}");
+    }
+    let _ = writeln!(md);
 }
 
 /// The compressed runs: palisade against itself, uncompressed and with both presets.

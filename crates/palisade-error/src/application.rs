@@ -33,6 +33,16 @@ pub enum ApplicationError {
         /// Which rule, for logs.
         detail: String,
     },
+    /// One of our own values could not be encoded for the peer (a map with keys that are not
+    /// strings in JSON, a `Serialize` implementation that failed). Nothing was sent. Close 1011
+    /// Internal Error: the fault is ours, and the close reason stays generic.
+    #[error("our {format} value could not be encoded: {detail}")]
+    Unencodable {
+        /// The format (`"JSON"`, `"MessagePack"` …).
+        format: &'static str,
+        /// What failed, for logs.
+        detail: String,
+    },
     /// The application ended the connection with a code of its own (4000–4999) and a reason
     /// meant for the peer: build it with [`ApplicationError::closed`].
     #[error("closed by the application with {frame}")]
@@ -57,6 +67,7 @@ impl ApplicationError {
             Self::UndecodablePayload { .. } => CloseCode::INVALID_PAYLOAD,
             Self::UnsupportedData { .. } => CloseCode::UNSUPPORTED_DATA,
             Self::PolicyViolation { .. } => CloseCode::POLICY_VIOLATION,
+            Self::Unencodable { .. } => CloseCode::INTERNAL_ERROR,
             Self::Closed { frame } => frame.code(),
         }
     }

@@ -202,6 +202,7 @@ impl Error {
     /// | `Application` undecodable payload | 1007 |
     /// | `Application` unsupported data | 1003 |
     /// | `Application` policy | 1008 |
+    /// | `Application` unencodable (our value) | 1011 |
     /// | `Application` closed | its code (4000–4999) |
     /// | `ConnectionClosed*`, other `Handshake`, `InvalidUri`, `Proxy`, `InvalidState`, `Concurrency`, `Transport` | none |
     pub fn close_code(&self) -> Option<CloseCode> {

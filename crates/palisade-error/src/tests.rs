@@ -182,6 +182,7 @@ table! {
     application_undecodable: ApplicationError::UndecodablePayload { format: "JSON", detail: "expected value at line 1 column 1".into() }.into() => Some(1007), None, Application, false;
     application_unsupported: ApplicationError::UnsupportedData { detail: "binary message".into() }.into() => Some(1003), None, Application, false;
     application_policy: ApplicationError::PolicyViolation { detail: "not a member".into() }.into() => Some(1008), None, Application, false;
+    application_unencodable: ApplicationError::Unencodable { format: "JSON", detail: "key must be a string".into() }.into() => Some(1011), None, Application, false;
     application_closed_4000: ApplicationError::closed(CloseCode(4000), "bye").unwrap().into() => Some(4000), None, Application, false;
     application_closed_4999: ApplicationError::closed(CloseCode(4999), "bye").unwrap().into() => Some(4999), None, Application, false;
 }

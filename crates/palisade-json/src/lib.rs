@@ -114,8 +114,8 @@ pub use code::{AppCode, ErrorCode, ErrorReply, InvalidCode, Outcome, ReplyError,
 pub use limits::Limits;
 #[cfg(feature = "conn")]
 pub use socket::{
-    Incoming, JsonConfig, JsonSender, JsonSocket, Request, RequestError, Responder, SendError,
-    StrikePolicy, request_many, while_receiving,
+    Incoming, JsonConfig, JsonSender, JsonSocket, Request, RequestError, Responder, StrikePolicy,
+    request_many, while_receiving,
 };
 pub use validate::{Invalid, Validate, Violation};
 pub use wire::{Codec, EncodeError, MAX_ID};

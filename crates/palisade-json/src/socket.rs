@@ -179,12 +179,12 @@ impl<M> Request<M> {
     }
 
     /// Answers with an ok reply carrying `data`.
-    pub async fn reply<R: Serialize + ?Sized>(self, data: &R) -> Result<(), SendError> {
+    pub async fn reply<R: Serialize + ?Sized>(self, data: &R) -> Result<(), Error> {
         self.responder.reply(data).await
     }
 
     /// Answers with what `error` chooses: an error reply, or closing the connection.
-    pub async fn reply_error<E: ReplyError + ?Sized>(self, error: &E) -> Result<(), SendError> {
+    pub async fn reply_error<E: ReplyError + ?Sized>(self, error: &E) -> Result<(), Error> {
         self.responder.reply_error(error).await
     }
 }
@@ -213,21 +213,21 @@ impl Responder {
 
     /// Answers with an ok reply carrying `data`. If `data` cannot be encoded, the peer gets
     /// `internal` and the caller the encoding error.
-    pub async fn reply<R: Serialize + ?Sized>(mut self, data: &R) -> Result<(), SendError> {
+    pub async fn reply<R: Serialize + ?Sized>(mut self, data: &R) -> Result<(), Error> {
         self.answered = true;
         let codec = self.sender.shared.codec;
         match wire::encode_reply(codec, self.id, data) {
             Ok(frame) => Ok(self.sender.sender.send(frame).await?),
             Err(err) => {
                 self.send_error(&ErrorReply::internal()).await?;
-                Err(SendError::Encode(err))
+                Err(err.into())
             }
         }
     }
 
     /// Answers with what `error` chooses ([`ReplyError::outcome`]): an error reply, or the
     /// end of the connection with the close frame it names.
-    pub async fn reply_error<E: ReplyError + ?Sized>(mut self, error: &E) -> Result<(), SendError> {
+    pub async fn reply_error<E: ReplyError + ?Sized>(mut self, error: &E) -> Result<(), Error> {
         self.answered = true;
         match error.outcome() {
             Outcome::Reply(reply) => self.send_error(&reply).await,
@@ -237,9 +237,9 @@ impl Responder {
         }
     }
 
-    async fn send_error(&self, reply: &ErrorReply) -> Result<(), SendError> {
+    async fn send_error(&self, reply: &ErrorReply) -> Result<(), Error> {
         let frame = wire::encode_error_reply(self.sender.shared.codec, Some(self.id), reply)?;
-        Ok(self.sender.sender.send(frame).await?)
+        self.sender.sender.send(frame).await
     }
 }
 
@@ -267,18 +267,6 @@ impl Drop for Responder {
             Err(_) => {}
         }
     }
-}
-
-/// Why a send failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum SendError {
-    /// Our value could not be encoded; nothing was sent.
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
-    /// The connection failed or is closed.
-    #[error(transparent)]
-    Connection(#[from] Error),
 }
 
 /// Why a request got no usable reply.
@@ -422,20 +410,16 @@ impl JsonSender {
     }
 
     /// Emits an event: `{"event": event, "data": data}`.
-    pub async fn emit<T: Serialize + ?Sized>(
-        &self,
-        event: &str,
-        data: &T,
-    ) -> Result<(), SendError> {
+    pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), Error> {
         let frame = wire::encode_event(self.shared.codec, event, data)?;
-        Ok(self.sender.send(frame).await?)
+        self.sender.send(frame).await
     }
 
     /// Sends `value` as it is, without an envelope (JSON text, or MessagePack with that
     /// codec): the counterpart of [`JsonSocket::recv_json`].
-    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         let frame = wire::encode(self.shared.codec, value)?;
-        Ok(self.sender.send(frame).await?)
+        self.sender.send(frame).await
     }
 
     /// Sends a request and waits for its reply, up to the configured timeout
@@ -593,16 +577,12 @@ impl JsonSocket {
     }
 
     /// Emits an event; see [`JsonSender::emit`].
-    pub async fn emit<T: Serialize + ?Sized>(
-        &self,
-        event: &str,
-        data: &T,
-    ) -> Result<(), SendError> {
+    pub async fn emit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), Error> {
         self.sender.emit(event, data).await
     }
 
     /// Sends a bare value; see [`JsonSender::send_json`].
-    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), SendError> {
+    pub async fn send_json<T: Serialize + ?Sized>(&self, value: &T) -> Result<(), Error> {
         self.sender.send_json(value).await
     }
 

@@ -146,6 +146,18 @@ pub struct EncodeError {
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
+/// A send that could not encode its value fails as the application's fault: 1011 if it ends
+/// the connection, with a generic reason.
+impl From<EncodeError> for palisade_error::Error {
+    fn from(err: EncodeError) -> Self {
+        palisade_error::ApplicationError::Unencodable {
+            format: err.format,
+            detail: err.source.to_string(),
+        }
+        .into()
+    }
+}
+
 impl EncodeError {
     #[cfg(feature = "conn")]
     pub(crate) fn json(source: serde_json::Error) -> Self {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! palisade-load load --url ws://127.0.0.1:9001/ -c 64 -s 16 [-w 1] [--warmup 1] [--duration 5]
-//!                    [--server-pid PID] [--first-source 1] [--deflate]
+//!                    [--server-pid PID] [--first-source 1] [--deflate | --json]
 //! palisade-load idle --url ws://127.0.0.1:9001/ -n 10000 --server-pid PID [--settle 2]
 //!                    [--first-source 1] [--deflate]
 //! palisade-load report --results FILE --out DIR
@@ -10,7 +10,8 @@
 //! ```
 //!
 //! `--deflate` offers permessage-deflate and sends compressed text (the run fails if the server
-//! does not agree). `load` and `idle` print one JSON object on standard output; `exec` raises the open-file limit
+//! does not agree). `--json` sends a JSON event of S bytes in a text frame and expects the same
+//! event back (the typed-echo case: `examples/json_echo.rs`, `echo-json-tungstenite`). `load` and `idle` print one JSON object on standard output; `exec` raises the open-file limit
 //! and replaces itself with PROGRAM (same process id), for servers that must hold 50,000 sockets.
 
 use std::net::SocketAddr;
@@ -99,7 +100,11 @@ fn run_load(args: &[String]) -> Result<(), String> {
         server_pid: flags.get(&["--server-pid"]).map(str::parse).transpose().map_err(|_| "pid")?,
         first_source: flags.parse(&["--first-source"], Some(1))?,
         deflate: flags.has("--deflate"),
+        json: flags.has("--json"),
     };
+    if plan.json && plan.deflate {
+        return Err("--json and --deflate do not go together".into());
+    }
     if plan.connections == 0 || plan.window == 0 {
         return Err("--connections and --window must be at least 1".into());
     }
