@@ -77,6 +77,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let server = Server::builder()
             .fallback(echo)
+            // The wire format's version, for clients that ask for it (none has to).
+            .with_subprotocols([palisade::json::SUBPROTOCOL])
             .with_config(Config::default())
             .with_max_connections(200_000)
             .with_max_connections_per_ip(200_000)

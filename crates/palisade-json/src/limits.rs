@@ -40,21 +40,30 @@ impl Limits {
 /// whatever this does not catch, the parser does.
 pub(crate) fn json_deeper_than(bytes: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut at = 0;
+    while at < bytes.len() {
+        match bytes[at] {
+            b'"' => {
+                // Inside a string only `"` and `\` matter: skip to the next of them at memchr's
+                // speed (text is most of a typical message; byte by byte, this scan cost more
+                // than parsing).
+                at += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[at..]) {
+                        // Unterminated: the parser's to report.
+                        None => return false,
+                        Some(i) if bytes[at + i] == b'\\' => at += i + 2,
+                        Some(i) => {
+                            at += i + 1;
+                            break;
+                        }
+                    }
+                    if at >= bytes.len() {
+                        return false;
+                    }
+                }
+                continue;
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > max {
@@ -65,6 +74,7 @@ pub(crate) fn json_deeper_than(bytes: &[u8], max: usize) -> bool {
             b']' | b'}' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        at += 1;
     }
     false
 }
@@ -120,5 +130,49 @@ mod tests {
     #[test]
     fn unbalanced_closers_do_not_hide_depth() {
         assert!(json_deeper_than(b"]]]]]][[[", 2));
+    }
+
+    /// The scan byte by byte, as the rule reads: the reference the fast scan is held to.
+    fn plain_deeper_than(bytes: &[u8], max: usize) -> bool {
+        let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+        for &b in bytes {
+            if in_string {
+                if escaped {
+                    escaped = false;
+                } else if b == b'\\' {
+                    escaped = true;
+                } else if b == b'"' {
+                    in_string = false;
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'[' | b'{' => {
+                    depth += 1;
+                    if depth > max {
+                        return true;
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        false
+    }
+
+    proptest::proptest! {
+        /// The memchr scan agrees with the plain one on any mix of the bytes that matter,
+        /// at every limit, including strings cut off after a backslash.
+        #[test]
+        fn the_fast_scan_equals_the_plain_one(
+            bytes in proptest::collection::vec(
+                proptest::sample::select(vec![b'"', b'\\', b'[', b']', b'{', b'}', b'a', b',']),
+                0..200,
+            ),
+            max in 0usize..8,
+        ) {
+            proptest::prop_assert_eq!(json_deeper_than(&bytes, max), plain_deeper_than(&bytes, max));
+        }
     }
 }

@@ -633,6 +633,14 @@ impl JsonSocket {
         loop {
             let frame = self.ws.recv().await?;
             let size = frame.len();
+            let codec = self.sender.shared.codec;
+            if let Some((id, message)) = wire::decode_typed::<M>(&frame, codec, &self.limits) {
+                if let Err(invalid) = check(&message) {
+                    self.refuse(Refused::from_reply(invalid.to_reply()).to(id), size).await?;
+                    continue;
+                }
+                return Ok(self.incoming(id, message));
+            }
             let (event, id, data) =
                 match wire::decode(&frame, self.sender.shared.codec, &self.limits) {
                     Ok(Inbound::Message { event, id, data }) => (event, id, data),
@@ -664,13 +672,17 @@ impl JsonSocket {
                 self.refuse(Refused::from_reply(invalid.to_reply()).to(id), size).await?;
                 continue;
             }
-            return Ok(match id {
-                None => Incoming::Event(message),
-                Some(id) => Incoming::Request(Request {
-                    message,
-                    responder: Responder { id, sender: self.sender.clone(), answered: false },
-                }),
-            });
+            return Ok(self.incoming(id, message));
+        }
+    }
+
+    fn incoming<M>(&self, id: Option<u64>, message: M) -> Incoming<M> {
+        match id {
+            None => Incoming::Event(message),
+            Some(id) => Incoming::Request(Request {
+                message,
+                responder: Responder { id, sender: self.sender.clone(), answered: false },
+            }),
         }
     }
 

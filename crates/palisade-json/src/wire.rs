@@ -8,8 +8,8 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use palisade_proto::Message;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize as _, Serialize};
 use serde_json::{Map, Value};
 
 use crate::code::{ErrorCode, ErrorReply};
@@ -165,6 +165,95 @@ impl EncodeError {
     }
 }
 
+/// The common case in one pass and without building a value tree: a JSON event or request
+/// that passes the limits and decodes into `M` gives its id and the message. `None` for
+/// anything else (a reply, a frame that breaks a rule, a payload of the wrong shape): then
+/// [`decode`] and [`decode_message`] take the frame again and say precisely what is wrong.
+///
+/// It accepts exactly what those two accept together: the envelope's keys are the same and
+/// unknown ones refused, an id is a plain integer up to [`MAX_ID`], and duplicate keys (which
+/// the full path resolves, the last one winning) send the frame the full way.
+pub fn decode_typed<M: DeserializeOwned>(
+    frame: &Message,
+    codec: Codec,
+    limits: &Limits,
+) -> Option<(Option<u64>, M)> {
+    let (Codec::Json, Message::Text(text)) = (codec, frame) else { return None };
+    let bytes = text.as_bytes();
+    if bytes.len() > limits.max_size || json_deeper_than(bytes, limits.max_depth) {
+        return None;
+    }
+    let envelope: FastEnvelope<'_> = serde_json::from_str(text.as_str()).ok()?;
+    let id = match envelope.id {
+        None => None,
+        Some(raw) => Some(raw.get().parse::<u64>().ok().filter(|id| *id <= MAX_ID)?),
+    };
+    // `data` absent is `null`, as on the full path.
+    let null: &serde_json::value::RawValue = serde_json::from_str("null").ok()?;
+    let access =
+        EnvelopeAccess { event: Some(&envelope.event), data: Some(envelope.data.unwrap_or(null)) };
+    let message = M::deserialize(serde::de::value::MapAccessDeserializer::new(access)).ok()?;
+    Some((id, message))
+}
+
+/// An event or request envelope, borrowed from the frame.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastEnvelope<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    /// Present even when `null` (which the full path refuses): `Option` alone would take
+    /// `null` for absent.
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<&'de serde_json::value::RawValue>, D::Error> {
+    serde::Deserialize::deserialize(de).map(Some)
+}
+
+/// `{"event": …, "data": …}` for the application's type, `data` decoded in place from the
+/// frame's text (`null` when absent), as [`decode_message`] presents it.
+struct EnvelopeAccess<'a> {
+    event: Option<&'a str>,
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'de> serde::de::MapAccess<'de> for EnvelopeAccess<'de> {
+    type Error = serde_json::Error;
+
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Self::Error> {
+        use serde::de::IntoDeserializer as _;
+        // The tag first, so that adjacently tagged enums decode `data` in place.
+        let key = match (self.event, self.data) {
+            (Some(_), _) => "event",
+            (None, Some(_)) => "data",
+            (None, None) => return Ok(None),
+        };
+        seed.deserialize(key.into_deserializer()).map(Some)
+    }
+
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Self::Error> {
+        if let Some(event) = self.event.take() {
+            return seed.deserialize(serde::de::value::BorrowedStrDeserializer::new(event));
+        }
+        match self.data.take() {
+            Some(data) => seed.deserialize(data),
+            None => Err(serde::de::Error::custom("no value left in the envelope")),
+        }
+    }
+}
+
 /// Checks a frame against the limits and the envelope of wire format v1.
 pub fn decode(frame: &Message, codec: Codec, limits: &Limits) -> Result<Inbound, Refused> {
     envelope(parse(frame, codec, limits)?)
@@ -193,13 +282,99 @@ fn parse_json(bytes: &[u8], limits: &Limits) -> Result<Value, Refused> {
     if json_deeper_than(bytes, limits.max_depth) {
         return Err(Refused::generic(ErrorCode::TooDeep));
     }
-    serde_json::from_slice(bytes).map_err(|e| {
+    serde_json::from_slice::<StrictValue>(bytes).map(|v| v.0).map_err(|e| {
         // Line and column only: serde_json's own message can quote the input.
+        let what = if e.to_string().starts_with(DUPLICATE_KEY) {
+            "duplicate key in an object"
+        } else {
+            "not valid JSON"
+        };
         Refused::new(
             ErrorCode::Malformed,
-            format!("not valid JSON at line {}, column {}", e.line(), e.column()),
+            format!("{what} at line {}, column {}", e.line(), e.column()),
         )
     })
+}
+
+/// The start of the error [`StrictValue`] raises for a key seen twice in one object.
+const DUPLICATE_KEY: &str = "duplicate key";
+
+/// A JSON value that refuses an object with the same key twice. RFC 8259 §4 leaves such an
+/// object's meaning to each parser (serde_json keeps the last, others the first), so a proxy
+/// or a validator in front of us could read a different message than we do: the frame is
+/// refused instead (`malformed`).
+struct StrictValue(Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: serde::Deserializer<'de>>(self, de: D) -> Result<Value, D::Error> {
+        StrictValue::deserialize(de).map(|v| v.0)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            let StrictValue(v) = map.next_value()?;
+            if out.insert(key, v).is_some() {
+                // The key is the peer's: not named.
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+        }
+        Ok(Value::Object(out))
+    }
 }
 
 #[cfg(feature = "msgpack")]
@@ -213,7 +388,7 @@ fn parse_msgpack(bytes: &[u8], limits: &Limits) -> Result<Value, Refused> {
     let mut de = rmp_serde::Deserializer::new(&mut rest);
     // rmp-serde counts depth itself, before recursing.
     de.set_max_depth(limits.max_depth);
-    let value = Value::deserialize(&mut de).map_err(|e| match e {
+    let value = StrictValue::deserialize(&mut de).map(|v| v.0).map_err(|e| match e {
         rmp_serde::decode::Error::DepthLimitExceeded => Refused::generic(ErrorCode::TooDeep),
         _ => Refused::new(ErrorCode::Malformed, "not valid MessagePack"),
     })?;

@@ -101,8 +101,10 @@ fn check_include(base: &Path, argument: &str) -> Result<(), String> {
     }
     let has = |marker: &str| {
         text.lines().any(|line| {
-            line.trim_start()
-                .strip_prefix("//")
+            // `//` in Rust and JavaScript, `#` in Python and shell scripts.
+            let line = line.trim_start();
+            line.strip_prefix("//")
+                .or_else(|| line.strip_prefix('#'))
                 .and_then(|comment| comment.trim().strip_prefix(marker))
                 .is_some_and(|name| name.trim() == anchor)
         })

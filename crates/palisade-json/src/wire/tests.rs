@@ -302,3 +302,99 @@ fn map_keys_of_the_peer_are_hidden_even_when_they_look_like_names() {
     let e = decode_data::<Vec<Profile>>(json!([{"attrs": {}}, {"attrs": {"a": -1}}])).unwrap_err();
     assert_eq!(e.path(), Some("data[1].attrs.?"));
 }
+
+/// The fast path accepts only what the full path accepts, with the same id and message, and
+/// takes every plain valid frame; checked on valid frames and on every way a frame can be
+/// wrong or unusual.
+#[test]
+fn the_fast_path_agrees_with_the_full_path() {
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(tag = "event", content = "data", rename_all = "snake_case")]
+    enum Ev {
+        Say { text: String, n: Option<u32> },
+        Ping,
+        Many(Vec<u8>),
+    }
+    let limits = Limits { max_depth: 4, ..Limits::default() };
+    let frames = [
+        r#"{"event":"say","data":{"text":"hi","n":3}}"#,
+        r#"{"event":"say","id":7,"data":{"text":"hi"}}"#,
+        r#"{"data":{"text":"hi"},"event":"say"}"#,
+        r#"{"id":0,"data":{"text":"hi"},"event":"say"}"#,
+        r#"{"event":"ping"}"#,
+        r#"{"event":"ping","data":null}"#,
+        r#"{"event":"ping","id":9007199254740991}"#,
+        r#"{"event":"ping","id":9007199254740992}"#,
+        r#"{"event":"ping","id":-1}"#,
+        r#"{"event":"ping","id":1.0}"#,
+        r#"{"event":"ping","id":1e2}"#,
+        r#"{"event":"ping","id":null}"#,
+        r#"{"event":"ping","id":"1"}"#,
+        r#"{"event":"p\u0069ng"}"#,
+        r#"{"event":"many","data":[1,2,3]}"#,
+        r#"{"event":"many","data":[[1]]}"#,
+        r#"{"event":"many","data":[[[[[1]]]]]}"#,
+        r#"{"event":"say","data":{"text":"hi","text":"again"}}"#,
+        r#"{"event":"say","event":"ping"}"#,
+        r#"{"event":"say","data":{"text":5}}"#,
+        r#"{"event":"say","data":{"text":"hi","extra":1}}"#,
+        r#"{"event":"shout","data":{}}"#,
+        r#"{"event":5}"#,
+        r#"{"event":"ping","other":1}"#,
+        r#"{"reply":1,"status":"ok","data":null}"#,
+        r#"{"reply":null,"status":"error","error":{"code":"malformed","message":"m"}}"#,
+        r#"["event","ping"]"#,
+        r#"{"event":"ping"} trailing"#,
+        r#"{"event":"ping""#,
+        r#" {"event":"ping"} "#,
+        "",
+    ];
+    for frame in frames {
+        let message = text(frame);
+        let full = decode(&message, Codec::Json, &limits).ok().and_then(|inbound| match inbound {
+            Inbound::Message { event, id, data } => {
+                decode_message::<Ev>(event, data).ok().map(|m| (id, m))
+            }
+            Inbound::Reply { .. } | Inbound::Rejection(_) => None,
+        });
+        let fast = decode_typed::<Ev>(&message, Codec::Json, &limits);
+        // Whatever the fast path accepts, the full path accepts the same way; what it leaves
+        // (duplicate keys, which the full path resolves) goes the full way, to the same end.
+        if fast.is_some() {
+            assert_eq!(fast, full, "{frame}");
+        }
+        let duplicate_keys = [
+            r#"{"event":"say","data":{"text":"hi","text":"again"}}"#,
+            r#"{"event":"say","event":"ping"}"#,
+        ];
+        if full.is_some() && !duplicate_keys.contains(&frame) {
+            assert!(fast.is_some(), "a plain valid frame takes the fast path: {frame}");
+        }
+    }
+    // Binary frames and other codecs always take the full path.
+    let binary = Message::binary(br#"{"event":"ping"}"#.to_vec());
+    assert_eq!(decode_typed::<Ev>(&binary, Codec::Json, &limits), None);
+}
+
+/// An object with a key twice is refused, at any depth, without naming the key: another parser
+/// could read it differently (RFC 8259 §4).
+#[test]
+fn duplicate_keys_are_refused() {
+    for frame in [
+        r#"{"event":"a","event":"b"}"#,
+        r#"{"event":"a","id":1,"id":2}"#,
+        r#"{"event":"a","data":{"x":1,"secret-key":2,"secret-key":3}}"#,
+        r#"{"event":"a","data":[{"k":1},{"k":1,"k":2}]}"#,
+    ] {
+        let refused = refused(frame);
+        assert_eq!(refused.error().code(), &ErrorCode::Malformed, "{frame}");
+        let message = refused.error().message();
+        assert!(message.starts_with("duplicate key in an object at line 1, column"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+    }
+    // The same key in two objects is fine.
+    assert!(
+        decode(&text(r#"{"event":"a","data":[{"k":1},{"k":2}]}"#), Codec::Json, &Limits::default())
+            .is_ok()
+    );
+}

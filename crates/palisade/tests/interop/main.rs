@@ -8,5 +8,7 @@
 mod client;
 mod deflate;
 mod examples;
+#[cfg(feature = "json")]
+mod json;
 mod server;
 mod support;
