@@ -1,7 +1,8 @@
 //! `cargo xtask bench --micro`: the criterion benchmarks of the protocol core, then their
 //! figures written to the book as `docs/src/bench/micro.md`.
 //!
-//! The benches live in `crates/palisade-proto/benches/proto.rs`. Criterion leaves each
+//! The benches live in `crates/palisade-proto/benches/proto.rs` and, for the JSON envelope,
+//! `crates/palisade-json/benches/envelope.rs`. Criterion leaves each
 //! measurement in `target/criterion/<group>/<function>/<parameter>/new/`: `benchmark.json`
 //! names it and gives its throughput (bytes or elements per iteration), `estimates.json` gives
 //! the time per iteration. This module reads those two files for every benchmark the run just
@@ -26,7 +27,7 @@ const OUTPUT: &str = "docs/src/bench/micro.md";
 
 /// The groups in the order the fragment shows them, each with what it measures. A group not
 /// listed comes after these, without a description.
-const GROUPS: [(&str, &str); 6] = [
+const GROUPS: [(&str, &str); 8] = [
     (
         "mask",
         "XOR-masking a payload in place, starting 6 bytes past a 32-byte boundary as in a \
@@ -63,14 +64,29 @@ const GROUPS: [(&str, &str); 6] = [
          zlib-rs backend called directly at the same level; `palisade_lean` is the lean preset \
          (no context takeover, 10-bit windows). tungstenite has no permessage-deflate.",
     ),
+    (
+        "json_decode",
+        "A JSON event of the row's size in bytes, `{\"event\":\"echo\",\"data\":{\"seq\":1,\
+         \"text\":…}}`, decoded into the application's typed enum: palisade-json's envelope \
+         (size and depth checks, envelope rules, typed payload) against `serde_json::from_str` \
+         straight into the same type. `palisade_full_path` is the path a refused frame takes \
+         (a value tree, for the error's path and message).",
+    ),
+    (
+        "json_encode",
+        "The same event encoded: palisade-json's envelope into a text message, against \
+         `serde_json::to_string` of the tagged enum.",
+    ),
 ];
 
 /// Runs the benches, then writes [`OUTPUT`] from the results of this run.
 pub(super) fn run() -> Result<(), String> {
     let started = SystemTime::now();
-    let mut args = vec!["bench", "--package", "palisade-proto", "--bench", "proto", "--"];
-    args.extend(CRITERION_ARGS);
-    cmd::run(&mut cmd::cargo(&args))?;
+    for (package, bench) in [("palisade-proto", "proto"), ("palisade-json", "envelope")] {
+        let mut args = vec!["bench", "--package", package, "--bench", bench, "--"];
+        args.extend(CRITERION_ARGS);
+        cmd::run(&mut cmd::cargo(&args))?;
+    }
 
     let root = cmd::root();
     let criterion = super::target_dir(&root).join("criterion");
