@@ -58,14 +58,34 @@ async fn chat(ws: WebSocket, Handshake(user): Handshake<User>) -> Result<(), pal
 }
 // ANCHOR_END: handler
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: auth [--addr HOST:PORT]
+
+A token checked before accept: connect to ws://HOST:PORT/chat?token=letmein, or get a 401.
+
+  --addr HOST:PORT   where to listen (default 127.0.0.1:9002)
+  -h, --help         print this and exit
+";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let addr = match (args.next().as_deref(), args.next()) {
-        (Some("--addr"), Some(addr)) => addr,
-        _ => "127.0.0.1:9002".to_owned(),
-    };
-    tracing_subscriber::fmt().with_env_filter("info").with_writer(std::io::stderr).init();
+    let mut addr = "127.0.0.1:9002".to_owned();
+    let mut args = args::Args::new("auth", USAGE);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = args.value("--addr"),
+            other => args.unknown(other),
+        }
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_writer(std::io::stderr)
+        // Colours on a terminal only: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     // ANCHOR: server
     let running = Server::builder()
         .route("/chat", chat)

@@ -21,19 +21,30 @@ use palisade::{Config, Message};
 /// The suite's largest messages are 16 MiB.
 const MAX_MESSAGE: usize = 16 << 20;
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: autobahn_client [--url ws://127.0.0.1:9001] [--agent palisade]
+
+The Autobahn|Testsuite client: runs every case of `wstest -m fuzzingserver`, then asks for
+the reports.
+
+  --url URL      the fuzzing server (default ws://127.0.0.1:9001)
+  --agent NAME   the name the reports file our results under (default palisade)
+  -h, --help     print this and exit
+";
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let mut url = "ws://127.0.0.1:9001".to_owned();
     let mut agent = "palisade".to_owned();
-    let mut args = std::env::args().skip(1);
+    let mut args = args::Args::new("autobahn_client", USAGE);
     while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next()) {
-            ("--url", Some(v)) => url = v.trim_end_matches('/').to_owned(),
-            ("--agent", Some(v)) => agent = v,
-            _ => {
-                eprintln!("usage: autobahn_client [--url ws://127.0.0.1:9001] [--agent palisade]");
-                return ExitCode::from(2);
-            }
+        match arg.as_str() {
+            "--url" => url = args.value("--url").trim_end_matches('/').to_owned(),
+            "--agent" => agent = args.value("--agent"),
+            other => args.unknown(other),
         }
     }
     match run(&url, &agent).await {

@@ -50,18 +50,27 @@ pub(crate) async fn serve(addr: &str) -> std::io::Result<Running> {
     Server::builder().fallback(relay).build().bind(addr).await
 }
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: broadcast [--addr HOST:PORT]
+
+The fan-out server: each text message is acknowledged to its sender and pushed to
+every other client.
+
+  --addr HOST:PORT   where to listen (default 127.0.0.1:9002)
+  -h, --help         print this and exit
+";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:9002".to_owned();
-    let mut args = std::env::args().skip(1);
+    let mut args = args::Args::new("broadcast", USAGE);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs a value")?,
-            "-h" | "--help" => {
-                println!("usage: broadcast [--addr HOST:PORT]");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other:?}").into()),
+            "--addr" => addr = args.value("--addr"),
+            other => args.unknown(other),
         }
     }
     tracing_subscriber::fmt()
@@ -69,6 +78,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let running = serve(&addr).await?;
     println!("listening on ws://{}", running.local_addr());

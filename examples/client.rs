@@ -12,21 +12,49 @@
 //! prints: try `ws://127.0.0.1:1/` (refused), `http://x/` (bad URI), or a server that answers
 //! 401 — each shows the error's category, the close code or HTTP status, and whether retrying
 //! would help. Proxies come from `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY`.
+//!
+//! Its limits match the echo server's: it accepts messages up to 16 MiB, and it offers
+//! permessage-deflate as browsers and Python's `websockets` do (`echo --deflate` accepts it).
 
 use std::process::ExitCode;
 
 use palisade::Message;
-use palisade::client::Client;
+use palisade::client::{Client, DeflateConfig};
 use palisade::error::HandshakeError;
 use palisade::{CloseCode, Error};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+/// The largest message accepted: the echo example's limit, so that whatever it echoes back is
+/// accepted here too (the library's default is 1 MiB, as in Python's `websockets`).
+const MAX_MESSAGE: usize = 16 << 20;
+
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: client URL
+
+A command-line WebSocket client: each line typed becomes a text message, and whatever the
+server sends is printed. End with Ctrl-D, which closes the connection with 1000.
+
+  URL          ws://HOST:PORT/PATH or wss://…
+  -h, --help   print this and exit
+
+It accepts messages up to 16 MiB (as the echo example) and offers permessage-deflate, which
+the server may decline. Proxies come from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and NO_PROXY.
+";
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let Some(url) = std::env::args().nth(1) else {
-        eprintln!("usage: client URL   (ws://… or wss://…)");
-        return ExitCode::from(2);
-    };
+    let mut url = None;
+    let mut args = args::Args::new("client", USAGE);
+    while let Some(arg) = args.next() {
+        match arg {
+            arg if arg.starts_with('-') || url.is_some() => args.unknown(&arg),
+            arg => url = Some(arg),
+        }
+    }
+    let Some(url) = url else { args.fail("a URL is needed") };
     match run(&url).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -38,7 +66,12 @@ async fn main() -> ExitCode {
 
 async fn run(url: &str) -> Result<(), Error> {
     // ANCHOR: connect
-    let ws = Client::new().connect(url).await?;
+    let ws = Client::new()
+        // What Python's `websockets` and browsers offer by default; the server may decline.
+        .with_compression(DeflateConfig::default())
+        .with_max_message_size(MAX_MESSAGE)
+        .connect(url)
+        .await?;
     eprintln!(
         "connected to {}{}",
         palisade::error::redact::uri(url),
@@ -84,8 +117,10 @@ fn report(err: &Error) {
     } else if let Some(code) = err.close_code() {
         eprintln!("  close code sent: {code}");
     }
-    if let Some(status) = err.http_status() {
-        eprintln!("  HTTP status: {status}");
+    // The status the server answered with, when it refused the upgrade; a `101` that failed
+    // its checks has none (`status_to_send()` would be what a server owes, not what it said).
+    if let Some(status) = err.received_status() {
+        eprintln!("  server answered: HTTP {status}");
     }
     // ANCHOR: refusal
     if let Error::Handshake(h) = err

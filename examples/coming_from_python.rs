@@ -93,7 +93,25 @@ struct Row {
     retry: bool,
 }
 
-pub(crate) fn main() -> Result<(), BoxError> {
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: coming_from_python
+
+Every exception of Python's `websockets` (and simple-websocket's and Starlette's), the palisade
+error that takes its place, checked and printed one per line.
+
+  -h, --help   print this and exit
+";
+
+fn main() -> Result<(), BoxError> {
+    args::Args::none("coming_from_python", USAGE);
+    run()
+}
+
+/// Checks and prints every row; the interop tests call it too.
+pub(crate) fn run() -> Result<(), BoxError> {
     let websockets = websockets_rows()?;
     let legacy = legacy_rows()?;
     let elsewhere = not_websockets_rows();
@@ -134,7 +152,9 @@ pub(crate) fn main() -> Result<(), BoxError> {
 fn check(row: &Row) {
     let e = &row.error;
     assert_eq!(e.close_code().map(CloseCode::as_u16), row.close, "close_code of {}", row.python);
-    assert_eq!(e.http_status().map(|s| s.as_u16()), row.status, "http_status of {}", row.python);
+    // The HTTP status either way: owed to the peer, or (a refusal) received from it.
+    let status = e.status_to_send().or_else(|| e.received_status());
+    assert_eq!(status.map(|s| s.as_u16()), row.status, "status of {}", row.python);
     assert_eq!(e.category(), row.category, "category of {}", row.python);
     assert_eq!(e.is_retryable(), row.retry, "is_retryable of {}", row.python);
     assert_eq!(python_class(e), row.arm, "python_class for {}", row.python);
@@ -774,7 +794,7 @@ fn disconnect(err: &Error) -> Option<(u16, &str)> {
 }
 
 /// simple-websocket's `ConnectionError(status_code)`: the status the server refused the
-/// upgrade with. Not `http_status()`, which on a client also classifies failures where the
+/// upgrade with. Not `status_to_send()`, which on a client also classifies failures where the
 /// server answered 101.
 fn refusal_status(err: &Error) -> Option<u16> {
     let Error::Handshake(handshake) = err else { return None };
@@ -792,7 +812,7 @@ fn starlette_and_simple_websocket() -> Result<(), BoxError> {
         ("TCP dropped", Error::closed(ConnectionClosed::abnormal()), Some((1006, "")), None),
         ("server refused with 401", refused(401, None)?, None, Some(401)),
         // The server answered 101, with a wrong header: no refusal status, although
-        // http_status() classifies the error as 426.
+        // status_to_send() classifies the error as 426.
         (
             "101 without Connection: Upgrade",
             HandshakeError::InvalidUpgrade { header: "connection", value: None }.into(),
@@ -809,8 +829,8 @@ fn starlette_and_simple_websocket() -> Result<(), BoxError> {
             }
             (None, Some(status)) => println!("  {what}: ConnectionError(status_code={status})"),
             (None, None) => println!(
-                "  {what}: no refusal status, yet http_status() = {:?}",
-                err.http_status().map(|s| s.as_u16())
+                "  {what}: no refusal status, yet status_to_send() = {:?}",
+                err.status_to_send().map(|s| s.as_u16())
             ),
         }
     }

@@ -21,8 +21,21 @@ use palisade::{Error, Message};
 /// The largest message either side accepts, after inflation.
 const MAX_MESSAGE: usize = 4 << 20;
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: compression
+
+permessage-deflate end to end: starts two servers on 127.0.0.1, talks to both, prints
+what was agreed and what each message cost on the wire, and exits.
+
+  -h, --help   print this and exit
+";
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    args::Args::none("compression", USAGE);
     match run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

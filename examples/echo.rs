@@ -32,24 +32,33 @@ async fn echo(ws: WebSocket) -> Result<(), palisade::Error> {
 }
 // ANCHOR_END: handler
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: echo [--addr HOST:PORT] [--threads N] [--deflate | --deflate-lean]
+
+The echo server: every message comes back as it arrived.
+
+  --addr HOST:PORT   where to listen (default 127.0.0.1:9001)
+  --threads N        worker threads (default 1)
+  --deflate          accept permessage-deflate from clients that offer it
+  --deflate-lean     the same, with the memory-lean preset
+  -h, --help         print this and exit
+";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:9001".to_owned();
     let mut threads = 1usize;
     let mut deflate = None;
-    let mut args = std::env::args().skip(1);
+    let mut args = args::Args::new("echo", USAGE);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs a value")?,
-            "--threads" => threads = args.next().ok_or("--threads needs a value")?.parse()?,
+            "--addr" => addr = args.value("--addr"),
+            "--threads" => threads = args.parsed("--threads"),
             "--deflate" => deflate = Some(DeflateConfig::default()),
             "--deflate-lean" => deflate = Some(DeflateConfig::lean()),
-            "-h" | "--help" => {
-                println!(
-                    "usage: echo [--addr HOST:PORT] [--threads N] [--deflate | --deflate-lean]"
-                );
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other:?}").into()),
+            other => args.unknown(other),
         }
     }
     tracing_subscriber::fmt()
@@ -57,6 +66,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = if threads <= 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?

@@ -23,7 +23,20 @@ use palisade::error::{
 use palisade::http::{HeaderMap, HeaderValue, StatusCode, header};
 use palisade::{Category, CloseCode, CloseFrame, Error};
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: errors
+
+What an error handler reads off palisade's errors: category, close code, HTTP status,
+whether and when to retry; then how `Display` keeps credentials out of logs.
+
+  -h, --help   print this and exit
+";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    args::Args::none("errors", USAGE);
     let errors = [
         ("the server refused the handshake", refused_with_401()),
         ("the server broke the protocol", ProtocolError::MaskedServerFrame.into()),
@@ -77,9 +90,10 @@ fn handle(err: &Error, attempt: u32) {
         Some(code) => println!("  close code:  {code}, sent to the peer"),
         None => println!("  close code:  none, no close frame is owed"),
     }
-    match err.http_status() {
-        Some(status) => println!("  HTTP status: {status}"),
-        None => println!("  HTTP status: none, not a handshake error"),
+    match (err.status_to_send(), err.received_status()) {
+        (Some(status), _) => println!("  HTTP status: {status}, owed to the peer"),
+        (None, Some(status)) => println!("  HTTP status: {status}, received from the server"),
+        (None, None) => println!("  HTTP status: none, not a handshake error"),
     }
     println!("  retryable:   {}", if err.is_retryable() { "yes" } else { "no" });
     match next_step(err, attempt) {

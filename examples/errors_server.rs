@@ -20,6 +20,15 @@
 //!
 //! `--addr HOST:PORT` serves without the demonstration, for trying other clients: connect to
 //! `ws://HOST:PORT/?token=letmein` and send `echo hi`, `frobnicate`, `admin`, `expire`, `crash`.
+//! With Python's `websocket-client`, for instance:
+//!
+//! ```text
+//! python -c 'import websocket; ws = websocket.create_connection("ws://127.0.0.1:9003/?token=letmein"); ws.send("echo hi"); print(ws.recv())'
+//! ```
+//!
+//! That client sends `Origin: http://127.0.0.1:9003` unless told not to (`suppress_origin=True`);
+//! the allow-list below lets it in because that origin names the server's own host and port. A
+//! refusal by the allow-list is a 403 whose body says "origin not allowed".
 //!
 //! The book's Server chapter, section "How do I send an error?", shows these listings.
 
@@ -89,22 +98,50 @@ fn server() -> Server {
         .fallback(session)
         .on_handshake(authenticate)
         // Pages on other sites get 403 before the hook runs (cross-site WebSocket hijacking).
-        .with_allowed_origins(OriginPolicy::new(["https://app.example.com"]))
+        // Pages of this same host and port are let in, and so are clients such as Python's
+        // `websocket-client`, which send `Origin: http://HOST:PORT` of the URL they connect to.
+        .with_allowed_origins(
+            OriginPolicy::new(["https://app.example.com"]).with_same_host_allowed(true),
+        )
         .build()
     // ANCHOR_END: server
 }
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: errors_server [--addr HOST:PORT]
+
+Three ways for a server to send an error. Without arguments: starts a server on a free port
+of 127.0.0.1, plays seven clients against it, prints what each sees, and exits.
+
+  --addr HOST:PORT   serve on HOST:PORT without the demonstration, for other clients:
+                     connect to ws://HOST:PORT/?token=letmein and send `echo hi`,
+                     `frobnicate`, `admin`, `expire`, `crash`
+  -h, --help         print this and exit
+";
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut addr = None;
+    let mut args = args::Args::new("errors_server", USAGE);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--addr" => addr = Some(args.value("--addr")),
+            other => args.unknown(other),
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .init();
-    let mut args = std::env::args().skip(1);
-    if let (Some("--addr"), Some(addr)) = (args.next().as_deref(), args.next()) {
+    if let Some(addr) = addr {
         let running = server().bind(&addr).await?;
         println!("listening on ws://{}", running.local_addr());
         tokio::signal::ctrl_c().await?;

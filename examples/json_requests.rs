@@ -147,17 +147,25 @@ async fn handler(ws: WebSocket) -> Result<(), palisade::Error> {
     }
 }
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: json_requests [--addr HOST:PORT]
+
+Typed JSON requests both ways, with application error codes.
+
+  --addr HOST:PORT   where to listen (default 127.0.0.1:9005)
+  -h, --help         print this and exit
+";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:9005".to_owned();
-    let mut args = std::env::args().skip(1);
+    let mut args = args::Args::new("json_requests", USAGE);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--addr" => addr = args.next().ok_or("--addr needs a value")?,
-            "-h" | "--help" => {
-                println!("usage: json_requests [--addr HOST:PORT]");
-                return Ok(());
-            }
-            other => return Err(format!("unknown argument {other:?}").into()),
+            "--addr" => addr = args.value("--addr"),
+            other => args.unknown(other),
         }
     }
     tracing_subscriber::fmt()
@@ -165,6 +173,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {

@@ -30,16 +30,38 @@ use palisade::{CloseCode, Error};
 /// The open connection, if there is one, for Ctrl-C to close.
 type OpenConnection = Arc<Mutex<Option<Sender>>>;
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: reconnect [URL]
+
+A client that stays connected: a message every second, reconnection with backoff.
+
+  URL          the server (default ws://127.0.0.1:9001/, the echo example)
+  -h, --help   print this and exit
+";
+
 #[tokio::main]
 async fn main() -> ExitCode {
+    let mut url = None;
+    let mut args = args::Args::new("reconnect", USAGE);
+    while let Some(arg) = args.next() {
+        match arg {
+            arg if arg.starts_with('-') || url.is_some() => args.unknown(&arg),
+            arg => url = Some(arg),
+        }
+    }
+    let url = url.unwrap_or_else(|| "ws://127.0.0.1:9001/".to_owned());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "error".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: a log file or a pipe gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9001/".to_owned());
     let open = OpenConnection::default();
     tokio::select! {
         code = run(url, open.clone()) => code,

@@ -31,7 +31,20 @@ use palisade::proto::handshake::{
 use palisade::proto::mask::apply_mask;
 use palisade::proto::{Connection, Event, Message, ProtocolConfig};
 
+#[path = "common/args.rs"]
+mod args;
+
+const USAGE: &str = "\
+usage: sans_io
+
+The sans-I/O protocol core driven by hand: two connections back to back in memory, every
+step printed.
+
+  -h, --help   print this and exit
+";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    args::Args::none("sans_io", USAGE);
     println!("== the opening handshake");
     handshake()?;
 

@@ -38,6 +38,9 @@ const MIN_READ: usize = 4096;
 const MAX_READ: usize = 256 * 1024;
 /// How long a connection keeps its empty read and write buffers after it last read something.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
+/// After we fail a connection, how many more bytes we read and discard, at most, while the
+/// peer finishes what it was sending and reads our close frame (see `Inner::drain_for`).
+const DRAIN_BYTES: u64 = 64 << 20;
 
 /// The byte stream under a connection: anything tokio can read and write, boxed so that no
 /// handle names its type (a registry holds server, client and mounted connections alike).
@@ -197,8 +200,16 @@ struct Inner {
     terminated: bool,
     /// The error to report first once the connection is over (then the closure, every time).
     pending_error: Option<Error>,
-    /// How long to keep trying to flush a final close frame.
+    /// How long to keep trying to flush a final close frame (and to drain the peer's input
+    /// after a failure).
     linger_until: Option<Instant>,
+    /// Set when we failed the connection on the peer's input: how long to go on draining it
+    /// once the connection is let go. A peer that is still sending when our close frame goes
+    /// out (a message over the size limit, say) would get a reset if we closed TCP with its
+    /// bytes unread, and a reset can destroy our close frame before the peer reads it: it
+    /// would never learn why (1009, 1007 …). So the transport is handed to a task that reads
+    /// and discards until the peer closes, or [`DRAIN_BYTES`], or this long ([`drain`]).
+    drain_for: Option<Duration>,
     sleep: Option<Pin<Box<Sleep>>>,
     /// When the last bytes were read: buffers are given back [`RELEASE_AFTER`] later. `None`
     /// before the first read, when they go back at once: a connection that never sends
@@ -211,6 +222,47 @@ struct Inner {
     stream_done: bool,
     /// The `Sink` view has queued its close frame.
     sink_closing: bool,
+}
+
+impl Inner {
+    /// Lets the transport go: at once, or, after a failure on the peer's input, to a task that
+    /// drains what the peer still sends ([`Inner::drain_for`]).
+    fn release_io(&mut self) {
+        let io = std::mem::replace(&mut self.io, Box::new(tokio::io::empty()));
+        let Some(window) = self.drain_for.take() else { return };
+        if self.read_eof {
+            return;
+        }
+        // Outside a runtime (a blocking caller dropping its last handle) there is nothing to
+        // drain with: the transport closes at once.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(drain(io, Instant::now() + window));
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.release_io();
+    }
+}
+
+/// Reads and discards until the peer closes, [`DRAIN_BYTES`] have gone by, or `deadline`, then
+/// closes the transport. Holds the transport and an 8 KiB buffer, nothing else.
+async fn drain(mut io: Box<dyn Io>, deadline: Instant) {
+    use tokio::io::AsyncReadExt as _;
+    let _ = tokio::time::timeout_at(deadline, async {
+        let mut buf = [0u8; 8192];
+        let mut left = DRAIN_BYTES;
+        while left > 0 {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n as u64),
+            }
+        }
+    })
+    .await;
+    tracing::debug!("failed connection drained");
 }
 
 /// The state every handle of one connection shares.
@@ -291,6 +343,7 @@ impl Shared {
             terminated: false,
             pending_error: None,
             linger_until: None,
+            drain_for: None,
             sleep: None,
             last_read: None,
             limiter,
@@ -641,6 +694,10 @@ impl Shared {
         // failure never waits on the peer indefinitely.
         let linger = self.config.protocol.close_timeout.unwrap_or(Duration::from_secs(10));
         inner.linger_until = Some(now + linger);
+        // A deadline that passed says the peer is silent or gone: nothing to drain.
+        if !matches!(err, Error::Timeout(_)) {
+            inner.drain_for = Some(linger);
+        }
         if inner.pending_error.is_none() {
             inner.pending_error = Some(err);
         }
@@ -890,7 +947,7 @@ impl Shared {
         }
         inner.io_dead = true;
         // The socket goes now, not when the last sender does (a registry may hold one long).
-        inner.io = Box::new(tokio::io::empty());
+        inner.release_io();
         inner.chunk = None;
         inner.next_chunk = None;
         inner.parked.clear();

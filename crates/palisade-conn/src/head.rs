@@ -65,7 +65,7 @@ mod tests {
         assert!(matches!(err, Error::Transport(_)) && err.is_retryable(), "{err:?}");
         let mut cut: &[u8] = b"GET / HTTP/1.1\r\n";
         let err = read_head(&mut cut, HeadLimits::default()).await.expect_err("cut");
-        assert_eq!(err.http_status().map(|s| s.as_u16()), Some(400), "{err:?}");
+        assert_eq!(err.status_to_send().map(|s| s.as_u16()), Some(400), "{err:?}");
     }
 
     #[tokio::test]
@@ -74,6 +74,6 @@ mod tests {
         limits.max_head = 64;
         let mut long: &[u8] = &[b'a'; 4096];
         let err = read_head(&mut long, limits).await.expect_err("too long");
-        assert!(err.http_status().is_some_and(|s| s.as_u16() == 414 || s.as_u16() == 431));
+        assert!(err.status_to_send().is_some_and(|s| s.as_u16() == 414 || s.as_u16() == 431));
     }
 }

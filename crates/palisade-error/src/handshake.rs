@@ -9,7 +9,7 @@ use crate::redact;
 /// The opening handshake failed: the connection never opened.
 ///
 /// No close code applies (there is no WebSocket connection yet); on the server side,
-/// [`crate::Error::http_status`] gives the HTTP status to answer with.
+/// [`crate::Error::status_to_send`] gives the HTTP status to answer with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum HandshakeError {

@@ -4,7 +4,7 @@
 //! as finely as the caller likes:
 //!
 //! - coarsely, with [`Error::category`], [`Error::is_retryable`], [`Error::close_code`] and
-//!   [`Error::http_status`];
+//!   [`Error::status_to_send`];
 //! - finely, by matching the variants of [`Error`] and of the leaf enums, which carry the data a
 //!   caller needs (sizes and limits, header names, statuses, the close frames exchanged).
 //!
@@ -50,7 +50,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Any palisade failure.
 ///
 /// See the crate documentation for how to match it. The tables that classify each variant are
-/// on [`Error::close_code`], [`Error::http_status`], [`Error::category`] and
+/// on [`Error::close_code`], [`Error::status_to_send`], [`Error::category`] and
 /// [`Error::is_retryable`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -246,8 +246,10 @@ impl Error {
         }
     }
 
-    /// For handshake-phase errors, the HTTP status: on a server, the status to refuse the
-    /// upgrade with; on a client, the status the server refused it with. `None` otherwise.
+    /// The HTTP status *owed to the peer* for a handshake-phase failure: what a server answers
+    /// an upgrade request with when this is why it refuses it. `None` for everything else —
+    /// including every failure a client sees in the server's answer, where no status is owed
+    /// (the status the server *sent* is [`Error::received_status`]).
     ///
     /// | error | status |
     /// |---|---|
@@ -260,10 +262,15 @@ impl Error {
     /// | `Security` request line too long | 414 |
     /// | `Security` header line, header count, head size | 431 |
     /// | `Rejected` | its status |
-    /// | `InvalidStatus` | the status received |
+    /// | `InvalidStatus` (a client's: the server refused) | none: see [`Error::received_status`] |
     /// | `Timeout` handshake | 408 |
     /// | anything else | none |
-    pub fn http_status(&self) -> Option<StatusCode> {
+    ///
+    /// On a client, the errors above describe the server's answer (a `101` with a wrong
+    /// `Sec-WebSocket-Accept` is an `InvalidHeader`): the status they map to is what a server
+    /// would owe for such a request, not anything the server said. Read
+    /// [`Error::received_status`] there.
+    pub fn status_to_send(&self) -> Option<StatusCode> {
         match self {
             Self::Handshake(h) => match &**h {
                 HandshakeError::InvalidMessage(m) => Some(match m {
@@ -275,7 +282,7 @@ impl Error {
                         StatusCode::HTTP_VERSION_NOT_SUPPORTED
                     }
                 }),
-                HandshakeError::InvalidStatus(s) => Some(s.status()),
+                HandshakeError::InvalidStatus(_) => None,
                 HandshakeError::InvalidHeader(_) => Some(StatusCode::BAD_REQUEST),
                 HandshakeError::InvalidUpgrade { .. }
                 | HandshakeError::UnsupportedVersion { .. } => Some(StatusCode::UPGRADE_REQUIRED),
@@ -323,6 +330,18 @@ impl Error {
             | Self::Transport(_)
             | Self::Application(_) => None,
         }
+    }
+
+    /// The HTTP status *received from the peer*: the status a server refused a client's
+    /// upgrade with ([`HandshakeError::InvalidStatus`], whose headers and body say more).
+    /// `None` for every other error, including a `101` that failed its checks.
+    pub fn received_status(&self) -> Option<StatusCode> {
+        if let Self::Handshake(h) = self
+            && let HandshakeError::InvalidStatus(s) = &**h
+        {
+            return Some(s.status());
+        }
+        None
     }
 
     /// The coarse category.

@@ -60,7 +60,7 @@ macro_rules! table {
             fn $name() {
                 let e: Error = $err;
                 assert_eq!(e.close_code().map(CloseCode::as_u16), $close, "close_code of {e:?}");
-                assert_eq!(e.http_status().map(|s| s.as_u16()), $status, "http_status of {e:?}");
+                assert_eq!(e.status_to_send().map(|s| s.as_u16()), $status, "status_to_send of {e:?}");
                 assert_eq!(e.category(), Category::$cat, "category of {e:?}");
                 assert_eq!(e.is_retryable(), $retry, "is_retryable of {e:?}");
                 assert!(!e.to_string().is_empty());
@@ -89,15 +89,15 @@ table! {
     message_method: InvalidMessage::MethodNotAllowed { method: "POST".into() }.into() => None, Some(405), Handshake, false;
     message_http10: InvalidMessage::UnsupportedHttpVersion { minor: 0 }.into() => None, Some(505), Handshake, false;
 
-    status_302: status(302) => None, Some(302), Handshake, false;
-    status_400: status(400) => None, Some(400), Handshake, false;
-    status_401: status(401) => None, Some(401), Handshake, false;
-    status_403: status(403) => None, Some(403), Handshake, false;
-    status_404: status(404) => None, Some(404), Handshake, false;
-    status_408: status(408) => None, Some(408), Handshake, true;
-    status_429: status(429) => None, Some(429), Handshake, true;
-    status_500: status(500) => None, Some(500), Handshake, true;
-    status_503: status(503) => None, Some(503), Handshake, true;
+    status_302: status(302) => None, None, Handshake, false;
+    status_400: status(400) => None, None, Handshake, false;
+    status_401: status(401) => None, None, Handshake, false;
+    status_403: status(403) => None, None, Handshake, false;
+    status_404: status(404) => None, None, Handshake, false;
+    status_408: status(408) => None, None, Handshake, true;
+    status_429: status(429) => None, None, Handshake, true;
+    status_500: status(500) => None, None, Handshake, true;
+    status_503: status(503) => None, None, Handshake, true;
 
     header_missing: InvalidHeader::missing("host").into() => None, Some(400), Handshake, false;
     header_bad_format: InvalidHeader::bad_format("connection", "up grade", 2).into() => None, Some(400), Handshake, false;
@@ -304,4 +304,19 @@ fn category_names_are_stable() {
         assert_eq!(c.name(), n);
         assert_eq!(c.to_string(), n);
     }
+}
+
+/// A server's refusal is the one error with a status received, and it owes none.
+#[test]
+fn a_refusal_has_a_received_status_and_none_to_send() {
+    for code in [400, 401, 403, 404, 408, 429, 500, 503] {
+        let e = status(code);
+        assert_eq!(e.received_status().map(|s| s.as_u16()), Some(code));
+        assert_eq!(e.status_to_send(), None);
+    }
+    // A 101 that failed its checks: the server said 101; a server would owe 400 for such a
+    // request, which is not what the server sent.
+    let bad_accept: Error = InvalidHeader::missing("sec-websocket-accept").into();
+    assert_eq!(bad_accept.received_status(), None);
+    assert_eq!(bad_accept.status_to_send(), Some(StatusCode::BAD_REQUEST));
 }

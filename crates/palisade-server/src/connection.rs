@@ -135,18 +135,31 @@ where
     WebSocket::from_parts_with_id(id, io, conn, config.connection.clone(), leftover)
 }
 
+/// Logs the end of a connection with both close frames, each under its own name: the one we
+/// sent (`sent_code`, `sent_reason`) and the peer's (`received_code`, `received_reason`). A
+/// peer's answer often echoes our code with an empty reason, so logging only one of them
+/// would hide why we closed. A frame that never went out or never came is left out.
 fn log_close(sender: &Sender, opened: Instant, why: &str) {
     let info = sender.close_info();
     let stats = sender.stats();
-    let code = info.code();
-    let level_info =
-        matches!(code, CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS);
+    let sent = info.sent.as_ref();
+    let received = info.received.as_ref();
+    let normal = |frame: &CloseFrame| {
+        matches!(frame.code(), CloseCode::NORMAL | CloseCode::GOING_AWAY | CloseCode::NO_STATUS)
+    };
+    // Info when every frame exchanged says all is well; warn for 1006 (no frame at all) and
+    // for any other code either way.
+    let level_info = (sent.is_some() || received.is_some())
+        && sent.is_none_or(normal)
+        && received.is_none_or(normal);
     macro_rules! close_event {
         ($lvl:expr) => {
             tracing::event!(
                 $lvl,
-                code = code.0,
-                reason = info.reason(),
+                sent_code = sent.map(|f| f.code().0),
+                sent_reason = sent.map(CloseFrame::reason),
+                received_code = received.map(|f| f.code().0),
+                received_reason = received.map(CloseFrame::reason),
                 duration_ms = opened.elapsed().as_millis() as u64,
                 messages_in = stats.messages_in,
                 messages_out = stats.messages_out,

@@ -196,7 +196,7 @@ async fn judge(
             reason: "no route for this path".into(),
         })?;
     if let Some(policy) = &config.origins
-        && !policy.allows(request.origin())
+        && !policy.allows_request(request.origin(), request.header("host"))
     {
         return Err(
             HandshakeError::InvalidOrigin { origin: request.origin().map(str::to_owned) }.into()
@@ -268,7 +268,7 @@ async fn judge(
 
 /// Logs a refused handshake at the level its category calls for.
 pub(crate) fn log_refusal(err: &Error) {
-    let status = err.http_status().map_or(0, |s| s.as_u16());
+    let status = err.status_to_send().map_or(0, |s| s.as_u16());
     match err.category() {
         palisade_error::Category::Security => {
             tracing::warn!(status, error = %err, "handshake refused")
@@ -280,11 +280,34 @@ pub(crate) fn log_refusal(err: &Error) {
     }
 }
 
-/// The response refusing a handshake that failed with `err`.
+/// The response refusing a handshake that failed with `err`. A refusal by one of the server's
+/// own policies names that policy in the body, so that a client's user knows what to change;
+/// the request's values (the origin received) stay out of it, as in every built-in body.
 pub(crate) fn error_response(err: &Error, retry_after: u64) -> Response<Bytes> {
     let mut response = rejection(err);
+    if let Some(policy) = refusing_policy(err) {
+        let status = response.status();
+        let body = format!(
+            "{} {}\n\nThis server did not accept the WebSocket handshake: {policy}.\n",
+            status.as_str(),
+            status.canonical_reason().unwrap_or("Error"),
+        );
+        response.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        *response.body_mut() = Bytes::from(body);
+    }
     retry_after_for(&mut response, retry_after);
     response
+}
+
+/// The server policy that refused a handshake with `err`, in words for the refusal's body.
+fn refusing_policy(err: &Error) -> Option<&'static str> {
+    match err {
+        Error::Handshake(handshake) => match &**handshake {
+            HandshakeError::InvalidOrigin { .. } => Some("origin not allowed"),
+            _ => None,
+        },
+        _ => None,
+    }
 }
 
 /// The response for a [`Rejection`]: its status, headers and body, with `Content-Length`,
@@ -371,14 +394,14 @@ mod tests {
             );
         }
         let err = check_head_limits(&many, &limits).expect_err("too many");
-        assert_eq!(err.http_status(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(err.status_to_send(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
         let long = Request::get("/").header("x-long", "a".repeat(100)).body(()).expect("valid");
         let err = check_head_limits(&long, &limits).expect_err("too long");
-        assert_eq!(err.http_status(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(err.status_to_send(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
         let target = format!("/{}", "a".repeat(9000));
         let uri = Request::get(target.as_str()).body(()).expect("valid");
         let err = check_head_limits(&uri, &HeadLimits::default()).expect_err("long line");
-        assert_eq!(err.http_status(), Some(StatusCode::URI_TOO_LONG));
+        assert_eq!(err.status_to_send(), Some(StatusCode::URI_TOO_LONG));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub struct OriginPolicy {
     /// `(scheme + "://", suffix)`: `https://*.example.com` allows `https://a.example.com`.
     wildcard: Vec<(String, String)>,
     allow_missing: bool,
+    allow_same_host: bool,
 }
 
 impl OriginPolicy {
@@ -34,17 +35,46 @@ impl OriginPolicy {
                 None => exact.push(origin),
             }
         }
-        Self { exact, wildcard, allow_missing: true }
+        Self { exact, wildcard, allow_missing: true, allow_same_host: false }
     }
 
-    /// Whether a request without an `Origin` header is allowed (default: yes — non-browser
-    /// clients do not send one; browsers always do).
+    /// Whether a request without an `Origin` header is allowed (default: yes). Browsers always
+    /// send one; many other clients send none, but not all: Python's `websocket-client` sends
+    /// `Origin: http://HOST:PORT` of the URL it connects to, which
+    /// [`OriginPolicy::with_same_host_allowed`] lets in.
     pub fn with_missing_allowed(mut self, allowed: bool) -> Self {
         self.allow_missing = allowed;
         self
     }
 
-    /// Whether `origin` may connect.
+    /// Whether an origin whose host and port are the request's `Host` is allowed (default: no).
+    /// That is the origin of a page served by this same host and port, and the `Origin` some
+    /// non-browser clients (Python's `websocket-client`) make up from the URL they connect to.
+    ///
+    /// It does not defend against DNS rebinding: a page whose host name an attacker points at
+    /// this server's address sends an `Origin` that matches the `Host` its browser sends, so a
+    /// server that trusts its callers by their network position (a service on localhost, say)
+    /// should list its origins instead.
+    pub fn with_same_host_allowed(mut self, allowed: bool) -> Self {
+        self.allow_same_host = allowed;
+        self
+    }
+
+    /// Whether a request with this `Origin` and this `Host` may connect: [`OriginPolicy::allows`],
+    /// or, with [`OriginPolicy::with_same_host_allowed`], an origin naming the `Host` itself.
+    pub fn allows_request(&self, origin: Option<&str>, host: Option<&str>) -> bool {
+        if self.allows(origin) {
+            return true;
+        }
+        let (Some(origin), Some(host)) = (origin, host) else { return false };
+        self.allow_same_host
+            && origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
+    }
+
+    /// Whether `origin` may connect, by the list and the rule for requests without one (a
+    /// request's `Host` is not looked at: see [`OriginPolicy::allows_request`]).
     pub fn allows(&self, origin: Option<&str>) -> bool {
         let Some(origin) = origin else { return self.allow_missing };
         let origin = origin.to_ascii_lowercase();
@@ -77,5 +107,21 @@ mod tests {
         assert!(!p.allows(Some("null")));
         assert!(p.allows(None));
         assert!(!p.clone().with_missing_allowed(false).allows(None));
+    }
+
+    #[test]
+    fn same_host_origins_only_when_allowed() {
+        let p = OriginPolicy::new(["https://app.example.com"]);
+        let local = Some("127.0.0.1:9000");
+        assert!(!p.allows_request(Some("http://127.0.0.1:9000"), local), "off by default");
+        let p = p.with_same_host_allowed(true);
+        assert!(p.allows_request(Some("http://127.0.0.1:9000"), local));
+        assert!(p.allows_request(Some("https://LOCALHOST:9000"), Some("localhost:9000")));
+        assert!(!p.allows_request(Some("http://127.0.0.1:9001"), local), "another port");
+        assert!(!p.allows_request(Some("http://127.0.0.1:9000/x"), local), "a path is no origin");
+        assert!(!p.allows_request(Some("http://evil.example"), local));
+        assert!(!p.allows_request(Some("null"), local));
+        assert!(!p.allows_request(Some("http://127.0.0.1:9000"), None), "no Host to compare");
+        assert!(p.allows_request(Some("https://app.example.com"), local), "the list still counts");
     }
 }

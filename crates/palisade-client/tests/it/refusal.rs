@@ -26,7 +26,8 @@ async fn a_401_keeps_status_headers_and_json_body() {
     )
     .await;
     let err = client().connect(&server.url("/")).await.unwrap_err();
-    assert_eq!(err.http_status(), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(err.received_status(), Some(StatusCode::UNAUTHORIZED));
+    assert_eq!(err.status_to_send(), None, "a client owes no status for a refusal");
     assert_eq!(err.category(), Category::Handshake);
     assert!(!err.is_retryable());
     let shown = format!("{err} {err:?}");

@@ -406,6 +406,44 @@ async fn too_big_message_closes_with_1009() {
     assert_eq!(c.connection_closed().unwrap().code(), CloseCode::MESSAGE_TOO_BIG);
 }
 
+/// A peer still sending a message over the limit when we fail the connection learns why: we
+/// go on reading (and discarding) after our close frame, so its writes complete instead of
+/// being reset, and it reads 1009 before the end of the stream.
+#[tokio::test]
+async fn a_peer_mid_send_reads_the_1009_close_frame() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (raw, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let mut raw = raw.unwrap();
+    let limit = quiet().with_max_message_size(1 << 20);
+    let server = WebSocket::from_parts(
+        accepted.unwrap().0,
+        Connection::server(limit.protocol.clone(), StdInstant::now()),
+        limit,
+        &[],
+    );
+    let handler = tokio::spawn(async move { server.recv().await.unwrap_err() });
+    // A masked binary frame announcing 4 MiB (over the 1 MiB limit), then its 4 MiB payload:
+    // far more than the socket buffers hold, so the writes only complete if the server reads.
+    const LEN: u64 = 4 << 20;
+    let mut header = vec![0x82, 0x80 | 127];
+    header.extend_from_slice(&LEN.to_be_bytes());
+    header.extend_from_slice(&[1, 2, 3, 4]);
+    raw.write_all(&header).await.unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    for _ in 0..LEN / chunk.len() as u64 {
+        raw.write_all(&chunk).await.expect("the server drains what it refused");
+    }
+    let mut got = Vec::new();
+    raw.read_to_end(&mut got).await.expect("a clean end, not a reset");
+    assert_eq!(&got[..4], &[0x88, 17, 0x03, 0xF1], "close frame with 1009: {got:?}");
+    assert_eq!(&got[4..], b"message too big");
+    // The peer closes in turn: the server stops draining and reports the failure.
+    drop(raw);
+    let err = handler.await.unwrap();
+    assert_eq!(err.close_code(), Some(CloseCode::MESSAGE_TOO_BIG));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_failure_whose_close_frame_cannot_be_written_ends_after_the_close_timeout() {
     // A 256-byte pipe that the peer never reads: once it is full, nothing more can be written.

@@ -617,7 +617,7 @@ mod tests {
             ),
         ] {
             let err = read(&h, &response_with(edit)).unwrap_err();
-            assert_eq!(err.http_status(), Some(StatusCode::UPGRADE_REQUIRED));
+            assert_eq!(err.status_to_send(), Some(StatusCode::UPGRADE_REQUIRED));
             match handshake_error(err) {
                 HandshakeError::InvalidUpgrade { header: got, value: v } => {
                     assert_eq!((got, v.as_deref()), (header, value))
@@ -722,7 +722,7 @@ mod tests {
         );
         let err = read(&h, &response_with(|l| l.push("Sec-WebSocket-Extensions: x-foo".into())))
             .unwrap_err();
-        assert_eq!(err.http_status(), None);
+        assert_eq!(err.status_to_send(), None);
         assert!(
             matches!(handshake_error(err), HandshakeError::Negotiation(NegotiationError::UnofferedExtension { name }) if name == "x-foo")
         );

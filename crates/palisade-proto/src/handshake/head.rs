@@ -15,7 +15,7 @@ use palisade_error::{Error, InvalidMessage, SecurityError};
 ///
 /// Lengths exclude the line's terminating CR LF. Each limit, when crossed, fails the handshake
 /// with a [`SecurityError`]; on a server it maps to the status given below
-/// ([`Error::http_status`]).
+/// ([`Error::status_to_send`]).
 ///
 /// ```
 /// use palisade_proto::handshake::HeadLimits;
@@ -509,7 +509,7 @@ mod tests {
     #[test]
     fn rejects_an_empty_line_before_the_start_line() {
         let err = read_whole(b"\r\nGET / HTTP/1.1\r\n\r\n", HeadLimits::default()).unwrap_err();
-        assert_eq!(err.http_status(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(err.status_to_send(), Some(StatusCode::BAD_REQUEST));
         assert!(matches!(message(err), InvalidMessage::Malformed { .. }));
     }
 
@@ -521,7 +521,7 @@ mod tests {
         assert_eq!(read_whole(&ok, limits).unwrap(), Some(ok.len()));
         let long = head(101, &[10]);
         let err = read_whole(&long, limits).unwrap_err();
-        assert_eq!(err.http_status(), Some(StatusCode::URI_TOO_LONG));
+        assert_eq!(err.status_to_send(), Some(StatusCode::URI_TOO_LONG));
         assert_eq!(security(err), SecurityError::RequestLineTooLong { len: 101, max: 100 });
     }
 
@@ -551,7 +551,7 @@ mod tests {
         assert_eq!(read_whole(&ok, limits).unwrap(), Some(ok.len()));
         let long = head(20, &[10, 51, 10]);
         let err = read_whole(&long, limits).unwrap_err();
-        assert_eq!(err.http_status(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(err.status_to_send(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
         assert_eq!(security(err), SecurityError::HeaderLineTooLong { len: 51, max: 50 });
         // With bare LF endings too.
         let bare = String::from_utf8(long).unwrap().replace("\r\n", "\n");
@@ -568,7 +568,7 @@ mod tests {
         assert_eq!(read_whole(&ok, limits).unwrap(), Some(ok.len()));
         assert_eq!(parse_request(&ok, &limits).unwrap().headers().len(), 5);
         let err = read_whole(&head(20, &[10; 6]), limits).unwrap_err();
-        assert_eq!(err.http_status(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(err.status_to_send(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
         assert_eq!(security(err), SecurityError::TooManyHeaders { max: 5 });
         let err = parse_request(&head(20, &[10; 6]), &limits).unwrap_err();
         assert_eq!(security(err), SecurityError::TooManyHeaders { max: 5 });
@@ -581,7 +581,7 @@ mod tests {
         assert_eq!(read_whole(&ok, limits).unwrap(), Some(ok.len()));
         let big = head(101, &[100, 100, 100]);
         let err = read_whole(&big, limits).unwrap_err();
-        assert_eq!(err.http_status(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        assert_eq!(err.status_to_send(), Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
         assert_eq!(security(err), SecurityError::HeadTooLarge { len: ok.len() + 1, max: ok.len() });
         // Fed one byte at a time, the verdict comes with the first byte over the limit.
         let mut reader = HeadReader::new(limits);
@@ -655,7 +655,7 @@ mod tests {
             b"G\x01T / HTTP/1.1\r\n\r\n",
         ] {
             let err = parse_request(bad, &limits).unwrap_err();
-            assert_eq!(err.http_status(), Some(StatusCode::BAD_REQUEST), "{bad:?}");
+            assert_eq!(err.status_to_send(), Some(StatusCode::BAD_REQUEST), "{bad:?}");
             assert!(matches!(message(err), InvalidMessage::Malformed { .. }), "{bad:?}");
         }
     }

@@ -456,7 +456,7 @@ mod tests {
     use super::*;
 
     fn negotiation(err: Error) -> NegotiationError {
-        assert_eq!(err.http_status(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(err.status_to_send(), Some(StatusCode::BAD_REQUEST));
         match err {
             Error::Handshake(h) => match *h {
                 HandshakeError::Negotiation(n) => n,
@@ -467,7 +467,7 @@ mod tests {
     }
 
     fn bad_format_at(err: Error) -> (&'static str, usize) {
-        assert_eq!(err.http_status(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(err.status_to_send(), Some(StatusCode::BAD_REQUEST));
         match err {
             Error::Handshake(h) => match *h {
                 HandshakeError::InvalidHeader(h) => match h.problem() {

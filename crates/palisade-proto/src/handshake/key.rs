@@ -82,7 +82,7 @@ mod tests {
     use super::*;
 
     fn problem(err: Error) -> HeaderProblem {
-        assert_eq!(err.http_status(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(err.status_to_send(), Some(StatusCode::BAD_REQUEST));
         match err {
             Error::Handshake(h) => match *h {
                 HandshakeError::InvalidHeader(h) => {

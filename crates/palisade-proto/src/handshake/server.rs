@@ -296,7 +296,7 @@ impl AcceptOptions {
 
 /// The response that refuses a handshake because of `err`, with a generic body.
 ///
-/// - Status: [`Error::http_status`], or 400 when it has none or it is not an error status
+/// - Status: [`Error::status_to_send`], or 400 when it has none or it is not an error status
 ///   (below 300).
 /// - Headers: `Content-Type: text/plain; charset=utf-8`, `Content-Length`, `Connection:
 ///   close`; with 426 also `Upgrade: websocket` and `Sec-WebSocket-Version: 13` (RFC 6455
@@ -308,7 +308,8 @@ impl AcceptOptions {
 /// `WWW-Authenticate` with 401). Write it with [`crate::handshake::write_response`] and its
 /// body, then close the connection.
 pub fn rejection(err: &Error) -> Response<Bytes> {
-    let status = err.http_status().filter(|s| s.as_u16() >= 300).unwrap_or(StatusCode::BAD_REQUEST);
+    let status =
+        err.status_to_send().filter(|s| s.as_u16() >= 300).unwrap_or(StatusCode::BAD_REQUEST);
     let body = format!(
         "{} {}\n\nThis server did not accept the WebSocket handshake.\n",
         status.as_str(),
@@ -429,7 +430,7 @@ mod tests {
     }
 
     fn header_problem(err: Error, status: u16) -> (&'static str, HeaderProblem) {
-        assert_eq!(err.http_status().map(|s| s.as_u16()), Some(status));
+        assert_eq!(err.status_to_send().map(|s| s.as_u16()), Some(status));
         match handshake_error(err) {
             HandshakeError::InvalidHeader(h) => (h.name(), h.problem()),
             other => panic!("not a header error: {other:?}"),
@@ -461,7 +462,7 @@ mod tests {
         let mut buf = request_with(|_| {});
         buf[17] = b'0';
         let err = parse(&buf).unwrap_err();
-        assert_eq!(err.http_status(), Some(StatusCode::HTTP_VERSION_NOT_SUPPORTED));
+        assert_eq!(err.status_to_send(), Some(StatusCode::HTTP_VERSION_NOT_SUPPORTED));
         assert!(matches!(
             handshake_error(err),
             HandshakeError::InvalidMessage(InvalidMessage::UnsupportedHttpVersion { minor: 0 })
@@ -473,7 +474,7 @@ mod tests {
         let buf = request_with(|_| {});
         let post = [b"POST".as_slice(), &buf[3..]].concat();
         let err = parse(&post).unwrap_err();
-        assert_eq!(err.http_status(), Some(StatusCode::METHOD_NOT_ALLOWED));
+        assert_eq!(err.status_to_send(), Some(StatusCode::METHOD_NOT_ALLOWED));
         assert_eq!(
             handshake_error(err).to_string(),
             "invalid HTTP message: method POST is not allowed, expected GET"
@@ -487,14 +488,17 @@ mod tests {
         }
         // Methods are case-sensitive (RFC 7230 §3.1.1).
         let lower = [b"get".as_slice(), &buf[3..]].concat();
-        assert_eq!(parse(&lower).unwrap_err().http_status(), Some(StatusCode::METHOD_NOT_ALLOWED));
+        assert_eq!(
+            parse(&lower).unwrap_err().status_to_send(),
+            Some(StatusCode::METHOD_NOT_ALLOWED)
+        );
     }
 
     #[test]
     fn a_body_is_refused() {
         for line in ["Content-Length: 5", "Transfer-Encoding: chunked"] {
             let err = parse(&request_with(|l| l.push(line.into()))).unwrap_err();
-            assert_eq!(err.http_status(), Some(StatusCode::BAD_REQUEST));
+            assert_eq!(err.status_to_send(), Some(StatusCode::BAD_REQUEST));
             assert!(
                 matches!(
                     handshake_error(err),
@@ -530,7 +534,7 @@ mod tests {
             ),
         ] {
             let err = parse(&buf).unwrap_err();
-            assert_eq!(err.http_status(), Some(StatusCode::UPGRADE_REQUIRED));
+            assert_eq!(err.status_to_send(), Some(StatusCode::UPGRADE_REQUIRED));
             match handshake_error(err) {
                 HandshakeError::InvalidUpgrade { header: h, value: v } => {
                     assert_eq!((h, v.as_deref()), (header, value));
@@ -567,7 +571,7 @@ mod tests {
             ),
         ] {
             let err = parse(&buf).unwrap_err();
-            assert_eq!(err.http_status(), Some(StatusCode::UPGRADE_REQUIRED));
+            assert_eq!(err.status_to_send(), Some(StatusCode::UPGRADE_REQUIRED));
             match handshake_error(err) {
                 HandshakeError::UnsupportedVersion { version: v } => {
                     assert_eq!(v.as_deref(), version)
@@ -648,7 +652,7 @@ mod tests {
             ("sec-websocket-protocol", HeaderProblem::BadFormat { pos: 2 })
         );
         let err = parse(&request_with(with("Sec-WebSocket-Extensions: e; a=\"x y\""))).unwrap_err();
-        assert_eq!(err.http_status(), Some(StatusCode::BAD_REQUEST));
+        assert_eq!(err.status_to_send(), Some(StatusCode::BAD_REQUEST));
         assert!(matches!(
             handshake_error(err),
             HandshakeError::Negotiation(NegotiationError::InvalidParameterValue { .. })
@@ -668,7 +672,7 @@ mod tests {
         let req =
             parse(&request_with(with("Sec-WebSocket-Extensions: permessage-deflate"))).unwrap();
         let err = req.accept(AcceptOptions::default().with_subprotocol("other")).unwrap_err();
-        assert_eq!(err.http_status(), None);
+        assert_eq!(err.status_to_send(), None);
         assert!(matches!(
             handshake_error(err),
             HandshakeError::Negotiation(NegotiationError::UnofferedSubprotocol { .. })
@@ -744,7 +748,7 @@ mod tests {
     }
 
     #[test]
-    fn rejection_statuses_follow_http_status() {
+    fn rejection_statuses_follow_status_to_send() {
         use palisade_error::SecurityError;
         for (err, status) in [
             (Error::from(SecurityError::RequestLineTooLong { len: 2, max: 1 }), 414),

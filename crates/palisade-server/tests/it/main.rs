@@ -245,9 +245,31 @@ async fn origin_allow_list() {
     connect(addr, "/", &[("origin", "https://x.example.org")], &[]).await.open();
     for bad in [Some("https://evil.example.net"), Some("null"), None] {
         let headers: Vec<(&str, &str)> = bad.map(|o| ("origin", o)).into_iter().collect();
-        let (status, _, _) = connect(addr, "/", &headers, &[]).await.refused();
+        let (status, _, body) = connect(addr, "/", &headers, &[]).await.refused();
         assert_eq!(status, StatusCode::FORBIDDEN, "{bad:?}");
+        // The body names the policy, never the origin received.
+        assert_eq!(
+            body,
+            "403 Forbidden\n\nThis server did not accept the WebSocket handshake: origin not \
+             allowed.\n"
+        );
     }
+}
+
+/// `with_same_host_allowed`: the `Origin` Python's `websocket-client` makes up from its URL
+/// (`http://HOST:PORT`) is the request's `Host`, and is let in; other origins are not.
+#[tokio::test]
+async fn origin_of_the_same_host_when_allowed() {
+    let server = start(Server::builder().fallback(echo).with_allowed_origins(
+        OriginPolicy::new(["https://app.example.com"]).with_same_host_allowed(true),
+    ))
+    .await;
+    let addr = server.local_addr();
+    let same = format!("http://{addr}");
+    connect(addr, "/", &[("origin", &same)], &[]).await.open();
+    let (status, _, _) =
+        connect(addr, "/", &[("origin", "http://127.0.0.1:1")], &[]).await.refused();
+    assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
 #[tokio::test]
@@ -679,7 +701,9 @@ async fn logs_say_what_happened_and_never_a_secret() {
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(text.contains("connection open"), "{text}");
     assert!(text.contains("connection closed"), "{text}");
-    assert!(text.contains("code=1000"), "{text}");
+    // Both close frames, each under its own name: the client's 1000 "bye", and our answer.
+    assert!(text.contains("received_code=1000 received_reason=\"bye\""), "{text}");
+    assert!(text.contains("sent_code=1000"), "{text}");
     assert!(text.contains("messages_in=1"), "{text}");
     assert!(text.contains("path=\"/chat\""), "a span per connection names the path: {text}");
     assert!(text.contains("status=401") && text.contains("bad token"), "{text}");

@@ -72,7 +72,7 @@ async fn close_codes_from_the_client() {
 async fn a_401_from_process_request_keeps_its_json_body() {
     let (_peer, port) = Peer::server("auth401", None).await;
     let err = client().connect(&url(port)).await.unwrap_err();
-    assert_eq!(err.http_status().map(|s| s.as_u16()), Some(401));
+    assert_eq!(err.received_status().map(|s| s.as_u16()), Some(401));
     assert!(!err.is_retryable());
     let Error::Handshake(h) = err else { panic!("not a handshake error") };
     let HandshakeError::InvalidStatus(refusal) = *h else { panic!("not a refusal: {h:?}") };
@@ -108,7 +108,7 @@ async fn subprotocol_negotiation() {
     assert_eq!(ws.subprotocol(), Some("superchat"));
     // No common subprotocol: websockets refuses the handshake.
     let err = client().with_subprotocols(["nope"]).connect(&url(port)).await.unwrap_err();
-    assert_eq!(err.http_status().map(|s| s.as_u16()), Some(400), "{err:?}");
+    assert_eq!(err.received_status().map(|s| s.as_u16()), Some(400), "{err:?}");
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
-//! Interoperability with an independent implementation: Python `websockets`, pinned, in a venv
-//! under `target/` that the first test creates. Every peer runs on 127.0.0.1 as a child process
+//! Interoperability with independent implementations: Python `websockets`, `websocket-client`
+//! and `aiohttp`, pinned, in a venv under `target/` that the first test creates, and Node `ws`. Every peer runs on 127.0.0.1 as a child process
 //! that is killed when its handle drops and ends itself after a timeout.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used)]
 
+mod aiohttp;
 mod client;
 mod deflate;
 mod examples;
@@ -12,3 +13,4 @@ mod examples;
 mod json;
 mod server;
 mod support;
+mod websocket_client;

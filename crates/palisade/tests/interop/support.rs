@@ -1,9 +1,10 @@
-//! Python and Node peers for interop tests: a pinned venv with `websockets`, a pinned `ws`
-//! under `target/interop-node` (npm), and child processes that are always killed.
+//! Python and Node peers for interop tests: a pinned venv with `websockets`, `websocket-client`
+//! and `aiohttp`, a pinned `ws` under `target/interop-node` (npm), and child processes that are
+//! always killed.
 //!
-//! - [`python`] creates `target/interop-venv` once (`python3 -m venv`, then `pip install
-//!   websockets==WEBSOCKETS_VERSION`), guarded by a lock file so that parallel tests and test
-//!   binaries do it once.
+//! - [`python`] creates `target/interop-venv` once (`python3 -m venv`, then `pip install` of
+//!   [`PYTHON_PACKAGES`]), guarded by a lock file so that parallel tests and test binaries do it
+//!   once; a venv made for other pins gets the new ones installed over it.
 //! - [`Peer::spawn`] runs a script from `tests/interop/py/` with arguments and reads its
 //!   stdout line by line; [`Peer::server`] starts `server.py` in a mode and returns its port.
 //!   Scripts print `PORT <n>` when listening and end themselves after a timeout; the process
@@ -20,6 +21,20 @@ use tokio::process::{Child, ChildStdout, Command};
 
 /// The pinned `websockets` release.
 pub(crate) const WEBSOCKETS_VERSION: &str = "17.4";
+
+/// The pinned `websocket-client` release (the synchronous client many scripts use; it sends
+/// an `Origin` of its own by default).
+pub(crate) const WEBSOCKET_CLIENT_VERSION: &str = "1.9.2";
+
+/// The pinned `aiohttp` release (client and server).
+pub(crate) const AIOHTTP_VERSION: &str = "3.14.5";
+
+/// What the venv holds, as pip requirements.
+const PYTHON_PACKAGES: [(&str, &str); 3] = [
+    ("websockets", WEBSOCKETS_VERSION),
+    ("websocket-client", WEBSOCKET_CLIENT_VERSION),
+    ("aiohttp", AIOHTTP_VERSION),
+];
 
 /// The pinned Node `ws` release.
 pub(crate) const NODE_WS_VERSION: &str = "8.23.0";
@@ -44,22 +59,20 @@ pub(crate) fn python() -> &'static Path {
         std::fs::create_dir_all(&target).unwrap();
         let venv = target.join("interop-venv");
         let python = venv.join("bin").join("python");
-        let ready = venv.join(format!(".websockets-{WEBSOCKETS_VERSION}"));
+        let pins: Vec<String> =
+            PYTHON_PACKAGES.iter().map(|(name, version)| format!("{name}=={version}")).collect();
+        // The marker names every pin, so that a change of pins installs again.
+        let ready = venv.join(format!(".ready-{}", pins.join("-")));
         if ready.exists() {
             return python;
         }
         let _lock = LockFile::acquire(target.join("interop-venv.lock"), &ready);
         if !ready.exists() {
             run(std::process::Command::new("python3").args(["-m", "venv"]).arg(&venv));
-            run(std::process::Command::new(&python).args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                &format!("websockets=={WEBSOCKETS_VERSION}"),
-            ]));
-            std::fs::write(&ready, WEBSOCKETS_VERSION).unwrap();
+            run(std::process::Command::new(&python)
+                .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+                .args(&pins));
+            std::fs::write(&ready, pins.join("\n")).unwrap();
         }
         python
     })
