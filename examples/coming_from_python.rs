@@ -597,7 +597,7 @@ fn not_websockets_rows() -> Vec<Row> {
         "ssl.SSLError" => "Transport(Tls)",
             TransportError::Tls { message: "handshake alert".into(), source: None }.into();
             None, None, Transport, false;
-        "TimeoutError" => "Timeout(Open)", Error::timeout(TimeoutPhase::Open);
+        "TimeoutError" => "Timeout(Response)", Error::timeout(TimeoutPhase::Response);
             None, None, Timeout, true;
         "ConnectionClosedError 1011" => "Timeout(Keepalive)",
             Error::timeout(TimeoutPhase::Keepalive);

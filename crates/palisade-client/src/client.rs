@@ -147,7 +147,8 @@ impl Client {
 
     /// Sets the deadline for opening a connection: DNS, TCP, proxy, TLS, the handshake and
     /// every redirect together. `None` waits forever. Default 10 s. Crossing it fails with
-    /// [`Error::Timeout`] ([`TimeoutPhase::Open`], retryable).
+    /// [`Error::Timeout`] (retryable), whose [`TimeoutPhase`] says the step the time ran out in:
+    /// `Connect`, `Tls` or `Response`.
     pub fn with_open_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.open_timeout = timeout;
         self
@@ -371,11 +372,12 @@ impl Client {
     pub(crate) async fn connect_url(&self, url: WsUrl) -> Result<Connected, Error> {
         let headers = self.request_headers(&url)?;
         let deadline = self.open_timeout.map(|t| Instant::now() + t);
-        let open = self.follow_redirects(url, headers, deadline);
+        let step = Step::default();
+        let open = self.follow_redirects(url, headers, deadline, &step);
         match deadline {
             Some(deadline) => tokio::time::timeout_at(deadline, open)
                 .await
-                .map_err(|_| Error::timeout(TimeoutPhase::Open))?,
+                .map_err(|_| Error::timeout(step.phase()))?,
             None => open.await,
         }
     }
@@ -415,11 +417,12 @@ impl Client {
         mut url: WsUrl,
         mut headers: HeaderMap,
         deadline: Option<Instant>,
+        step: &Step,
     ) -> Result<Connected, Error> {
         let mut redirects = 0u8;
         loop {
             let follow = self.max_redirects > 0;
-            match self.open_once(&url, &headers, follow, deadline).await? {
+            match self.open_once(&url, &headers, follow, deadline, step).await? {
                 Opened::Open(mut connected) => {
                     connected.url = url;
                     connected.redirects = redirects;
@@ -452,7 +455,8 @@ impl Client {
     }
 
     /// The transport to `url`: TCP (directly or through a proxy), then TLS for `wss://`.
-    async fn transport(&self, url: &WsUrl) -> Result<ClientStream, Error> {
+    async fn transport(&self, url: &WsUrl, step: &Step) -> Result<ClientStream, Error> {
+        step.set(TimeoutPhase::Connect);
         let proxy = match &self.proxy {
             ProxySetting::Off => None,
             ProxySetting::Use(p) => Some(p.clone()),
@@ -468,6 +472,7 @@ impl Client {
         }
         #[cfg(feature = "rustls")]
         {
+            step.set(TimeoutPhase::Tls);
             crate::tls::connect(&self.tls, url.host(), tcp).await
         }
         #[cfg(not(feature = "rustls"))]
@@ -488,9 +493,10 @@ impl Client {
         headers: &HeaderMap,
         follow_redirects: bool,
         deadline: Option<Instant>,
+        step: &Step,
     ) -> Result<Opened, Error> {
         tracing::debug!(url = %url, "connecting");
-        let mut io = self.transport(url).await?;
+        let mut io = self.transport(url, step).await?;
 
         let mut rng = StdRng::from_rng(&mut rand::rng());
         let mut key = [0u8; 16];
@@ -507,6 +513,7 @@ impl Client {
         }
         let mut request = Vec::with_capacity(512);
         handshake.write_request(&mut request);
+        step.set(TimeoutPhase::Response);
         io.write_all(&request).await?;
         io.flush().await?;
 
@@ -742,5 +749,29 @@ mod tests {
             assert!(is_loopback(host), "{host}");
         }
         assert!(!is_loopback("example.com") && !is_loopback("10.0.0.1"));
+    }
+}
+
+/// Which step of opening a connection is under way, for the open timeout's error. Shared by
+/// reference with the future that the timeout cancels (an atomic: that future must be `Send`).
+#[derive(Debug, Default)]
+struct Step(std::sync::atomic::AtomicU8);
+
+impl Step {
+    fn set(&self, phase: TimeoutPhase) {
+        let n = match phase {
+            TimeoutPhase::Tls => 1,
+            TimeoutPhase::Response => 2,
+            _ => 0,
+        };
+        self.0.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn phase(&self) -> TimeoutPhase {
+        match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => TimeoutPhase::Tls,
+            2 => TimeoutPhase::Response,
+            _ => TimeoutPhase::Connect,
+        }
     }
 }

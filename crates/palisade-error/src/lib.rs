@@ -234,7 +234,11 @@ impl Error {
                 TimeoutPhase::Keepalive => Some(CloseCode::INTERNAL_ERROR),
                 TimeoutPhase::Idle => Some(CloseCode::GOING_AWAY),
                 TimeoutPhase::FirstMessage => Some(CloseCode::POLICY_VIOLATION),
-                TimeoutPhase::Open | TimeoutPhase::Handshake | TimeoutPhase::Close => None,
+                TimeoutPhase::Connect
+                | TimeoutPhase::Tls
+                | TimeoutPhase::Response
+                | TimeoutPhase::Handshake
+                | TimeoutPhase::Close => None,
             },
             Self::ConnectionClosedOk(_)
             | Self::ConnectionClosedError(_)
@@ -312,7 +316,9 @@ impl Error {
             },
             Self::Timeout(t) => match t.phase {
                 TimeoutPhase::Handshake => Some(StatusCode::REQUEST_TIMEOUT),
-                TimeoutPhase::Open
+                TimeoutPhase::Connect
+                | TimeoutPhase::Tls
+                | TimeoutPhase::Response
                 | TimeoutPhase::Close
                 | TimeoutPhase::Keepalive
                 | TimeoutPhase::Idle

@@ -172,7 +172,9 @@ table! {
     transport_tls_from_io: Error::io(std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: BadRecordMac")) => None, None, Transport, false;
     transport_tls: TransportError::Tls { message: "bad record mac".into(), source: None }.into() => None, None, Transport, false;
 
-    timeout_open: timeout(TimeoutPhase::Open) => None, None, Timeout, true;
+    timeout_connect: timeout(TimeoutPhase::Connect) => None, None, Timeout, true;
+    timeout_tls: timeout(TimeoutPhase::Tls) => None, None, Timeout, true;
+    timeout_response: timeout(TimeoutPhase::Response) => None, None, Timeout, true;
     timeout_handshake: timeout(TimeoutPhase::Handshake) => None, Some(408), Timeout, true;
     timeout_close: timeout(TimeoutPhase::Close) => None, None, Timeout, true;
     timeout_keepalive: timeout(TimeoutPhase::Keepalive) => Some(1011), None, Timeout, true;

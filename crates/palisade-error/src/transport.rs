@@ -37,8 +37,13 @@ pub struct Timeout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TimeoutPhase {
-    /// Opening the connection: DNS, TCP, TLS and the handshake together (client).
-    Open,
+    /// A client's open timeout passed while connecting: DNS, TCP, a proxy's tunnel.
+    Connect,
+    /// A client's open timeout passed during the TLS handshake.
+    Tls,
+    /// A client's open timeout passed while waiting for the server's answer to the upgrade
+    /// request: the server accepted TCP (and TLS) but did not answer in time.
+    Response,
     /// Receiving the opening handshake request (server; slowloris defence). 408.
     Handshake,
     /// Waiting for the peer's close frame or TCP close after ours.
@@ -54,7 +59,9 @@ pub enum TimeoutPhase {
 impl fmt::Display for TimeoutPhase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Open => "opening handshake (connect)",
+            Self::Connect => "connect (DNS, TCP, proxy)",
+            Self::Tls => "TLS handshake",
+            Self::Response => "opening handshake (waiting for the server's response)",
             Self::Handshake => "opening handshake (request)",
             Self::Close => "closing handshake",
             Self::Keepalive => "keepalive ping",
