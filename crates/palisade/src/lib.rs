@@ -20,7 +20,8 @@
 //! | `json` | yes | [`json`] (`palisade-json`): typed JSON messages — an envelope with events, requests and replies both ways, error replies with stable codes that keep the connection, size and depth limits, strikes |
 //! | `garde` | no | validation of JSON messages with `garde` |
 //! | `msgpack` | no | the JSON envelope as MessagePack in binary frames |
-//! | `rustls` | no | `wss://` for the server and the client, with rustls |
+//! | `blocking` | no | [`blocking`] (`palisade-blocking`): the blocking API — `connect` and `accept` over std's `TcpStream`, a thread per connection, the same core, errors and limits, no tokio in its tree |
+//! | `rustls` | no | `wss://` for the server and the client (the blocking client too, where enabled), with rustls |
 //!
 //! ## Crate map
 //!
@@ -32,6 +33,7 @@
 //! | `palisade-server` | the tokio server: accept loop, handshake policies, lifecycle | [`server`] |
 //! | `palisade-client` | the tokio client: URL checks, proxies, TLS, redirects, the handshake, reconnecting | [`client`] |
 //! | `palisade-json` | typed JSON messages: the envelope, error replies, requests both ways | [`json`] |
+//! | `palisade-blocking` | the blocking API: the core driven by std's sockets, one thread per connection | [`blocking`] |
 //!
 //! Derive macros for typed handlers are on the roadmap, as a crate of their own behind a
 //! feature of this one.
@@ -86,6 +88,9 @@ pub use palisade_client as client;
 
 #[cfg(feature = "json")]
 pub use palisade_json as json;
+
+#[cfg(feature = "blocking")]
+pub use palisade_blocking as blocking;
 
 pub use http;
 

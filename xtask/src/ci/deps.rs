@@ -46,6 +46,7 @@ const CONN: &str = "palisade-conn";
 const SERVER: &str = "palisade-server";
 const CLIENT: &str = "palisade-client";
 const JSON: &str = "palisade-json";
+const BLOCKING: &str = "palisade-blocking";
 const MACROS: &str = "palisade-macros";
 const FACADE: &str = "palisade";
 
@@ -77,11 +78,20 @@ const RULES: &[Rule] = &[
         externals: None,
         never: &[],
     },
+    // The blocking API: the same core driven by std's sockets, with no async runtime in its tree
+    // (STYLE.md §2), so that a program that wants threads pulls in no reactor.
+    Rule {
+        krate: BLOCKING,
+        uses: &[PROTO, ERROR],
+        dev_uses: &[],
+        externals: None,
+        never: &["tokio", "mio", "async-std", "smol"],
+    },
     // Generated code names `::palisade::__private::…`, which the UI tests need to compile.
     Rule { krate: MACROS, uses: &[], dev_uses: &[FACADE], externals: None, never: &[] },
     Rule {
         krate: FACADE,
-        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS],
+        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING],
         dev_uses: &[],
         externals: None,
         never: &[],
@@ -119,7 +129,7 @@ fn evaluate(workspace: &Workspace, rules: &[Rule]) -> Vec<String> {
     }
     for rule in rules {
         let Some(member) = workspace.members.get(rule.krate) else {
-            println!("  {:16} not in the workspace yet, skipped", rule.krate);
+            println!("  {:17} not in the workspace yet, skipped", rule.krate);
             continue;
         };
         let before = violations.len();
@@ -133,7 +143,7 @@ fn evaluate(workspace: &Workspace, rules: &[Rule]) -> Vec<String> {
             }
         }
         let verdict = if violations.len() == before { "ok" } else { "BREAKS THE RULES" };
-        println!("  {:16} {verdict}", rule.krate);
+        println!("  {:17} {verdict}", rule.krate);
     }
     violations
 }
