@@ -1,8 +1,9 @@
 //! `cargo xtask autobahn`: the Autobahn|Testsuite against our server and our client.
 //!
 //! ```text
-//! cargo xtask autobahn [--server] [--client] [--quick | --cases "1.*,2.*"] [--url ws://HOST:PORT]
-//!                       [--limit MINUTES] [--setup]
+//! cargo xtask autobahn [--server] [--client] [--blocking-server] [--blocking-client]
+//!                       [--quick | --cases "1.*,2.*"] [--url ws://HOST:PORT] [--limit MINUTES]
+//!                       [--setup]
 //! ```
 //!
 //! - The virtualenv with `wstest` is made in `target/autobahn-venv` when missing ([`venv`]).
@@ -12,12 +13,14 @@
 //!   already running there instead.
 //! - `--client`: starts `wstest -m fuzzingserver` on a free port of 127.0.0.1 and runs the
 //!   `autobahn_client` example against it, then stops wstest.
-//! - Neither flag means both. `--cases` takes wstest's patterns; without it every case runs,
+//! - `--blocking-server` and `--blocking-client`: the same for the blocking API, with the
+//!   `blocking_echo` and `blocking_autobahn_client` examples.
+//! - No side flag means all four (only `--server` with `--url`). `--cases` takes wstest's patterns; without it every case runs,
 //!   all 517 of sections 1 to 13, the 216 of permessage-deflate (12 and 13) included. `--quick`
 //!   leaves out the [`HEAVY`] ones, as `cargo xtask ci` does.
 //! - `--setup` only makes the virtualenv and prints the suite's version (`.ci/run` uses it).
 //!
-//! Each side's reports go to `target/autobahn/{server,client}/` (open `index.html` there), with
+//! Each side's reports go to `target/autobahn/{server,client,blocking-server,blocking-client}/` (open `index.html` there), with
 //! the logs of wstest and of our example. The verdict follows [`report`]: every case OK, unless
 //! `autobahn/expected.json` lists it with a reason.
 //!
@@ -30,7 +33,10 @@
 //!
 //! In `cargo xtask ci`, a missing example fails the stage (a skipped conformance run must not
 //! look like a passed one) unless `PALISADE_AUTOBAHN_ALLOW_MISSING` names its side (`client`,
-//! `server`, or `server,client`); run by hand, a missing example is reported as skipped.
+//! `server`, `blocking-server`, `blocking-client`, or several, comma-separated); run by hand, a
+//! missing example is reported as skipped. The blocking sides are judged by the same lists of
+//! `autobahn/expected.json` as the tokio ones (`server` and `client`): the protocol core is the
+//! same, so they must behave the same.
 
 mod process;
 mod report;
@@ -65,8 +71,9 @@ pub(crate) const HEAVY: &[&str] = &[
 
 /// The agent name our examples report as, and the key of their results in `index.json`.
 const AGENT: &str = "palisade";
-/// The time the quick run's sides may take together (the cargo build is not counted).
-const QUICK_LIMIT: Duration = Duration::from_secs(10 * 60);
+/// The time the quick run's sides may take together (the cargo build is not counted): four
+/// sides, the tokio and the blocking ones.
+const QUICK_LIMIT: Duration = Duration::from_secs(20 * 60);
 /// The time a full run's sides may take together.
 const FULL_LIMIT: Duration = Duration::from_secs(100 * 60);
 /// How long a server may take to start listening.
@@ -95,7 +102,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         Err(e) => {
             eprintln!(
                 "error: {e}\n\nusage: cargo xtask autobahn [--server] [--client] \
-                       [--quick | --cases \"1.*,2.*\"] [--url ws://HOST:PORT] \
+                       [--blocking-server] [--blocking-client] [--quick | --cases \"1.*,2.*\"] [--url ws://HOST:PORT] \
                        [--limit MINUTES] [--setup]"
             );
             return ExitCode::from(2);
@@ -110,16 +117,26 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     }
 }
 
-/// The `autobahn` stage of `cargo xtask ci`: both sides, the quick run, missing examples
+/// The `autobahn` stage of `cargo xtask ci`: all four sides, the quick run, missing examples
 /// failing.
 pub(crate) fn ci() -> Result<(), String> {
-    execute(&Options { server: true, client: true, quick: true, ci: true, ..Options::default() })
+    execute(&Options {
+        server: true,
+        client: true,
+        blocking_server: true,
+        blocking_client: true,
+        quick: true,
+        ci: true,
+        ..Options::default()
+    })
 }
 
 #[derive(Debug, Default)]
 struct Options {
     server: bool,
     client: bool,
+    blocking_server: bool,
+    blocking_client: bool,
     /// wstest case patterns; `None` for every case (outside [`HEAVY`] if `quick`).
     cases: Option<Vec<String>>,
     quick: bool,
@@ -149,6 +166,8 @@ impl Options {
             match flag {
                 "--server" => options.server = true,
                 "--client" => options.client = true,
+                "--blocking-server" => options.blocking_server = true,
+                "--blocking-client" => options.blocking_client = true,
                 "--setup" => options.setup_only = true,
                 "--quick" => options.quick = true,
                 "--limit" => {
@@ -174,9 +193,18 @@ impl Options {
         if options.quick && options.cases.is_some() {
             return Err("--quick and --cases pick cases each; give one".to_owned());
         }
-        if !options.server && !options.client {
+        if options.url.is_some() && (options.blocking_server || options.blocking_client) {
+            return Err("--url tests a running server; it takes no blocking side".to_owned());
+        }
+        if !options.server
+            && !options.client
+            && !options.blocking_server
+            && !options.blocking_client
+        {
             options.server = true;
             options.client = options.url.is_none();
+            options.blocking_server = options.url.is_none();
+            options.blocking_client = options.url.is_none();
         }
         Ok(options)
     }
@@ -236,6 +264,10 @@ impl Cases {
 enum Side {
     Server,
     Client,
+    /// The blocking API's echo server.
+    BlockingServer,
+    /// The blocking API's client.
+    BlockingClient,
 }
 
 impl Side {
@@ -243,6 +275,8 @@ impl Side {
         match self {
             Side::Server => "server",
             Side::Client => "client",
+            Side::BlockingServer => "blocking-server",
+            Side::BlockingClient => "blocking-client",
         }
     }
 
@@ -251,7 +285,14 @@ impl Side {
         match self {
             Side::Server => "echo",
             Side::Client => "autobahn_client",
+            Side::BlockingServer => "blocking_echo",
+            Side::BlockingClient => "blocking_autobahn_client",
         }
+    }
+
+    /// Whether our example is the client (wstest serves).
+    fn is_client(self) -> bool {
+        matches!(self, Side::Client | Side::BlockingClient)
     }
 }
 
@@ -270,9 +311,14 @@ fn execute(options: &Options) -> Result<(), String> {
 
     let mut problems = Vec::new();
     let mut sides = Vec::new();
-    let asked = [(options.server, Side::Server), (options.client, Side::Client)];
+    let asked = [
+        (options.server, Side::Server),
+        (options.client, Side::Client),
+        (options.blocking_server, Side::BlockingServer),
+        (options.blocking_client, Side::BlockingClient),
+    ];
     for side in asked.into_iter().filter(|(asked, _)| *asked).map(|(_, side)| side) {
-        let needs_example = side == Side::Client || options.url.is_none();
+        let needs_example = side != Side::Server || options.url.is_none();
         if !needs_example || workspace.examples.iter().any(|e| e == side.example()) {
             sides.push(side);
             continue;
@@ -291,7 +337,7 @@ fn execute(options: &Options) -> Result<(), String> {
 
     let examples: Vec<&str> = sides
         .iter()
-        .filter(|&&side| side == Side::Client || options.url.is_none())
+        .filter(|&&side| side != Side::Server || options.url.is_none())
         .map(|side| side.example())
         .collect();
     if !examples.is_empty() {
@@ -307,11 +353,10 @@ fn execute(options: &Options) -> Result<(), String> {
     let cases = Cases::new(options.cases.as_deref(), options.quick);
     let mut summaries = Vec::new();
     for side in sides {
-        let result = match side {
-            Side::Server => {
-                run_server(&venv, &workspace.target, &cases, &server_allowed, options, deadline)
-            }
-            Side::Client => run_client(&venv, &workspace.target, &cases, &client_allowed, deadline),
+        let result = if side.is_client() {
+            run_client(side, &venv, &workspace.target, &cases, &client_allowed, deadline)
+        } else {
+            run_server(side, &venv, &workspace.target, &cases, &server_allowed, options, deadline)
         };
         match result {
             Ok(summary) => summaries.push(format!("autobahn {}: {summary}", side.name())),
@@ -360,8 +405,9 @@ impl Workspace {
     }
 }
 
-/// `wstest -m fuzzingclient` against the echo example, or against `options.url`.
+/// `wstest -m fuzzingclient` against `side`'s echo example, or against `options.url`.
 fn run_server(
+    side: Side,
     venv: &venv::Venv,
     target: &Path,
     cases: &Cases,
@@ -369,11 +415,12 @@ fn run_server(
     options: &Options,
     deadline: Instant,
 ) -> Result<String, String> {
-    let dir = fresh_dir(&target.join("autobahn/server"))?;
+    let name = side.name();
+    let dir = fresh_dir(&target.join("autobahn").join(name))?;
     let (mut echo, url) = match &options.url {
         Some(url) => (None, url.clone()),
         None => {
-            let (echo, url) = start_echo(target, &dir, deadline)?;
+            let (echo, url) = start_echo(side.example(), target, &dir, deadline)?;
             (Some(echo), url)
         }
     };
@@ -389,10 +436,9 @@ fn run_server(
     let mut command = Command::new(venv.python());
     command.arg("-u").arg(venv.wstest()).args(["-m", "fuzzingclient", "-s"]).arg(&spec_path);
     let mut wstest = Process::spawn_logged("wstest fuzzingclient", &mut command, &log)?;
-    println!("autobahn server: testing {url}; wstest's log is {}", log.display());
+    println!("autobahn {name}: testing {url}; wstest's log is {}", log.display());
     let started = Instant::now();
-    let finished =
-        wstest.wait_until(deadline, PROGRESS_EVERY, || progress("server", &log, started))?;
+    let finished = wstest.wait_until(deadline, PROGRESS_EVERY, || progress(name, &log, started))?;
 
     let mut problems = Vec::new();
     match finished {
@@ -421,18 +467,24 @@ fn run_server(
             print!("{}", process::tail(&dir.join("echo.log"), 20));
         }
     }
-    conclude("server", &dir, &log, allowed, started, problems)
+    conclude(name, &dir, &log, allowed, started, problems)
 }
 
-/// Starts the echo example on a free port and returns it with the URL it says it listens on.
-fn start_echo(target: &Path, dir: &Path, deadline: Instant) -> Result<(Process, String), String> {
+/// Starts the echo example `example` on a free port and returns it with the URL it says it
+/// listens on.
+fn start_echo(
+    example: &str,
+    target: &Path,
+    dir: &Path,
+    deadline: Instant,
+) -> Result<(Process, String), String> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()?));
     let log_path = dir.join("echo.log");
     let mut log = File::create(&log_path)
         .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
     let stderr =
         log.try_clone().map_err(|e| format!("cannot reopen {}: {e}", log_path.display()))?;
-    let mut command = Command::new(target.join("release/examples").join(Side::Server.example()));
+    let mut command = Command::new(target.join("release/examples").join(example));
     // The log is a file: tracing's colour codes would only clutter it.
     // `--deflate`: sections 12 and 13 negotiate permessage-deflate; the others offer nothing
     // and run uncompressed as before.
@@ -472,15 +524,17 @@ fn start_echo(target: &Path, dir: &Path, deadline: Instant) -> Result<(Process, 
     }
 }
 
-/// `wstest -m fuzzingserver` with the `autobahn_client` example as its client.
+/// `wstest -m fuzzingserver` with `side`'s client example as its client.
 fn run_client(
+    side: Side,
     venv: &venv::Venv,
     target: &Path,
     cases: &Cases,
     allowed: &Allowed,
     deadline: Instant,
 ) -> Result<String, String> {
-    let dir = fresh_dir(&target.join("autobahn/client"))?;
+    let name = side.name();
+    let dir = fresh_dir(&target.join("autobahn").join(name))?;
     let port = free_port()?;
     let url = format!("ws://127.0.0.1:{port}");
     let spec = json!({
@@ -501,21 +555,21 @@ fn run_client(
     let mut wstest = Process::spawn_logged("wstest fuzzingserver", &mut command, &log)?;
     wait_accepting(&mut wstest, port, deadline.min(Instant::now() + START_LIMIT), &log)?;
 
-    let client_log = dir.join("autobahn_client.log");
-    let mut command = Command::new(target.join("release/examples").join(Side::Client.example()));
+    let example = side.example();
+    let client_log = dir.join(format!("{example}.log"));
+    let mut command = Command::new(target.join("release/examples").join(example));
     command.args(["--url", &url, "--agent", AGENT]);
-    let mut client = Process::spawn_logged("autobahn_client", &mut command, &client_log)?;
-    println!("autobahn client: wstest serves {url}; logs in {}", dir.display());
+    let mut client = Process::spawn_logged(example, &mut command, &client_log)?;
+    println!("autobahn {name}: wstest serves {url}; logs in {}", dir.display());
     let started = Instant::now();
-    let finished =
-        client.wait_until(deadline, PROGRESS_EVERY, || progress("client", &log, started))?;
+    let finished = client.wait_until(deadline, PROGRESS_EVERY, || progress(name, &log, started))?;
     let mut problems = Vec::new();
     match finished {
         Some(status) if status.success() => {}
-        Some(status) => problems.push(format!("autobahn_client failed ({status})")),
+        Some(status) => problems.push(format!("{example} failed ({status})")),
         None => {
             client.kill()?;
-            problems.push("autobahn_client ran out of time and was killed".to_owned());
+            problems.push(format!("{example} ran out of time and was killed"));
         }
     }
     if !problems.is_empty() {
@@ -523,9 +577,9 @@ fn run_client(
     }
     // The reports are written when the client asks for updateReports, before it exits.
     if let (_, true) = wstest.stop(STOP_GRACE)? {
-        println!("autobahn client: wstest needed SIGKILL to stop");
+        println!("autobahn {name}: wstest needed SIGKILL to stop");
     }
-    conclude("client", &dir, &log, allowed, started, problems)
+    conclude(name, &dir, &log, allowed, started, problems)
 }
 
 /// Waits until `port` accepts a TCP connection, or fails if `server` exits or `until` passes.
@@ -690,11 +744,15 @@ mod tests {
     fn both_sides_and_the_default_cases_without_flags() {
         let options = Options::parse(&[]).unwrap();
         assert!(options.server && options.client && options.cases.is_none());
+        assert!(options.blocking_server && options.blocking_client);
         let options = Options::parse(&args("--client --cases=1.*,2.1")).unwrap();
-        assert!(!options.server && options.client);
+        assert!(!options.server && options.client && !options.blocking_client);
         assert_eq!(options.cases.unwrap(), ["1.*", "2.1"]);
+        let options = Options::parse(&args("--blocking-client")).unwrap();
+        assert!(!options.server && !options.client && options.blocking_client);
+        assert!(Options::parse(&args("--url ws://127.0.0.1:9001 --blocking-server")).is_err());
         let options = Options::parse(&args("--url ws://127.0.0.1:9001")).unwrap();
-        assert!(options.server && !options.client);
+        assert!(options.server && !options.client && !options.blocking_server);
         assert!(Options::parse(&args("--cases")).is_err());
         assert!(Options::parse(&args("--cases 1;rm")).is_err());
         assert!(Options::parse(&args("--url http://x")).is_err());

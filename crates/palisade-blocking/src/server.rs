@@ -171,6 +171,9 @@ impl Acceptor {
     /// handshake timeout (408). A transport failure or EOF is returned without an answer.
     pub fn accept<S: Transport + 'static>(&self, stream: S) -> Result<WebSocket, Error> {
         let mut io: Box<dyn Transport> = Box::new(stream);
+        // Pongs, close replies and small messages go out at once; a socket that refuses the
+        // option still works.
+        let _ = io.set_nodelay();
         let deadline = Instant::now() + self.handshake_timeout;
         match self.handshake(&mut *io, deadline) {
             Ok((response, conn, leftover, agreed)) => {

@@ -24,6 +24,13 @@ pub trait Transport: Read + Write + Send {
 
     /// Ends the write side (TCP: a FIN; TLS: `close_notify`, then the FIN). Reading goes on.
     fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// Sends small writes at once (TCP: `TCP_NODELAY`). Without it, Nagle's algorithm holds a
+    /// small frame back until the peer's delayed acknowledgement, up to 40 ms per message.
+    /// The default does nothing, for streams without the notion.
+    fn set_nodelay(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Transport for TcpStream {
@@ -37,6 +44,10 @@ impl Transport for TcpStream {
 
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn set_nodelay(&mut self) -> io::Result<()> {
+        TcpStream::set_nodelay(self, true)
     }
 }
 
@@ -70,6 +81,10 @@ impl Transport for rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
         self.flush()?;
         self.sock.shutdown(Shutdown::Write)
     }
+
+    fn set_nodelay(&mut self) -> io::Result<()> {
+        self.sock.set_nodelay(true)
+    }
 }
 
 #[cfg(feature = "rustls")]
@@ -87,6 +102,10 @@ impl Transport for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
         self.flush()?;
         self.sock.shutdown(Shutdown::Write)
     }
+
+    fn set_nodelay(&mut self) -> io::Result<()> {
+        self.sock.set_nodelay(true)
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Box<T> {
@@ -100,6 +119,10 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
 
     fn shutdown_write(&mut self) -> io::Result<()> {
         (**self).shutdown_write()
+    }
+
+    fn set_nodelay(&mut self) -> io::Result<()> {
+        (**self).set_nodelay()
     }
 }
 

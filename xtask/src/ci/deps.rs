@@ -92,7 +92,9 @@ const RULES: &[Rule] = &[
     Rule {
         krate: FACADE,
         uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING],
-        dev_uses: &[],
+        // Itself, with the non-default features its examples need (`blocking`), so that
+        // `cargo run --example blocking_echo` works without `--features`.
+        dev_uses: &[FACADE],
         externals: None,
         never: &[],
     },

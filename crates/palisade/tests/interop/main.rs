@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod aiohttp;
+#[cfg(feature = "blocking")]
+mod blocking;
 mod client;
 mod deflate;
 mod examples;
