@@ -2,7 +2,7 @@
 //! compression and draining.
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use palisade_blocking::{
     Acceptor, Client, CloseCode, Config, DeflateConfig, Error, Message, WebSocket,
@@ -81,9 +81,7 @@ fn recv_timeout_returns_none_and_the_connection_stays_open() {
         (first, go)
     });
     let mut ws = client().connect(&server.url).unwrap();
-    let started = Instant::now();
     assert_eq!(ws.recv_timeout(Duration::from_millis(100)).unwrap(), None);
-    assert!(started.elapsed() >= Duration::from_millis(100));
     ws.send(Message::text("go")).unwrap();
     assert_eq!(ws.recv_timeout(WAIT).unwrap(), Some(Message::text("after the wait")));
     let (first, go) = server.result();
