@@ -59,8 +59,9 @@ pub use palisade_error::{CloseCode, CloseFrame, ConnectionClosed, Error};
 pub use palisade_proto::connection::ProtocolConfig;
 pub use palisade_proto::deflate::{DeflateConfig, DeflateParams};
 pub use palisade_proto::handshake::HeadLimits;
+pub use palisade_proto::handshake::OriginPolicy;
 pub use palisade_proto::message::{Message, Utf8Bytes};
-pub use server::{Acceptor, OriginPolicy};
+pub use server::Acceptor;
 pub use socket::{Incoming, WebSocket};
 pub use transport::Transport;
 

@@ -12,7 +12,7 @@ use palisade_proto::Role;
 use palisade_proto::connection::Connection;
 use palisade_proto::deflate::{Deflate, DeflateConfig};
 use palisade_proto::handshake::{
-    AcceptOptions, HeadLimits, UpgradeRequest, rejection, write_response,
+    AcceptOptions, HeadLimits, OriginPolicy, UpgradeRequest, rejection, write_response,
 };
 
 use crate::config::Config;
@@ -290,86 +290,6 @@ fn refuse(io: &mut dyn Transport, err: &Error) {
             Ok(0) | Err(_) => return,
             Ok(n) => drained += n,
         }
-    }
-}
-
-/// Which origins may open connections: exact origins and wildcard subdomains, plus a rule for
-/// requests without `Origin`. The same rules as palisade's server.
-///
-/// Browsers send `Origin` with every WebSocket handshake and do not apply the same-origin
-/// policy to WebSockets, so a page on any site can open a connection with the user's cookies;
-/// checking `Origin` is how a server refuses that (RFC 6455 §10.2).
-#[derive(Clone, Debug)]
-pub struct OriginPolicy {
-    exact: Vec<String>,
-    /// `(scheme + "://", "." + suffix)`: `https://*.example.com` allows `https://a.example.com`.
-    wildcard: Vec<(String, String)>,
-    allow_missing: bool,
-    allow_same_host: bool,
-}
-
-impl OriginPolicy {
-    /// Allows exactly these origins (`https://app.example.com`) and wildcard subdomains
-    /// (`https://*.example.com`, which does not match `https://example.com`). Requests without
-    /// `Origin` (non-browser clients) are allowed unless
-    /// [`OriginPolicy::with_missing_allowed`] says otherwise.
-    pub fn new<I, S>(origins: I) -> Self
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<str>,
-    {
-        let mut exact = Vec::new();
-        let mut wildcard = Vec::new();
-        for origin in origins {
-            let origin = origin.as_ref().trim_end_matches('/').to_ascii_lowercase();
-            match origin.split_once("://*.") {
-                Some((scheme, suffix)) => {
-                    wildcard.push((format!("{scheme}://"), format!(".{suffix}")))
-                }
-                None => exact.push(origin),
-            }
-        }
-        Self { exact, wildcard, allow_missing: true, allow_same_host: false }
-    }
-
-    /// Whether a request without `Origin` is allowed (default: yes).
-    pub fn with_missing_allowed(mut self, allowed: bool) -> Self {
-        self.allow_missing = allowed;
-        self
-    }
-
-    /// Whether an origin naming the request's own `Host` (host and port) is allowed (default:
-    /// no): the origin some non-browser clients make up from the URL. It does not defend
-    /// against DNS rebinding; list the origins instead where that matters.
-    pub fn with_same_host_allowed(mut self, allowed: bool) -> Self {
-        self.allow_same_host = allowed;
-        self
-    }
-
-    /// Whether a request with this `Origin` and this `Host` may connect.
-    pub fn allows_request(&self, origin: Option<&str>, host: Option<&str>) -> bool {
-        if self.allows(origin) {
-            return true;
-        }
-        let (Some(origin), Some(host), true) = (origin, host, self.allow_same_host) else {
-            return false;
-        };
-        origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
-    }
-
-    /// Whether `origin` may connect, by the list and the rule for a missing one.
-    pub fn allows(&self, origin: Option<&str>) -> bool {
-        let Some(origin) = origin else { return self.allow_missing };
-        let origin = origin.to_ascii_lowercase();
-        if self.exact.contains(&origin) {
-            return true;
-        }
-        self.wildcard.iter().any(|(scheme, suffix)| {
-            origin.strip_prefix(scheme.as_str()).is_some_and(|host| {
-                // A non-empty label before the suffix, and no path.
-                host.len() > suffix.len() && host.ends_with(suffix.as_str()) && !host.contains('/')
-            })
-        })
     }
 }
 

@@ -11,9 +11,9 @@ use palisade_proto::handshake::HeadLimits;
 
 use crate::decision::Decision;
 use crate::handler::{BoxFuture, Erased, ErasedHandler, Handler, StateMap};
-use crate::origin::OriginPolicy;
 use crate::request::HandshakeRequest;
 use crate::server::Server;
+use palisade_proto::handshake::OriginPolicy;
 
 pub(crate) type HandshakeHook = dyn Fn(HandshakeRequest) -> BoxFuture<Decision> + Send + Sync;
 pub(crate) type HttpHook =

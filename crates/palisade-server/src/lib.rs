@@ -38,7 +38,6 @@ mod connection;
 mod decide;
 mod decision;
 mod handler;
-mod origin;
 mod registry;
 mod request;
 mod server;
@@ -51,8 +50,8 @@ pub use handler::{
     BoxError, CloseWith, Closing, ConnectionInfo, Ending, FromConnection, Handler, HandlerError,
     HandlerParts, Handshake, IntoEnding, Path, PathParams, Prepared, State, find_closing,
 };
-pub use origin::OriginPolicy;
 pub use palisade_proto::deflate::{DeflateConfig, DeflateParams};
+pub use palisade_proto::handshake::OriginPolicy;
 pub use registry::Connections;
 pub use request::HandshakeRequest;
 pub use server::{Running, Server, ShutdownSummary};

@@ -36,6 +36,7 @@ mod client;
 mod head;
 mod headers;
 mod key;
+mod origin;
 mod server;
 mod wire;
 
@@ -45,6 +46,7 @@ pub use headers::{
     ExtensionOffer, format_extensions, is_tchar, is_token, parse_extensions, parse_subprotocols,
 };
 pub use key::Key;
+pub use origin::OriginPolicy;
 pub use server::{AcceptOptions, UpgradeRequest, rejection};
 pub use wire::{write_request, write_response};
 
