@@ -103,10 +103,14 @@
 //! - `msgpack`: [`Codec::MessagePack`].
 
 mod code;
+#[cfg(feature = "schema")]
+pub mod describe;
 mod limits;
 mod probe;
 #[cfg(feature = "conn")]
 mod socket;
+#[cfg(feature = "conn")]
+pub mod typed;
 mod validate;
 pub mod wire;
 

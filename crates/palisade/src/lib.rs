@@ -18,6 +18,7 @@
 //! | `server` | yes | [`server`] (`palisade-server`): reject before accept, origin/subprotocol/connection-limit policies, supervised handlers, graceful shutdown |
 //! | `client` | yes | [`client`] (`palisade-client`): connect with precise errors, TLS, proxies, redirects, reconnect with backoff |
 //! | `json` | yes | [`json`] (`palisade-json`): typed JSON messages — an envelope with events, requests and replies both ways, error replies with stable codes that keep the connection, size and depth limits, strikes |
+//! | `macros` | yes | typed handlers: [`protocol`] (one trait → the server's dispatch, a typed pusher, a typed client, a description with JSON Schemas) and [`ReplyError`](derive@ReplyError) (an error enum's replies and close codes), from `palisade-macros` |
 //! | `garde` | no | validation of JSON messages with `garde` |
 //! | `msgpack` | no | the JSON envelope as MessagePack in binary frames |
 //! | `blocking` | no | [`blocking`] (`palisade-blocking`): the blocking API — `connect` and `accept` over std's `TcpStream`, a thread per connection, the same core, errors and limits, no tokio in its tree |
@@ -34,9 +35,7 @@
 //! | `palisade-client` | the tokio client: URL checks, proxies, TLS, redirects, the handshake, reconnecting | [`client`] |
 //! | `palisade-json` | typed JSON messages: the envelope, error replies, requests both ways | [`json`] |
 //! | `palisade-blocking` | the blocking API: the core driven by std's sockets, one thread per connection | [`blocking`] |
-//!
-//! Derive macros for typed handlers are on the roadmap, as a crate of their own behind a
-//! feature of this one.
+//! | `palisade-macros` | `#[protocol]` and `#[derive(ReplyError)]`: typed handlers and a typed client | [`protocol`], [`ReplyError`](derive@ReplyError) |
 //!
 //! ## Architecture invariants
 //!
@@ -92,6 +91,9 @@ pub use palisade_json as json;
 #[cfg(feature = "blocking")]
 pub use palisade_blocking as blocking;
 
+#[cfg(feature = "macros")]
+pub use palisade_macros::{ReplyError, protocol};
+
 pub use http;
 
 /// The names most programs use, for `use palisade::prelude::*;`.
@@ -134,4 +136,24 @@ pub mod __private {
         Closing, ConnectionInfo, FromConnection, Handler, HandlerError, HandlerParts, IntoEnding,
         Rejection,
     };
+
+    #[cfg(feature = "macros")]
+    pub use palisade_conn::ConnectionId;
+    #[cfg(feature = "macros")]
+    pub use palisade_error::ConnectionClosed;
+    #[cfg(feature = "macros")]
+    pub use palisade_json::describe::{
+        DescribeErrors, ErrorDescription, MessageDescription, ProtocolDescription,
+    };
+    #[cfg(feature = "macros")]
+    pub use palisade_json::typed::{
+        self, CallError, Context, EventResult, FromReply, Pushes, RequestResult,
+    };
+    #[cfg(feature = "macros")]
+    pub use palisade_json::{
+        ErrorReply, Incoming, Invalid, JsonConfig, JsonSender, JsonSocket, Outcome, ReplyError,
+        Validate,
+    };
+    #[cfg(feature = "macros")]
+    pub use {serde, serde_json};
 }

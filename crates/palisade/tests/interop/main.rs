@@ -15,4 +15,6 @@ mod examples;
 mod json;
 mod server;
 mod support;
+#[cfg(feature = "macros")]
+mod typed;
 mod websocket_client;
