@@ -109,7 +109,7 @@ mod limits;
 mod probe;
 #[cfg(feature = "conn")]
 mod socket;
-#[cfg(feature = "conn")]
+#[cfg(all(feature = "conn", feature = "schema"))]
 pub mod typed;
 mod validate;
 pub mod wire;

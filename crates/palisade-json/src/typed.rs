@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use palisade_conn::{ConnectionId, WebSocket};
 use palisade_error::{CloseCode, CloseFrame, Error};
+use schemars::JsonSchema;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
-use serde_json::Value;
-
 use crate::code::{AppCode, ErrorReply, Outcome, ReplyError};
+use crate::describe::{DescribeErrors, MessageDescription};
 use crate::socket::{Incoming, JsonConfig, JsonSender, JsonSocket, RequestError, Responder};
 use crate::wire::EncodeError;
 
@@ -59,24 +60,26 @@ impl<P> Context<P> {
     }
 }
 
-/// The return type of a request handler: `Result<Reply, E>`, where the reply is serialisable
-/// and the error says what it does to the request ([`ReplyError`]).
+/// The return type of a request handler: `Result<Reply, E>`, where the reply is a [`Payload`]
+/// and the error says what it does to the request ([`ReplyError`]), how a typed client
+/// recognises it ([`FromReply`]) and what it may be ([`DescribeErrors`]) — all three derived by
+/// `#[derive(palisade::ReplyError)]`.
 #[diagnostic::on_unimplemented(
     message = "a request handler returns `Result<Reply, Error>`, not `{Self}`",
-    label = "return a `Result` whose `Ok` is `Serialize` and whose `Err` is `ReplyError`",
+    label = "return a `Result` whose `Ok` is a payload and whose `Err` derives `palisade::ReplyError`",
     note = "derive the error's replies with `#[derive(palisade::ReplyError)]`, or use `palisade::json::ErrorReply`"
 )]
 pub trait RequestResult: Send {
     /// The reply's type.
-    type Reply: Serialize;
+    type Reply: Payload;
     /// The error's type.
-    type Error: ReplyError;
+    type Error: ReplyError + FromReply + DescribeErrors;
 
     /// As a `Result`.
     fn into_result(self) -> Result<Self::Reply, Self::Error>;
 }
 
-impl<R: Serialize + Send, E: ReplyError + Send> RequestResult for Result<R, E> {
+impl<R: Payload, E: ReplyError + FromReply + DescribeErrors + Send> RequestResult for Result<R, E> {
     type Reply = R;
     type Error = E;
 
@@ -93,7 +96,7 @@ impl<R: Serialize + Send, E: ReplyError + Send> RequestResult for Result<R, E> {
 )]
 pub trait EventResult: Send {
     /// The error's type ([`Infallible`] for `()`).
-    type Error: ReplyError;
+    type Error: ReplyError + DescribeErrors;
 
     /// As a `Result`.
     fn into_result(self) -> Result<(), Self::Error>;
@@ -107,7 +110,7 @@ impl EventResult for () {
     }
 }
 
-impl<E: ReplyError + Send> EventResult for Result<(), E> {
+impl<E: ReplyError + DescribeErrors + Send> EventResult for Result<(), E> {
     type Error = E;
 
     fn into_result(self) -> Self {
@@ -410,26 +413,44 @@ pub fn details_as<T: DeserializeOwned>(reply: &ErrorReply) -> Option<T> {
 
 /// What a payload of a typed protocol must be: decodable from the envelope by the server,
 /// encodable by the typed client, and described by a JSON Schema.
-#[cfg(feature = "schema")]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a payload of a protocol",
     label = "derive `Serialize`, `Deserialize` and `schemars::JsonSchema` for it",
     note = "payloads travel both ways (server and typed client) and are described by a JSON Schema"
 )]
-pub trait Payload: Serialize + DeserializeOwned + schemars::JsonSchema + Send + 'static {}
+pub trait Payload: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static {}
 
-#[cfg(feature = "schema")]
-impl<T: Serialize + DeserializeOwned + schemars::JsonSchema + Send + 'static> Payload for T {}
+impl<T: Serialize + DeserializeOwned + JsonSchema + Send + Sync + 'static> Payload for T {}
 
-/// Asserts at compile time that `T` is a [`Payload`]; the macro calls it at the payload's span.
-#[cfg(feature = "schema")]
-pub fn assert_payload<T: Payload>() {}
+/// Emits the message `tag`: a push of the server's pusher, an event of the typed client.
+pub async fn emit<T: Payload>(sender: &JsonSender, tag: &str, payload: &T) -> Result<(), Error> {
+    sender.emit(tag, payload).await
+}
 
-/// Asserts at compile time that `T` is a [`RequestResult`].
-pub fn assert_request_result<T: RequestResult>() {}
+/// [`call`] for the request whose handler returns `O`: the typed client's request methods.
+pub async fn request<T: Payload, O: RequestResult>(
+    sender: &JsonSender,
+    tag: &str,
+    payload: &T,
+    timeout: Option<Duration>,
+) -> Result<O::Reply, CallError<O::Error>> {
+    call(sender, tag, payload, timeout).await
+}
 
-/// Asserts at compile time that `T` is an [`EventResult`].
-pub fn assert_event_result<T: EventResult>() {}
+/// The description of a request whose handler returns `O`.
+pub fn describe_request<T: Payload, O: RequestResult>(tag: &str) -> MessageDescription {
+    MessageDescription::request::<T, O::Reply, O::Error>(tag)
+}
+
+/// The description of an event whose handler returns `O`.
+pub fn describe_event<T: Payload, O: EventResult>(tag: &str) -> MessageDescription {
+    MessageDescription::event::<T, O::Error>(tag)
+}
+
+/// The description of a push.
+pub fn describe_push<T: Payload>(tag: &str) -> MessageDescription {
+    MessageDescription::push::<T>(tag)
+}
 
 #[cfg(test)]
 mod tests {

@@ -195,8 +195,10 @@ fn read_method(function: &TraitItemFn) -> syn::Result<Method> {
             FnArg::Receiver(r) => Err(syn::Error::new(r.span(), "one receiver only")),
         })
         .collect::<syn::Result<_>>()?;
+    // Without a return type, `()` takes the signature's span, so that an error about it
+    // points at the method.
     let output = match &sig.output {
-        ReturnType::Default => syn::parse_quote!(()),
+        ReturnType::Default => syn::parse_quote_spanned!(sig.ident.span()=> ()),
         ReturnType::Type(_, ty) => (**ty).clone(),
     };
     let (takes_cx, payload) = match kind {
@@ -415,7 +417,6 @@ fn upper_camel(ident: &Ident) -> Ident {
 }
 
 fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
-    let p = quote! { ::palisade::__private };
     let vis = &item.vis;
     let name = &item.ident;
     let name_text = name.to_string();
@@ -459,33 +460,40 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
     });
     let validations = handlers.iter().filter(|m| m.validate).map(|m| {
         let variant = upper_camel(&m.item.sig.ident);
-        quote! { Self::#variant(payload) => #p::Validate::validate(payload), }
+        quote! { Self::#variant(payload) => ::palisade::__private::Validate::validate(payload), }
     });
     let dispatch = handlers.iter().map(|m| {
         let variant = upper_camel(&m.item.sig.ident);
         let method = &m.item.sig.ident;
         let tag = m.tag.as_ref().expect("handlers have tags");
+        let output = &m.output;
         let call = if m.takes_cx {
-            quote! { self.#method(&cx, payload).await }
+            quote_spanned! {output.span()=> self.#method(&cx, payload).await }
         } else {
-            quote! { self.#method(payload).await }
+            quote_spanned! {output.span()=> self.#method(payload).await }
         };
         let answer = match m.kind {
-            Kind::Request => quote! { #p::typed::answer(&cx, #tag, responder, #call).await },
-            _ => quote! { #p::typed::acknowledge(&cx, #tag, responder, #call).await },
+            Kind::Request => quote_spanned! {output.span()=>
+                ::palisade::__private::typed::answer(&cx, #tag, responder, #call).await
+            },
+            _ => quote_spanned! {output.span()=>
+                ::palisade::__private::typed::acknowledge(&cx, #tag, responder, #call).await
+            },
         };
         quote! { #incoming_ty::#variant(payload) => #answer, }
     });
     let on_connect = connect.map(|m| {
         let method = &m.item.sig.ident;
+        let output = &m.output;
         let call = if m.takes_cx {
-            quote! { self.#method(&cx) }
+            quote_spanned! {output.span()=> self.#method(&cx) }
         } else {
-            quote! { self.#method() }
+            quote_spanned! {output.span()=> self.#method() }
         };
+        let result = quote_spanned! {output.span()=> ::palisade::__private::EventResult::into_result(#call.await) };
         quote! {
-            if let ::std::result::Result::Err(error) = #p::EventResult::into_result(#call.await) {
-                return #p::typed::refuse(&cx, &error).await;
+            if let ::std::result::Result::Err(error) = #result {
+                return ::palisade::__private::typed::refuse(&cx, &error).await;
             }
         }
     });
@@ -499,36 +507,17 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
         quote! { let _ = #call.await; }
     });
 
-    // Compile-time checks at the user's spans, so that an error points at the type to fix.
-    let assertions = methods.iter().flat_map(|m| {
-        let mut checks = Vec::new();
-        if let Some(payload) = &m.payload {
-            checks
-                .push(quote_spanned! {payload.span()=> #p::typed::assert_payload::<#payload>(); });
-        }
-        let output = &m.output;
-        match m.kind {
-            Kind::Request => checks.push(
-                quote_spanned! {output.span()=> #p::typed::assert_request_result::<#output>(); },
-            ),
-            Kind::Event | Kind::Connect => checks.push(
-                quote_spanned! {output.span()=> #p::typed::assert_event_result::<#output>(); },
-            ),
-            Kind::Push | Kind::Disconnect => {}
-        }
-        checks
-    });
-
     // The server's pusher.
     let push_methods = pushes.iter().map(|m| {
         let method = &m.item.sig.ident;
         let tag = m.tag.as_ref().expect("pushes have tags");
         let payload = m.payload.as_ref().expect("pushes have payloads");
         let doc = push_doc(m);
+        let emit = quote_spanned! {payload.span()=> ::palisade::__private::typed::emit(&self.sender, #tag, payload).await };
         quote! {
             #[doc = #doc]
-            pub async fn #method(&self, payload: &#payload) -> ::std::result::Result<(), #p::Error> {
-                self.sender.emit(#tag, payload).await
+            pub async fn #method(&self, payload: &#payload) -> ::std::result::Result<(), ::palisade::__private::Error> {
+                #emit
             }
         }
     });
@@ -545,28 +534,35 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
                 let (reply, error) = result_parts(output).map_or_else(
                     || {
                         (
-                            quote! { <#output as #p::RequestResult>::Reply },
-                            quote! { <#output as #p::RequestResult>::Error },
+                            quote_spanned! {output.span()=> <#output as ::palisade::__private::RequestResult>::Reply },
+                            quote_spanned! {output.span()=> <#output as ::palisade::__private::RequestResult>::Error },
                         )
                     },
                     |(ok, err)| (quote! { #ok }, quote! { #err }),
                 );
+                let call = quote_spanned! {output.span()=>
+                    ::palisade::__private::typed::request::<#payload, #output>(&self.sender, #tag, payload, self.timeout).await
+                };
                 quote! {
                     #[doc = #doc]
                     pub async fn #method(
                         &self,
                         payload: &#payload,
-                    ) -> ::std::result::Result<#reply, #p::CallError<#error>> {
-                        #p::typed::call(&self.sender, #tag, payload, self.timeout).await
+                    ) -> ::std::result::Result<#reply, ::palisade::__private::CallError<#error>> {
+                        #call
                     }
                 }
             }
-            _ => quote! {
-                #[doc = #doc]
-                pub async fn #method(&self, payload: &#payload) -> ::std::result::Result<(), #p::Error> {
-                    self.sender.emit(#tag, payload).await
+            _ => {
+                let emit =
+                    quote_spanned! {payload.span()=> ::palisade::__private::typed::emit(&self.sender, #tag, payload).await };
+                quote! {
+                    #[doc = #doc]
+                    pub async fn #method(&self, payload: &#payload) -> ::std::result::Result<(), ::palisade::__private::Error> {
+                        #emit
+                    }
                 }
-            },
+            }
         }
     });
     let pushed_variants: Vec<_> = pushes
@@ -598,17 +594,13 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
         let doc = &m.doc;
         let output = &m.output;
         let message = match m.kind {
-            Kind::Request => quote! {
-                #p::MessageDescription::request::<
-                    #payload,
-                    <#output as #p::RequestResult>::Reply,
-                    <#output as #p::RequestResult>::Error,
-                >(#tag)
+            Kind::Request => quote_spanned! {output.span()=>
+                ::palisade::__private::typed::describe_request::<#payload, #output>(#tag)
             },
-            Kind::Event => quote! {
-                #p::MessageDescription::event::<#payload, <#output as #p::EventResult>::Error>(#tag)
+            Kind::Event => quote_spanned! {output.span()=>
+                ::palisade::__private::typed::describe_event::<#payload, #output>(#tag)
             },
-            Kind::Push => quote! { #p::MessageDescription::push::<#payload>(#tag) },
+            Kind::Push => quote_spanned! {payload.span()=> ::palisade::__private::typed::describe_push::<#payload>(#tag) },
             Kind::Connect | Kind::Disconnect => return None,
         };
         let validated = m.validate.then(|| quote! { .validated() });
@@ -635,24 +627,24 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
             /// and answers it, until the connection is over. `Ok` after a clean close.
             fn serve(
                 self,
-                ws: #p::WebSocket,
-            ) -> impl ::std::future::Future<Output = ::std::result::Result<(), #p::Error>> + ::std::marker::Send
+                ws: ::palisade::__private::WebSocket,
+            ) -> impl ::std::future::Future<Output = ::std::result::Result<(), ::palisade::__private::Error>> + ::std::marker::Send
             where
                 Self: ::std::marker::Sized + ::std::marker::Send,
             {
-                self.serve_socket(#p::JsonSocket::new(ws))
+                self.serve_socket(::palisade::__private::JsonSocket::new(ws))
             }
 
             /// [`Self::serve`] on a socket with a configuration of its own (limits, strikes).
             fn serve_socket(
                 mut self,
-                mut socket: #p::JsonSocket,
-            ) -> impl ::std::future::Future<Output = ::std::result::Result<(), #p::Error>> + ::std::marker::Send
+                mut socket: ::palisade::__private::JsonSocket,
+            ) -> impl ::std::future::Future<Output = ::std::result::Result<(), ::palisade::__private::Error>> + ::std::marker::Send
             where
                 Self: ::std::marker::Sized + ::std::marker::Send,
             {
                 async move {
-                    let cx = #p::Context::new(#push_ty::new(socket.sender()), socket.sender());
+                    let cx = ::palisade::__private::Context::new(#push_ty::new(socket.sender()), socket.sender());
                     #on_connect
                     let ending = loop {
                         let incoming = match socket.recv_validated::<#incoming_ty>().await {
@@ -660,8 +652,8 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
                             ::std::result::Result::Err(error) => break error,
                         };
                         let (message, responder) = match incoming {
-                            #p::Incoming::Event(message) => (message, ::std::option::Option::None),
-                            #p::Incoming::Request(request) => {
+                            ::palisade::__private::Incoming::Event(message) => (message, ::std::option::Option::None),
+                            ::palisade::__private::Incoming::Request(request) => {
                                 (request.message, ::std::option::Option::Some(request.responder))
                             }
                         };
@@ -671,22 +663,22 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
                         }
                     };
                     #on_disconnect
-                    #p::typed::ending(ending)
+                    ::palisade::__private::typed::ending(ending)
                 }
             }
         }
 
         #[doc = #incoming_doc]
         #[doc(hidden)]
-        #[derive(#p::serde::Deserialize)]
+        #[derive(::palisade::__private::serde::Deserialize)]
         #[serde(crate = "::palisade::__private::serde", tag = "event", content = "data")]
         #[allow(clippy::enum_variant_names)]
         #vis enum #incoming_ty {
             #(#variants)*
         }
 
-        impl #p::Validate for #incoming_ty {
-            fn validate(&self) -> ::std::result::Result<(), #p::Invalid> {
+        impl ::palisade::__private::Validate for #incoming_ty {
+            fn validate(&self) -> ::std::result::Result<(), ::palisade::__private::Invalid> {
                 #[allow(unreachable_patterns)]
                 match self {
                     #(#validations)*
@@ -695,27 +687,20 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
             }
         }
 
-        const _: () = {
-            #[allow(dead_code)]
-            fn assertions() {
-                #(#assertions)*
-            }
-        };
-
         #[doc = #push_doc_text]
         #[derive(Clone, Debug)]
         #vis struct #push_ty {
-            sender: #p::JsonSender,
+            sender: ::palisade::__private::JsonSender,
         }
 
         impl #push_ty {
             /// The pusher of the connection `sender` belongs to.
-            pub fn new(sender: #p::JsonSender) -> Self {
+            pub fn new(sender: ::palisade::__private::JsonSender) -> Self {
                 Self { sender }
             }
 
             /// The connection's process-unique number.
-            pub fn id(&self) -> #p::ConnectionId {
+            pub fn id(&self) -> ::palisade::__private::ConnectionId {
                 self.sender.id()
             }
 
@@ -725,7 +710,7 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
             }
 
             /// Resolves once the connection is over.
-            pub async fn closed(&self) -> #p::ConnectionClosed {
+            pub async fn closed(&self) -> ::palisade::__private::ConnectionClosed {
                 self.sender.closed().await
             }
 
@@ -735,24 +720,24 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
         #[doc = #client_doc_text]
         #[derive(Clone, Debug)]
         #vis struct #client_ty {
-            sender: #p::JsonSender,
+            sender: ::palisade::__private::JsonSender,
             timeout: ::std::option::Option<::std::time::Duration>,
         }
 
         impl #client_ty {
             /// A client on a connection opened with the subprotocol `palisade.json.v1`, and the
             /// pushes it receives (at most 64 ahead of the application). Needs a tokio runtime.
-            pub fn new(ws: #p::WebSocket) -> (Self, #p::Pushes<#pushed_ty>) {
-                Self::with_config(ws, #p::JsonConfig::default(), #p::typed::DEFAULT_PUSH_CAPACITY)
+            pub fn new(ws: ::palisade::__private::WebSocket) -> (Self, ::palisade::__private::Pushes<#pushed_ty>) {
+                Self::with_config(ws, ::palisade::__private::JsonConfig::default(), ::palisade::__private::typed::DEFAULT_PUSH_CAPACITY)
             }
 
             /// [`Self::new`] with the JSON configuration and the number of pushes held.
             pub fn with_config(
-                ws: #p::WebSocket,
-                config: #p::JsonConfig,
+                ws: ::palisade::__private::WebSocket,
+                config: ::palisade::__private::JsonConfig,
                 capacity: usize,
-            ) -> (Self, #p::Pushes<#pushed_ty>) {
-                let (sender, pushes) = #p::typed::start(ws, config, capacity);
+            ) -> (Self, ::palisade::__private::Pushes<#pushed_ty>) {
+                let (sender, pushes) = ::palisade::__private::typed::start(ws, config, capacity);
                 (Self { sender, timeout: ::std::option::Option::None }, pushes)
             }
 
@@ -763,7 +748,7 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
             }
 
             /// The connection's process-unique number.
-            pub fn id(&self) -> #p::ConnectionId {
+            pub fn id(&self) -> ::palisade::__private::ConnectionId {
                 self.sender.id()
             }
 
@@ -773,15 +758,15 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
             }
 
             /// Closes the connection with 1000.
-            pub async fn close(&self) -> ::std::result::Result<(), #p::Error> {
-                self.sender.raw().close(#p::CloseCode::NORMAL, "").await
+            pub async fn close(&self) -> ::std::result::Result<(), ::palisade::__private::Error> {
+                self.sender.raw().close(::palisade::__private::CloseCode::NORMAL, "").await
             }
 
             #(#client_methods)*
         }
 
         #[doc = #pushed_doc_text]
-        #[derive(#p::serde::Deserialize)]
+        #[derive(::palisade::__private::serde::Deserialize)]
         #[serde(crate = "::palisade::__private::serde", tag = "event", content = "data")]
         #vis enum #pushed_ty {
             #(#pushed_decl)*
@@ -802,8 +787,8 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
             pub const NAME: &'static str = #name_text;
 
             /// Every message with its tag, kind, documentation, JSON Schemas and errors.
-            pub fn describe() -> #p::ProtocolDescription {
-                #p::ProtocolDescription::new(#name_text)
+            pub fn describe() -> ::palisade::__private::ProtocolDescription {
+                ::palisade::__private::ProtocolDescription::new(#name_text)
                     #(#described)*
             }
         }
