@@ -72,4 +72,4 @@
 pub mod axum;
 mod mount;
 
-pub use mount::upgrade;
+pub use mount::{serve_connection, upgrade};

@@ -23,6 +23,7 @@
 //! | `blocking` | no | [`blocking`] (`palisade-blocking`): the blocking API — `connect` and `accept` over std's `TcpStream`, a thread per connection, the same core, errors and limits, no tokio in its tree |
 //! | `hyper` | no | [`hyper`] (`palisade-hyper`): the server mounted on hyper 1 — `upgrade` answers a request inside `service_fn` with the server's decision (the 101, then the connection on the upgraded stream, or the complete refusal), with the same handlers, registry, limits and graceful shutdown |
 //! | `axum` | no | [`axum`] (with `hyper`): the server mounted on axum 0.8 — the `PalisadeUpgrade` extractor and `mount`, a route for axum's `Router` |
+//! | `http2` | no | WebSocket over HTTP/2 (RFC 8441) for the client: `Client::with_http2`, extended CONNECT with the `h2` crate, over TLS (ALPN `h2`) or cleartext with prior knowledge; the server side is `hyper::serve_connection` |
 //! | `rustls` | no | `wss://` for the server and the client (the blocking client too, where enabled), with rustls |
 //!
 //! ## Crate map
