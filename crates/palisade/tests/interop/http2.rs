@@ -1,7 +1,8 @@
 //! WebSocket over HTTP/2 (RFC 8441), palisade to palisade over real TCP: the server is hyper's
 //! HTTP/2 with extended CONNECT (`palisade::hyper::serve_connection`), the client palisade's
 //! with `with_http2` (the `h2` crate), on cleartext with prior knowledge and over TLS with ALPN
-//! `h2`. The same handlers, errors, refusals and permessage-deflate as over HTTP/1.1.
+//! `h2`. The same handlers, errors, refusals and permessage-deflate as over HTTP/1.1. And an
+//! independent client: Python's `h2` with `wsproto` (`py/h2_client.py`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+use crate::support::Peer;
 
 async fn echo(ws: WebSocket) -> Result<(), Error> {
     loop {
@@ -241,4 +244,87 @@ async fn wss_negotiates_http2_by_alpn_and_http1_clients_still_connect() {
     let ws = connected.into_socket();
     ws.send("over h1").await.unwrap();
     assert_eq!(ws.recv().await.unwrap(), Message::text("over h1"));
+}
+
+/// Python's `h2` and `wsproto`, sharing no code with palisade or hyper, against palisade's
+/// HTTP/2 server: the SETTINGS, the 200, echoes past the flow-control window, permessage-deflate,
+/// a refusal by the origin policy, and a handler's close code.
+#[tokio::test]
+async fn python_h2_and_wsproto_speak_rfc_8441_to_palisade() {
+    let server = Server::builder()
+        .route("/ws", echo)
+        .route("/close", |ws: WebSocket| async move {
+            let message = ws.recv().await?;
+            let text = message.as_text().unwrap_or_default().to_owned();
+            let (code, reason) = text.split_once(' ').unwrap_or(("1000", ""));
+            let code = CloseCode(code.parse().unwrap_or(1000));
+            Err::<(), palisade::server::BoxError>(CloseWith::new(code, reason).into())
+        })
+        .with_config(quiet().with_max_message_size(1 << 20))
+        .with_compression(DeflateConfig::default())
+        .with_allowed_origins(OriginPolicy::new(["https://app.example"]).with_missing_allowed(true))
+        .build();
+    let addr = serve(server, None).await;
+    let port = addr.port().to_string();
+    let peer = |args: &[&str]| {
+        let mut all = vec![args[0], "127.0.0.1", &port];
+        all.extend(&args[1..]);
+        Peer::spawn("h2_client.py", &all)
+    };
+    let mut py = peer(&["echo", "/ws"]);
+    assert_eq!(py.line().await, "SETTINGS enable_connect_protocol=1");
+    assert_eq!(py.line().await, "OPEN 200");
+    assert_eq!(py.line().await, "ECHO OK");
+    assert_eq!(py.line().await, "CLOSED 1000");
+
+    let mut py = peer(&["deflate", "/ws"]);
+    py.line_starting("OPEN").await;
+    let ext = py.line().await;
+    assert!(ext.starts_with("EXT permessage-deflate"), "{ext}");
+    assert_eq!(py.line().await, "ECHO OK");
+    assert_eq!(py.line().await, "CLOSED 1000");
+
+    let mut py = peer(&["origin", "/ws", "https://evil.example"]);
+    py.line_starting("SETTINGS").await;
+    assert_eq!(py.line().await, "STATUS 403");
+
+    let mut py = peer(&["close", "/close"]);
+    py.line_starting("OPEN").await;
+    assert_eq!(py.line().await, "CLOSED 4000 going");
+}
+
+/// Headless Chromium over `wss://` against palisade's HTTP/2 server (ALPN `h2`, a test
+/// certificate): the page comes over HTTP/2, and the handler tells the browser which HTTP
+/// version its WebSocket request came in.
+#[tokio::test]
+async fn chromium_over_wss_with_http2() {
+    let (config, _) = tls();
+    let server = Server::builder()
+        .on_http(|request| async move {
+            (request.path() == "/").then(|| {
+                let mut page = palisade::http::Response::new(bytes::Bytes::from_static(
+                    b"<!doctype html><title>palisade</title>",
+                ));
+                page.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    palisade::http::HeaderValue::from_static("text/html"),
+                );
+                page
+            })
+        })
+        .route("/ws", |ws: WebSocket, info: palisade::server::ConnectionInfo| async move {
+            let version = format!("{:?}", info.request().as_http().version());
+            ws.send(format!("{version} {}", info.request().method())).await?;
+            echo(ws).await
+        })
+        .with_config(quiet())
+        .build();
+    let addr = serve(server, Some(config)).await;
+    let page = format!("https://localhost:{}/", addr.port());
+    let ws = format!("wss://localhost:{}/ws", addr.port());
+    let mut browser = Peer::spawn_node_script("browser_h2.js", &[&page, &ws]);
+    assert_eq!(browser.line().await, "PAGE h2", "the page came over HTTP/2");
+    assert_eq!(browser.line().await, "MESSAGE HTTP/2.0 CONNECT", "the WebSocket came over HTTP/2");
+    assert_eq!(browser.line().await, "ECHO hello");
+    assert_eq!(browser.line().await, "CLOSED 1000");
 }
