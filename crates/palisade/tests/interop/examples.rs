@@ -147,7 +147,7 @@ fn run(binary: &Path, arg: &str) -> std::process::Output {
 }
 
 /// `target/<profile>/examples`, next to the `deps` directory this test binary runs from.
-fn examples_dir() -> PathBuf {
+pub(crate) fn examples_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let profile = exe.parent().and_then(Path::parent).expect("the test runs from <profile>/deps");
     profile.join("examples")
