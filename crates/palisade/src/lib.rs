@@ -21,6 +21,7 @@
 //! | `garde` | no | validation of JSON messages with `garde` |
 //! | `msgpack` | no | the JSON envelope as MessagePack in binary frames |
 //! | `blocking` | no | [`blocking`] (`palisade-blocking`): the blocking API — `connect` and `accept` over std's `TcpStream`, a thread per connection, the same core, errors and limits, no tokio in its tree |
+//! | `rooms` | no | [`rooms`] (`palisade-rooms`): rooms with an authorisation hook, broadcasts encoded once, bounded per-member queues with a slow-consumer policy, private messages, presence, recovery of missed messages |
 //! | `rustls` | no | `wss://` for the server and the client (the blocking client too, where enabled), with rustls |
 //!
 //! ## Crate map
@@ -34,6 +35,7 @@
 //! | `palisade-client` | the tokio client: URL checks, proxies, TLS, redirects, the handshake, reconnecting | [`client`] |
 //! | `palisade-json` | typed JSON messages: the envelope, error replies, requests both ways | [`json`] |
 //! | `palisade-blocking` | the blocking API: the core driven by std's sockets, one thread per connection | [`blocking`] |
+//! | `palisade-rooms` | rooms, private messages, presence, recovery; a backend trait with the in-memory default | [`rooms`] |
 //!
 //! Derive macros for typed handlers are on the roadmap, as a crate of their own behind a
 //! feature of this one.
@@ -91,6 +93,10 @@ pub use palisade_json as json;
 
 #[cfg(feature = "blocking")]
 pub use palisade_blocking as blocking;
+
+/// Rooms over the JSON layer (`palisade-rooms`).
+#[cfg(feature = "rooms")]
+pub use palisade_rooms as rooms;
 
 pub use http;
 

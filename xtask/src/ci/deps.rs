@@ -48,6 +48,8 @@ const CLIENT: &str = "palisade-client";
 const JSON: &str = "palisade-json";
 const BLOCKING: &str = "palisade-blocking";
 const MACROS: &str = "palisade-macros";
+const ROOMS: &str = "palisade-rooms";
+const REDIS: &str = "palisade-redis";
 const FACADE: &str = "palisade";
 
 /// The protocol core does no I/O, reads no clock and draws no random numbers (STYLE.md §2, §4):
@@ -87,11 +89,28 @@ const RULES: &[Rule] = &[
         externals: None,
         never: &["tokio", "mio", "async-std", "smol"],
     },
+    // Rooms sit on the JSON layer; `proto` only for the `Message` type a broadcast shares.
+    // Their end-to-end tests run a real server and real clients.
+    Rule {
+        krate: ROOMS,
+        uses: &[CONN, ERROR, JSON, PROTO],
+        dev_uses: &[SERVER, CLIENT],
+        externals: None,
+        never: &[],
+    },
+    // The Redis backend of the rooms; its tests run two servers and clients on each.
+    Rule {
+        krate: REDIS,
+        uses: &[ROOMS, ERROR, JSON, PROTO],
+        dev_uses: &[SERVER, CLIENT, CONN],
+        externals: None,
+        never: &[],
+    },
     // Generated code names `::palisade::__private::…`, which the UI tests need to compile.
     Rule { krate: MACROS, uses: &[], dev_uses: &[FACADE], externals: None, never: &[] },
     Rule {
         krate: FACADE,
-        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING],
+        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING, ROOMS, REDIS],
         // Itself, with the non-default features its examples need (`blocking`), so that
         // `cargo run --example blocking_echo` works without `--features`.
         dev_uses: &[FACADE],
