@@ -22,6 +22,7 @@
 //! | `msgpack` | no | the JSON envelope as MessagePack in binary frames |
 //! | `blocking` | no | [`blocking`] (`palisade-blocking`): the blocking API — `connect` and `accept` over std's `TcpStream`, a thread per connection, the same core, errors and limits, no tokio in its tree |
 //! | `rooms` | no | [`rooms`] (`palisade-rooms`): rooms with an authorisation hook, broadcasts encoded once, bounded per-member queues with a slow-consumer policy, private messages, presence, recovery of missed messages |
+//! | `redis` | no | `rooms::redis` (`palisade-redis`): the Redis backend of the rooms — pub/sub fan-out, Streams for recovery, presence and node heartbeats across nodes |
 //! | `rustls` | no | `wss://` for the server and the client (the blocking client too, where enabled), with rustls |
 //!
 //! ## Crate map
@@ -36,6 +37,7 @@
 //! | `palisade-json` | typed JSON messages: the envelope, error replies, requests both ways | [`json`] |
 //! | `palisade-blocking` | the blocking API: the core driven by std's sockets, one thread per connection | [`blocking`] |
 //! | `palisade-rooms` | rooms, private messages, presence, recovery; a backend trait with the in-memory default | [`rooms`] |
+//! | `palisade-redis` | the Redis backend of the rooms | `rooms::redis` |
 //!
 //! Derive macros for typed handlers are on the roadmap, as a crate of their own behind a
 //! feature of this one.
@@ -94,9 +96,17 @@ pub use palisade_json as json;
 #[cfg(feature = "blocking")]
 pub use palisade_blocking as blocking;
 
-/// Rooms over the JSON layer (`palisade-rooms`).
+/// Rooms over the JSON layer (`palisade-rooms`); with feature `redis`, its Redis backend as
+/// `rooms::redis`.
 #[cfg(feature = "rooms")]
-pub use palisade_rooms as rooms;
+pub mod rooms {
+    pub use palisade_rooms::*;
+
+    /// The Redis backend (`palisade-redis`): several nodes share rooms, presence and
+    /// histories.
+    #[cfg(feature = "redis")]
+    pub use palisade_redis as redis;
+}
 
 pub use http;
 
