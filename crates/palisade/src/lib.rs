@@ -25,6 +25,8 @@
 //! | `hyper` | no | [`hyper`] (`palisade-hyper`): the server mounted on hyper 1 — `upgrade` answers a request inside `service_fn` with the server's decision (the 101, then the connection on the upgraded stream, or the complete refusal), with the same handlers, registry, limits and graceful shutdown |
 //! | `axum` | no | [`axum`] (with `hyper`): the server mounted on axum 0.8 — the `PalisadeUpgrade` extractor and `mount`, a route for axum's `Router` |
 //! | `http2` | no | WebSocket over HTTP/2 (RFC 8441) for the client: `Client::with_http2`, extended CONNECT with the `h2` crate, over TLS (ALPN `h2`) or cleartext with prior knowledge; the server side is `hyper::serve_connection` |
+//! | `rooms` | no | [`rooms`] (`palisade-rooms`): rooms with an authorisation hook, broadcasts encoded once, bounded per-member queues with a slow-consumer policy, private messages, presence, recovery of missed messages |
+//! | `redis` | no | `rooms::redis` (`palisade-redis`): the Redis backend of the rooms — pub/sub fan-out, Streams for recovery, presence and node heartbeats across nodes |
 //! | `rustls` | no | `wss://` for the server and the client (the blocking client too, where enabled), with rustls |
 //!
 //! ## Crate map
@@ -40,6 +42,8 @@
 //! | `palisade-blocking` | the blocking API: the core driven by std's sockets, one thread per connection | [`blocking`] |
 //! | `palisade-macros` | `#[protocol]` and `#[derive(ReplyError)]`: typed handlers and a typed client | [`protocol`], [`ReplyError`](derive@ReplyError) |
 //! | `palisade-hyper` | the server mounted on hyper 1 and axum 0.8: requests to the server's decision, upgraded streams to its connections | [`hyper`], [`axum`] |
+//! | `palisade-rooms` | rooms, private messages, presence, recovery; a backend trait with the in-memory default | [`rooms`] |
+//! | `palisade-redis` | the Redis backend of the rooms | `rooms::redis` |
 //!
 //! ## Architecture invariants
 //!
@@ -103,6 +107,18 @@ pub use palisade_hyper as hyper;
 
 #[cfg(feature = "axum")]
 pub use palisade_hyper::axum;
+
+/// Rooms over the JSON layer (`palisade-rooms`); with feature `redis`, its Redis backend as
+/// `rooms::redis`.
+#[cfg(feature = "rooms")]
+pub mod rooms {
+    pub use palisade_rooms::*;
+
+    /// The Redis backend (`palisade-redis`): several nodes share rooms, presence and
+    /// histories.
+    #[cfg(feature = "redis")]
+    pub use palisade_redis as redis;
+}
 
 pub use http;
 
