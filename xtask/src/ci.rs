@@ -55,6 +55,12 @@ pub(crate) const STAGES: &[Stage] = &[
         run: test::run,
     },
     Stage {
+        name: "ui",
+        about: "the macros' trybuild UI suite (tests/ui/{pass,fail}), alone: it builds the \
+                facade in a target of its own",
+        run: test::ui,
+    },
+    Stage {
         name: "doc",
         about: "cargo doc --no-deps --workspace --all-features, warnings denied",
         run: doc,

@@ -21,10 +21,14 @@ pub(crate) struct Tally {
     pub(crate) failed: u64,
 }
 
-/// Runs the tests and records their count in `context`.
+/// The nextest filter that leaves the macros' UI suite to the `ui` stage.
+const WITHOUT_UI: &str = "not (package(palisade-macros) & binary(ui))";
+
+/// Runs the tests (the macros' UI suite apart, with nextest) and records their count in
+/// `context`.
 pub(super) fn run(context: &mut Context) -> Result<(), String> {
-    if cmd::succeeds(&mut cmd::cargo(["nextest", "--version"])) {
-        let (tests, output) = cmd::run_tee(&mut runner(&["nextest", "run"]));
+    if nextest() {
+        let (tests, output) = cmd::run_tee(&mut runner(&["nextest", "run", "-E", WITHOUT_UI]));
         context.tests.add_nextest(&output);
         let (doctests, output) = cmd::run_tee(&mut runner(&["test", "--doc"]));
         context.tests.add_cargo_test(&output);
@@ -35,6 +39,25 @@ pub(super) fn run(context: &mut Context) -> Result<(), String> {
         context.tests.add_cargo_test(&output);
         tests
     }
+}
+
+/// The macros' trybuild suite on its own: it compiles the facade and every fixture in a target
+/// directory of its own (minutes on a fresh clone), which under nextest's per-test timeout and
+/// beside the other tests would be killed as a hang. Counted like the other tests. With
+/// `cargo test` (no nextest) the `test` stage has run it already.
+pub(super) fn ui(context: &mut Context) -> Result<(), String> {
+    if !nextest() {
+        println!("cargo-nextest is not installed: the test stage ran the UI suite");
+        return Ok(());
+    }
+    let (result, output) =
+        cmd::run_tee(&mut cmd::cargo(["test", "--package", "palisade-macros", "--test", "ui"]));
+    context.tests.add_cargo_test(&output);
+    result
+}
+
+fn nextest() -> bool {
+    cmd::succeeds(&mut cmd::cargo(["nextest", "--version"]))
 }
 
 /// `cargo SUBCOMMAND` over the whole workspace, keeping the colours a terminal would get although
