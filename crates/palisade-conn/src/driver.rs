@@ -23,6 +23,7 @@ use palisade_error::{
     CloseCode, CloseFrame, ConcurrencyError, ConnectionClosed, Error, Operation, PolicyKind,
     PolicyViolation, State,
 };
+use palisade_proto::Role;
 use palisade_proto::connection::{Connection, Event};
 use palisade_proto::message::Message;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -1066,10 +1067,19 @@ fn task_of(waker: &Waker) -> usize {
 /// Shuts the transport's write side once the core says the connection is over (and everything
 /// queued is written).
 fn poll_shutdown_if_due(inner: &mut Inner, cx: &mut Context<'_>) {
-    if inner.conn.wants_transport_close()
-        && !inner.shutdown_done
-        && Pin::new(&mut inner.io).poll_shutdown(cx).is_ready()
-    {
+    if !inner.conn.wants_transport_close() || inner.shutdown_done {
+        return;
+    }
+    // A client that failed on the server's input leaves the transport to the drain
+    // (`Inner::release_io`) without a FIN: the server is still sending, and some servers
+    // (asyncio's transports close themselves on EOF) would drop the connection on our FIN
+    // before reading the close frame that says why. RFC 6455 §7.1.1: the server closes the
+    // TCP connection first; the drain reads until it does.
+    if inner.drain_for.is_some() && inner.conn.role() == Role::Client {
+        inner.shutdown_done = true;
+        return;
+    }
+    if Pin::new(&mut inner.io).poll_shutdown(cx).is_ready() {
         inner.shutdown_done = true;
     }
 }
