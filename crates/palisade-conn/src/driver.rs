@@ -1077,6 +1077,10 @@ fn poll_shutdown_if_due(inner: &mut Inner, cx: &mut Context<'_>) {
     // TCP connection first; the drain reads until it does.
     if inner.drain_for.is_some() && inner.conn.role() == Role::Client {
         inner.shutdown_done = true;
+        // The drain starts now, not when the last handle goes: the server may be blocked
+        // sending to us until someone reads.
+        inner.io_dead = true;
+        inner.release_io();
         return;
     }
     if Pin::new(&mut inner.io).poll_shutdown(cx).is_ready() {
