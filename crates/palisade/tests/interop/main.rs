@@ -13,6 +13,8 @@ mod deflate;
 mod examples;
 #[cfg(feature = "json")]
 mod json;
+#[cfg(feature = "rooms")]
+mod rooms;
 mod server;
 mod support;
 mod websocket_client;
