@@ -17,6 +17,8 @@ mod http2;
 mod json;
 #[cfg(feature = "axum")]
 mod mount;
+#[cfg(feature = "rooms")]
+mod rooms;
 mod server;
 mod support;
 #[cfg(feature = "macros")]
