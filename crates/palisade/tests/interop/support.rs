@@ -104,6 +104,45 @@ pub(crate) fn node_modules() -> &'static Path {
     })
 }
 
+/// The chat example's npm packages (`ws`, `playwright-core`, pinned by
+/// `examples/chat/package-lock.json`), installed with `npm ci` into `examples/chat/node_modules`
+/// when missing (`.ci/run` installs them first).
+#[cfg(feature = "json")]
+pub(crate) fn chat_node_modules() -> &'static Path {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let dir = chat_dir();
+        let modules = dir.join("node_modules");
+        let ready = || ["ws", "playwright-core"].iter().all(|p| modules.join(p).exists());
+        if ready() {
+            return modules;
+        }
+        let target = target_dir();
+        std::fs::create_dir_all(&target).unwrap();
+        let _lock =
+            LockFile::acquire(target.join("chat-node.lock"), &modules.join("playwright-core"));
+        if !ready() {
+            run(std::process::Command::new("npm")
+                .args(["ci", "--silent", "--no-audit", "--no-fund"])
+                .current_dir(&dir));
+        }
+        modules
+    })
+}
+
+/// `examples/chat`: the chat's page, its JavaScript client and their tests.
+#[cfg(feature = "json")]
+pub(crate) fn chat_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/chat")
+}
+
+/// `target/<profile>/examples`, next to the `deps` directory this test binary runs from.
+pub(crate) fn examples_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).expect("the test runs from <profile>/deps");
+    profile.join("examples")
+}
+
 fn run(command: &mut std::process::Command) {
     let status = command.status().unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(status.success(), "{command:?} failed: {status}");
@@ -189,6 +228,42 @@ impl Peer {
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let stdout = child.stdout.take().unwrap();
         Self { child, lines: BufReader::new(stdout).lines() }
+    }
+
+    /// Runs `command` (stdout piped, read line by line; stderr inherited).
+    pub(crate) fn command(mut command: Command) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        Self { child, lines: BufReader::new(stdout).lines() }
+    }
+
+    /// Runs the example binary `name` (built by `cargo test`) with `args`.
+    pub(crate) fn example(name: &str, args: &[&str]) -> Self {
+        let binary = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        assert!(
+            binary.exists(),
+            "{} is missing: `cargo test` builds the examples",
+            binary.display()
+        );
+        let mut command = Command::new(binary);
+        command.args(args);
+        Self::command(command)
+    }
+
+    /// Runs `examples/chat/tests/<script>` under Node with `args`, its packages installed.
+    #[cfg(feature = "json")]
+    pub(crate) fn chat_node(script: &str, args: &[&str]) -> Self {
+        chat_node_modules();
+        let dir = chat_dir();
+        let mut command = Command::new("node");
+        command.arg(dir.join("tests").join(script)).args(args).current_dir(&dir);
+        Self::command(command)
     }
 
     /// Starts `server.py MODE [PORT]` and waits until it listens; returns it and its port.
