@@ -21,6 +21,8 @@
 //! | `garde` | no | validation of JSON messages with `garde` |
 //! | `msgpack` | no | the JSON envelope as MessagePack in binary frames |
 //! | `blocking` | no | [`blocking`] (`palisade-blocking`): the blocking API — `connect` and `accept` over std's `TcpStream`, a thread per connection, the same core, errors and limits, no tokio in its tree |
+//! | `hyper` | no | [`hyper`] (`palisade-hyper`): the server mounted on hyper 1 — `upgrade` answers a request inside `service_fn` with the server's decision (the 101, then the connection on the upgraded stream, or the complete refusal), with the same handlers, registry, limits and graceful shutdown |
+//! | `axum` | no | [`axum`] (with `hyper`): the server mounted on axum 0.8 — the `PalisadeUpgrade` extractor and `mount`, a route for axum's `Router` |
 //! | `rustls` | no | `wss://` for the server and the client (the blocking client too, where enabled), with rustls |
 //!
 //! ## Crate map
@@ -34,6 +36,7 @@
 //! | `palisade-client` | the tokio client: URL checks, proxies, TLS, redirects, the handshake, reconnecting | [`client`] |
 //! | `palisade-json` | typed JSON messages: the envelope, error replies, requests both ways | [`json`] |
 //! | `palisade-blocking` | the blocking API: the core driven by std's sockets, one thread per connection | [`blocking`] |
+//! | `palisade-hyper` | the server mounted on hyper 1 and axum 0.8: requests to the server's decision, upgraded streams to its connections | [`hyper`], [`axum`] |
 //!
 //! Derive macros for typed handlers are on the roadmap, as a crate of their own behind a
 //! feature of this one.
@@ -91,6 +94,12 @@ pub use palisade_json as json;
 
 #[cfg(feature = "blocking")]
 pub use palisade_blocking as blocking;
+
+#[cfg(feature = "hyper")]
+pub use palisade_hyper as hyper;
+
+#[cfg(feature = "axum")]
+pub use palisade_hyper::axum;
 
 pub use http;
 

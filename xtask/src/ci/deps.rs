@@ -47,6 +47,7 @@ const SERVER: &str = "palisade-server";
 const CLIENT: &str = "palisade-client";
 const JSON: &str = "palisade-json";
 const BLOCKING: &str = "palisade-blocking";
+const HYPER: &str = "palisade-hyper";
 const MACROS: &str = "palisade-macros";
 const FACADE: &str = "palisade";
 
@@ -87,11 +88,15 @@ const RULES: &[Rule] = &[
         externals: None,
         never: &["tokio", "mio", "async-std", "smol"],
     },
+    // The mounts on hyper and axum (STYLE.md §2: "an axum/hyper mount sits on server"): they
+    // carry requests to the server's decision and upgraded streams to its connections, so the
+    // protocol and the policies stay in the server.
+    Rule { krate: HYPER, uses: &[SERVER, ERROR], dev_uses: &[], externals: None, never: &[] },
     // Generated code names `::palisade::__private::…`, which the UI tests need to compile.
     Rule { krate: MACROS, uses: &[], dev_uses: &[FACADE], externals: None, never: &[] },
     Rule {
         krate: FACADE,
-        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING],
+        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING, HYPER],
         // Itself, with the non-default features its examples need (`blocking`), so that
         // `cargo run --example blocking_echo` works without `--features`.
         dev_uses: &[FACADE],

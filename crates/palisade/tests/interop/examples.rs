@@ -2,13 +2,13 @@
 //! and Python `websockets` side by side; and every example's command line: `--help` and an
 //! unknown argument, run on the binaries that `cargo test` builds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use palisade::Message;
 use palisade::client::Client;
 
-use crate::support::{Peer, examples_dir};
+use crate::support::Peer;
 
 #[path = "../../../../examples/broadcast.rs"]
 #[allow(dead_code, reason = "the example's `main` is not run here; its `serve` is")]
@@ -113,6 +113,13 @@ fn run(binary: &Path, arg: &str) -> std::process::Output {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     child.wait_with_output().unwrap()
+}
+
+/// `target/<profile>/examples`, next to the `deps` directory this test binary runs from.
+pub(crate) fn examples_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(Path::parent).expect("the test runs from <profile>/deps");
+    profile.join("examples")
 }
 
 /// The stems of `examples/*.rs`: every example of the workspace.

@@ -15,6 +15,8 @@ mod deflate;
 mod examples;
 #[cfg(feature = "json")]
 mod json;
+#[cfg(feature = "axum")]
+mod mount;
 mod server;
 mod support;
 mod websocket_client;

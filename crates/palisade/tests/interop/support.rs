@@ -136,13 +136,6 @@ pub(crate) fn chat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/chat")
 }
 
-/// `target/<profile>/examples`, next to the `deps` directory this test binary runs from.
-pub(crate) fn examples_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile = exe.parent().and_then(Path::parent).expect("the test runs from <profile>/deps");
-    profile.join("examples")
-}
-
 fn run(command: &mut std::process::Command) {
     let status = command.status().unwrap_or_else(|e| panic!("{command:?}: {e}"));
     assert!(status.success(), "{command:?} failed: {status}");
@@ -245,7 +238,7 @@ impl Peer {
 
     /// Runs the example binary `name` (built by `cargo test`) with `args`.
     pub(crate) fn example(name: &str, args: &[&str]) -> Self {
-        let binary = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        let binary = crate::examples::examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         assert!(
             binary.exists(),
             "{} is missing: `cargo test` builds the examples",

@@ -9,6 +9,8 @@ Scenarios:
   send URL TEXT       send TEXT, then print `CLOSED <code> <reason>` when the server closes
   big URL SIZE        send a binary message of SIZE bytes; print `CLOSED <code> <reason>`
   handshake URL [PROTOCOLS...]  print `OPEN <subprotocol or ->`, or `STATUS <code> <body>`
+  origin URL ORIGIN   connect with the `Origin` header ORIGIN; print `OPEN`, or
+                      `STATUS <code> <body on one line>`
   silent URL          stop reading after the handshake (so no pong is sent); after 3 s,
                       resume and print `CLOSED <code> <reason>`
   wait URL            print `OPEN`, then `CLOSED <code> <reason>` when the server closes
@@ -54,6 +56,15 @@ async def main(scenario, url, *args):
                 print(f"OPEN {ws.subprotocol or '-'}", flush=True)
         except InvalidStatus as exc:
             body = exc.response.body.decode("utf-8", "replace")
+            print(f"STATUS {exc.response.status_code} {body}", flush=True)
+        return
+    if scenario == "origin":
+        try:
+            async with connect(url, origin=args[0]):
+                print("OPEN", flush=True)
+        except InvalidStatus as exc:
+            # On one line: the body's whitespace runs become single spaces.
+            body = " ".join(exc.response.body.decode("utf-8", "replace").split())
             print(f"STATUS {exc.response.status_code} {body}", flush=True)
         return
     if scenario == "deflate":
