@@ -197,6 +197,7 @@ export class PalisadeClient {
   close(code = 1000, reason = '') {
     this.stopped = true;
     clearTimeout(this.retryTimer);
+    this.retryTimer = null;
     if (this.socket !== null && this.socket.readyState <= 1) this.socket.close(code, reason);
   }
 
@@ -205,7 +206,13 @@ export class PalisadeClient {
     this.socket.send(JSON.stringify(message));
   }
 
+  /** Whether a reconnection is scheduled. */
+  get reconnecting() {
+    return this.retryTimer !== null;
+  }
+
   open() {
+    this.retryTimer = null;
     const url = typeof this.url === 'function' ? this.url() : this.url;
     const extra = typeof this.protocols === 'function' ? this.protocols() : this.protocols;
     const socket = new this.WebSocket(url, [SUBPROTOCOL, ...extra]);

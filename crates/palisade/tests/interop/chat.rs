@@ -42,3 +42,471 @@ async fn palisade_js_speaks_the_envelope_and_reconnects_by_close_code() {
     let lines = node_script("client.mjs", &[&format!("{url}/")]).await;
     assert!(lines.len() >= 13, "{lines:?}");
 }
+
+/// The headless Chromium cases, on the real page and server (`examples/chat/tests/browser.mjs`
+/// starts, restarts and stops the chat binary itself): two pages exchange public and private
+/// messages and see presence, typing and the keepalive's round trip; error replies beside the
+/// input with the connection up; a bad and an expired token refused with the reason shown; a
+/// duplicate login refused; a dropped connection recovered with the missed message; a restart
+/// shown as 1001 "server restarting" and reconnected; a flood closed with 1008 and not
+/// retried; an inactivity timeout shown. Screenshots of every page on a failure go to
+/// `target/chat-browser/`.
+#[tokio::test]
+async fn the_page_in_headless_chromium() {
+    let binary = crate::support::example_binary("chat");
+    let screenshots = crate::support::target_dir().join("chat-browser");
+    let lines =
+        node_script("browser.mjs", &[binary.to_str().unwrap(), screenshots.to_str().unwrap()])
+            .await;
+    assert!(lines.len() >= 9, "{lines:?}");
+}
+
+/// The chat server's contract, over real sockets: `POST /login`, `/ws` with a bearer token,
+/// the palisade-json envelope. Each test starts the binary with short limits.
+mod server {
+    use std::collections::VecDeque;
+    use std::time::Duration;
+
+    use palisade::client::Client;
+    use palisade::http::{HeaderValue, header::AUTHORIZATION};
+    use palisade::json::SUBPROTOCOL;
+    use palisade::{CloseCode, Message, WebSocket};
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use crate::support::{Peer, example_command};
+
+    const SECRET: &str = "a test secret of the chat, 32 bytes or more";
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A chat server process and its `HOST:PORT`.
+    struct Chat {
+        process: Peer,
+        addr: String,
+    }
+
+    async fn chat(args: &[&str]) -> Chat {
+        let mut all = vec!["--addr", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let mut command = example_command("chat", &all);
+        command.env("CHAT_SECRET", SECRET).env("RUST_LOG", "warn");
+        let mut process = Peer::command(command);
+        let line = process.line_starting("chat on ").await;
+        let addr = line.trim_start_matches("chat on http://").trim_end_matches('/').to_owned();
+        Chat { process, addr }
+    }
+
+    /// `POST /login` with `body`, by hand over TCP: the status and the JSON answer.
+    async fn login(addr: &str, body: &str) -> (u16, Value) {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
+        let status = response[9..12].parse().unwrap();
+        let (_, json) = response.split_once("\r\n\r\n").unwrap();
+        (status, serde_json::from_str(json).unwrap())
+    }
+
+    async fn token(addr: &str, name: &str) -> String {
+        let (status, body) = login(addr, &json!({ "name": name }).to_string()).await;
+        assert_eq!(status, 200, "{body}");
+        body["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A token with these claims, signed with HS256 and `secret`.
+    fn signed(claims: &Value, secret: &str) -> String {
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+        jsonwebtoken::encode(&jsonwebtoken::Header::default(), claims, &key).unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+    }
+
+    fn client(token: Option<&str>) -> Client {
+        let client = Client::new().with_subprotocols([SUBPROTOCOL]);
+        match token {
+            Some(token) => client.with_header(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+            ),
+            None => client,
+        }
+    }
+
+    /// The refusal of an upgrade: its status and JSON body.
+    async fn refused(addr: &str, token: Option<&str>) -> (u16, Value) {
+        let err = client(token).connect(&format!("ws://{addr}/ws")).await.unwrap_err();
+        let status = err.received_status().unwrap_or_else(|| panic!("{err}"));
+        let palisade::Error::Handshake(handshake) = &err else { panic!("{err}") };
+        let palisade::error::HandshakeError::InvalidStatus(invalid) = &**handshake else {
+            panic!("{err}")
+        };
+        (status.as_u16(), serde_json::from_slice(invalid.body()).unwrap())
+    }
+
+    /// A logged-in user's connection, speaking the envelope by hand.
+    struct User {
+        ws: WebSocket,
+        pushes: VecDeque<Value>,
+        next_id: u64,
+    }
+
+    impl User {
+        async fn connect(addr: &str, name: &str) -> Self {
+            let token = token(addr, name).await;
+            let connected = client(Some(&token)).connect(&format!("ws://{addr}/ws")).await.unwrap();
+            assert_eq!(connected.subprotocol(), Some(SUBPROTOCOL));
+            let mut user =
+                Self { ws: connected.into_socket(), pushes: VecDeque::new(), next_id: 0 };
+            assert_eq!(user.event("welcome").await["name"], name);
+            user
+        }
+
+        async fn recv(&mut self) -> Value {
+            let message = tokio::time::timeout(WAIT, self.ws.recv()).await.unwrap().unwrap();
+            let Message::Text(text) = message else { panic!("{message:?}") };
+            serde_json::from_str(&text).unwrap()
+        }
+
+        /// Sends a request and returns its reply (ok or error); pushes meanwhile are kept.
+        async fn request(&mut self, event: &str, data: Value) -> Value {
+            let id = self.next_id;
+            self.next_id += 1;
+            self.send(json!({ "event": event, "id": id, "data": data }).to_string()).await;
+            loop {
+                let message = self.recv().await;
+                if message["reply"] == id {
+                    return message;
+                }
+                self.pushes.push_back(message);
+            }
+        }
+
+        async fn send(&mut self, text: String) {
+            self.ws.send(text).await.unwrap();
+        }
+
+        /// The next push of `event` (earlier pushes of other events are skipped).
+        async fn event(&mut self, event: &str) -> Value {
+            while let Some(message) = self.pushes.pop_front() {
+                if message["event"] == event {
+                    return message["data"].clone();
+                }
+            }
+            loop {
+                let message = self.recv().await;
+                if message["event"] == event {
+                    return message["data"].clone();
+                }
+            }
+        }
+
+        /// Reads until the connection closes; the close frame received.
+        async fn closed(&mut self) -> (CloseCode, String) {
+            loop {
+                match tokio::time::timeout(WAIT, self.ws.recv()).await.unwrap() {
+                    Ok(_) => continue,
+                    Err(err) => {
+                        let closed = err.connection_closed().unwrap_or_else(|| panic!("{err}"));
+                        let frame = closed.received.clone().unwrap_or_else(|| panic!("{err}"));
+                        return (frame.code(), frame.reason().to_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    fn error_code(reply: &Value) -> &str {
+        assert_eq!(reply["status"], "error", "{reply}");
+        reply["error"]["code"].as_str().unwrap()
+    }
+
+    /// `POST /login`: a token for a valid name, 400 with a JSON error for others.
+    #[tokio::test]
+    async fn login_issues_tokens_for_valid_names_only() {
+        let chat = chat(&[]).await;
+        for name in ["abc", "alice_B-2", &"x".repeat(32)] {
+            let (status, body) = login(&chat.addr, &json!({ "name": name }).to_string()).await;
+            assert_eq!(status, 200, "{name}: {body}");
+            assert_eq!(body.as_object().unwrap().len(), 1, "{body}");
+            assert_eq!(body["token"].as_str().unwrap().split('.').count(), 3, "{body}");
+        }
+        for name in ["ab", &"x".repeat(33), "al ice", "élise", "bob!", ""] {
+            let (status, body) = login(&chat.addr, &json!({ "name": name }).to_string()).await;
+            assert_eq!((status, body["error"].as_str()), (400, Some("invalid_name")), "{name}");
+            assert!(body["message"].as_str().unwrap().contains("3 to 32"), "{body}");
+        }
+        for body in ["", "alice", "{\"name\": 7}", "{\"name\":\"alice\",\"admin\":true}", "[]"] {
+            let (status, answer) = login(&chat.addr, body).await;
+            assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_body")), "{body}");
+        }
+    }
+
+    /// The upgrade checks the token before accepting: 401 with a JSON body that says which of
+    /// missing, invalid or expired; forged tokens (`alg: none`, another key, a changed claim)
+    /// are invalid.
+    #[tokio::test]
+    async fn the_upgrade_refuses_missing_invalid_expired_and_forged_tokens() {
+        let chat = chat(&[]).await;
+        let addr = &chat.addr;
+        assert_eq!(
+            refused(addr, None).await,
+            (401, json!({"error": "missing_token", "message": "send the token from POST /login"}))
+        );
+        assert_eq!(refused(addr, Some("garbage")).await.1["error"], "invalid_token");
+        let expired =
+            signed(&json!({ "sub": "alice", "iat": now() - 7200, "exp": now() - 3600 }), SECRET);
+        assert_eq!(
+            refused(addr, Some(&expired)).await,
+            (
+                401,
+                json!({"error": "expired_token", "message": "the token has expired: log in again"})
+            )
+        );
+        let valid = token(addr, "alice").await;
+        let [header, claims, signature] = valid.split('.').collect::<Vec<_>>()[..] else {
+            panic!()
+        };
+        let b64 = |v: &Value| {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let forged = [
+            // alg none, no signature
+            format!("{}.{claims}.", b64(&json!({"alg": "none", "typ": "JWT"}))),
+            // alg none, the original signature kept
+            format!("{}.{claims}.{signature}", b64(&json!({"alg": "none", "typ": "JWT"}))),
+            // another algorithm named
+            format!("{}.{claims}.{signature}", b64(&json!({"alg": "HS512", "typ": "JWT"}))),
+            // signed with another key
+            signed(
+                &json!({ "sub": "alice", "iat": now(), "exp": now() + 600 }),
+                "another secret, also 32 bytes long!",
+            ),
+            // a claim changed, the signature kept
+            format!(
+                "{header}.{}.{signature}",
+                b64(&json!({ "sub": "admin", "iat": now(), "exp": now() + 600 }))
+            ),
+            // a valid signature over an invalid name
+            signed(&json!({ "sub": "no way", "iat": now(), "exp": now() + 600 }), SECRET),
+        ];
+        for token in &forged {
+            assert_eq!(
+                refused(addr, Some(token)).await,
+                (401, json!({"error": "invalid_token", "message": "the token is not valid"})),
+                "{token}"
+            );
+        }
+        // The valid one opens.
+        let connected = client(Some(&valid)).connect(&format!("ws://{addr}/ws")).await.unwrap();
+        assert_eq!(connected.subprotocol(), Some(SUBPROTOCOL));
+    }
+
+    /// The browser variant (`?refusal=close`, the token as the `bearer.TOKEN` subprotocol):
+    /// accepted, then closed with 4001 and the reason; a name in use gets 4003.
+    #[tokio::test]
+    async fn the_browser_variant_closes_with_4001_and_4003() {
+        let chat = chat(&[]).await;
+        let url = format!("ws://{}/ws?refusal=close", chat.addr);
+        let expired =
+            signed(&json!({ "sub": "alice", "iat": now() - 7200, "exp": now() - 3600 }), SECRET);
+        for (protocols, reason) in [
+            (vec![SUBPROTOCOL.to_owned()], "missing token"),
+            (vec![SUBPROTOCOL.to_owned(), "bearer.not-a-token".to_owned()], "invalid token"),
+            (vec![SUBPROTOCOL.to_owned(), format!("bearer.{expired}")], "expired token"),
+        ] {
+            let connected = Client::new().with_subprotocols(protocols).connect(&url).await.unwrap();
+            // The server answers with the real protocol, never the token.
+            assert_eq!(connected.subprotocol(), Some(SUBPROTOCOL));
+            let mut user =
+                User { ws: connected.into_socket(), pushes: VecDeque::new(), next_id: 0 };
+            assert_eq!(user.closed().await, (CloseCode(4001), reason.to_owned()));
+        }
+        let _alice = User::connect(&chat.addr, "alice").await;
+        let token = signed(&json!({ "sub": "alice", "iat": now(), "exp": now() + 600 }), SECRET);
+        let connected = Client::new()
+            .with_subprotocols([SUBPROTOCOL.to_owned(), format!("bearer.{token}")])
+            .connect(&url)
+            .await
+            .unwrap();
+        let mut again = User { ws: connected.into_socket(), pushes: VecDeque::new(), next_id: 0 };
+        assert_eq!(again.closed().await, (CloseCode(4003), "name already connected".to_owned()));
+    }
+
+    /// One session per name: while alice is connected, logging in or connecting as alice is
+    /// refused with 409; once she has left, the name is free again.
+    #[tokio::test]
+    async fn one_session_per_name() {
+        let chat = chat(&[]).await;
+        let spare = token(&chat.addr, "alice").await;
+        let alice = User::connect(&chat.addr, "alice").await;
+        let (status, body) = login(&chat.addr, r#"{"name":"alice"}"#).await;
+        assert_eq!((status, body["error"].as_str()), (409, Some("name_in_use")));
+        assert_eq!(refused(&chat.addr, Some(&spare)).await.0, 409);
+        alice.ws.close(CloseCode::NORMAL, "bye").await.unwrap();
+        // The server notices the close at once, but in its own task: a few tries at most.
+        let mut status = 0;
+        for _ in 0..50 {
+            status = login(&chat.addr, r#"{"name":"alice"}"#).await.0;
+            if status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(status, 200);
+    }
+
+    /// Rooms with join and leave notices and recovery, private messages with "no such user",
+    /// validation errors that keep the connection, malformed frames answered.
+    #[tokio::test]
+    async fn rooms_private_messages_validation_and_recovery() {
+        let chat = chat(&[]).await;
+        let mut alice = User::connect(&chat.addr, "alice").await;
+        let mut bob = User::connect(&chat.addr, "bob").await;
+        assert_eq!(alice.event("presence").await["online"], json!(["alice", "bob"]));
+
+        let joined = alice.request("join", json!({ "room": "lobby" })).await;
+        assert_eq!(joined["data"]["members"], json!(["alice"]), "{joined}");
+        bob.request("join", json!({ "room": "lobby" })).await;
+        assert_eq!(alice.event("joined").await, json!({ "room": "lobby", "name": "bob" }));
+
+        let sent = alice.request("send", json!({ "room": "lobby", "text": "hi bob" })).await;
+        let offset = sent["data"]["offset"].as_u64().unwrap();
+        for user in [&mut alice, &mut bob] {
+            let message = user.event("message").await;
+            assert_eq!(
+                message,
+                json!({ "room": "lobby", "offset": offset, "from": "alice", "text": "hi bob" })
+            );
+        }
+        let reply = bob.request("send", json!({ "room": "elsewhere", "text": "x" })).await;
+        assert_eq!(error_code(&reply), "not_in_room");
+
+        let reply = bob.request("private", json!({ "to": "alice", "text": "psst" })).await;
+        assert_eq!(reply["data"], json!({ "delivered": true }));
+        assert_eq!(
+            alice.event("private").await,
+            json!({ "from": "bob", "to": "alice", "text": "psst" })
+        );
+        let reply = bob.request("private", json!({ "to": "nobody", "text": "hello?" })).await;
+        assert_eq!(error_code(&reply), "no_such_user");
+        assert_eq!(reply["error"]["message"], "no such user");
+
+        for (text, message) in [
+            ("", "the message is empty"),
+            (&*"é".repeat(501), "the message is longer than 500 characters"),
+        ] {
+            let reply = alice.request("send", json!({ "room": "lobby", "text": text })).await;
+            assert_eq!(error_code(&reply), "validation_failed");
+            assert_eq!(reply["error"]["path"], "data.text");
+            assert!(reply["error"]["message"].as_str().unwrap().ends_with(message), "{reply}");
+        }
+        assert_eq!(
+            alice.request("send", json!({ "room": "lobby", "text": "é".repeat(500) })).await["status"],
+            "ok"
+        );
+        alice.send("{not json".to_owned()).await;
+        let refusal = alice.refusal().await;
+        assert_eq!((refusal["reply"].clone(), error_code(&refusal)), (Value::Null, "malformed"));
+        let reply = alice.request("shout", json!({})).await;
+        assert_eq!(error_code(&reply), "unknown_event");
+        let reply = alice.request("send", json!({ "room": "lobby" })).await;
+        assert_eq!(
+            (error_code(&reply), reply["error"]["path"].as_str()),
+            ("invalid_payload", Some("data"))
+        );
+
+        // Recovery: bob leaves, misses two messages, and asks for what came after his offset.
+        let last_seen = bob.event("message").await["offset"].as_u64().unwrap();
+        assert_eq!(
+            bob.request("leave", json!({ "room": "lobby" })).await["data"],
+            json!({ "left": true })
+        );
+        assert_eq!(alice.event("left").await, json!({ "room": "lobby", "name": "bob" }));
+        for text in ["one", "two"] {
+            alice.request("send", json!({ "room": "lobby", "text": text })).await;
+        }
+        let rejoined = bob.request("join", json!({ "room": "lobby", "since": last_seen })).await;
+        let texts: Vec<&str> = rejoined["data"]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["one", "two"]);
+        assert_eq!(rejoined["data"]["complete"], true);
+        // An offset from before this server started: everything kept, marked incomplete.
+        let old = bob.request("join", json!({ "room": "lobby", "since": 1 })).await;
+        assert_eq!(old["data"]["complete"], false);
+    }
+
+    /// A burst of posts gets `rate_limited` error replies and the connection goes on; a flood
+    /// of frames is closed with 1008.
+    #[tokio::test]
+    async fn a_burst_is_refused_and_a_flood_closed_with_1008() {
+        let chat = chat(&["--burst", "3", "--rate", "0.01", "--flood", "50"]).await;
+        let mut alice = User::connect(&chat.addr, "alice").await;
+        alice.request("join", json!({ "room": "lobby" })).await;
+        let mut codes = Vec::new();
+        for n in 0..5 {
+            let reply =
+                alice.request("send", json!({ "room": "lobby", "text": format!("m{n}") })).await;
+            codes.push(if reply["status"] == "ok" {
+                "ok".to_owned()
+            } else {
+                error_code(&reply).to_owned()
+            });
+        }
+        assert_eq!(codes, ["ok", "ok", "ok", "rate_limited", "rate_limited"]);
+        for _ in 0..500 {
+            if alice.ws.send(r#"{"event":"typing","data":{"room":"lobby"}}"#).await.is_err() {
+                break;
+            }
+        }
+        assert_eq!(alice.closed().await.0, CloseCode::POLICY_VIOLATION);
+    }
+
+    /// No message from the user for `--inactivity`: closed with 1000 "inactivity timeout".
+    #[tokio::test]
+    async fn inactivity_closes_with_1000() {
+        let chat = chat(&["--inactivity", "0.3"]).await;
+        let mut alice = User::connect(&chat.addr, "alice").await;
+        assert_eq!(alice.closed().await, (CloseCode::NORMAL, "inactivity timeout".to_owned()));
+    }
+
+    /// SIGTERM: every session is closed with 1001 "server restarting", and the process ends.
+    #[tokio::test]
+    async fn shutdown_closes_with_1001_server_restarting() {
+        let mut chat = chat(&[]).await;
+        let mut alice = User::connect(&chat.addr, "alice").await;
+        let pid = chat.process.pid().unwrap().to_string();
+        let status = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        assert_eq!(alice.closed().await, (CloseCode::GOING_AWAY, "server restarting".to_owned()));
+        assert!(chat.process.wait().await.success());
+    }
+
+    impl User {
+        /// The next error reply that answers no request (`"reply": null`).
+        async fn refusal(&mut self) -> Value {
+            let is_refusal = |m: &Value| m.get("reply") == Some(&Value::Null);
+            if let Some(at) = self.pushes.iter().position(is_refusal) {
+                return self.pushes.remove(at).unwrap();
+            }
+            loop {
+                let message = self.recv().await;
+                if is_refusal(&message) {
+                    return message;
+                }
+                self.pushes.push_back(message);
+            }
+        }
+    }
+}

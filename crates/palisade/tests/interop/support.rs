@@ -45,7 +45,7 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A lock older than this was left by a killed test run.
 const STALE_LOCK: Duration = Duration::from_secs(600);
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
@@ -134,6 +134,21 @@ pub(crate) fn chat_node_modules() -> &'static Path {
 #[cfg(feature = "json")]
 pub(crate) fn chat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/chat")
+}
+
+/// A command running the example binary `name` (built by `cargo test`) with `args`.
+pub(crate) fn example_command(name: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(example_binary(name));
+    command.args(args);
+    command
+}
+
+/// The path of the example binary `name`, which `cargo test` builds.
+pub(crate) fn example_binary(name: &str) -> PathBuf {
+    let binary =
+        crate::examples::examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(binary.exists(), "{} is missing: `cargo test` builds the examples", binary.display());
+    binary
 }
 
 fn run(command: &mut std::process::Command) {
@@ -238,15 +253,7 @@ impl Peer {
 
     /// Runs the example binary `name` (built by `cargo test`) with `args`.
     pub(crate) fn example(name: &str, args: &[&str]) -> Self {
-        let binary = crate::examples::examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-        assert!(
-            binary.exists(),
-            "{} is missing: `cargo test` builds the examples",
-            binary.display()
-        );
-        let mut command = Command::new(binary);
-        command.args(args);
-        Self::command(command)
+        Self::command(example_command(name, args))
     }
 
     /// Runs `examples/chat/tests/<script>` under Node with `args`, its packages installed.
