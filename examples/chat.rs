@@ -33,10 +33,11 @@ use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use palisade::conn::{RateLimit, RateLimitAction};
 use palisade::json::SUBPROTOCOL;
-use palisade::server::{OriginPolicy, Server};
+use palisade::server::{OriginPolicy, Server, rustls};
 use palisade::{CloseCode, Config};
 use serde::Deserialize;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 
 #[path = "chat/auth.rs"]
@@ -79,6 +80,8 @@ The chat: a page at http://HOST:PORT/, POST /login, the WebSocket at /ws.
   --rate N                messages per second a user may post after the burst (default 1)
   --flood N               incoming messages per second (N at once) beyond which the
                           connection is closed with 1008 (default 20)
+  --tls-cert PEM          serve https:// and wss:// with this certificate chain...
+  --tls-key PEM           ...and this private key (both PEM files)
   -h, --help              print this and exit
 
 The token secret comes from CHAT_SECRET (at least 32 bytes), or is generated at start.
@@ -94,6 +97,7 @@ struct Options {
     burst: u32,
     rate: f64,
     flood: f64,
+    tls: Option<(String, String)>,
 }
 
 fn options() -> Options {
@@ -106,7 +110,9 @@ fn options() -> Options {
         burst: 5,
         rate: 1.0,
         flood: 20.0,
+        tls: None,
     };
+    let (mut cert, mut key) = (None, None);
     let mut args = args::Args::new("chat", USAGE);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -118,6 +124,8 @@ fn options() -> Options {
             "--burst" => o.burst = args.parsed("--burst"),
             "--rate" => o.rate = args.parsed("--rate"),
             "--flood" => o.flood = args.parsed("--flood"),
+            "--tls-cert" => cert = Some(args.value("--tls-cert")),
+            "--tls-key" => key = Some(args.value("--tls-key")),
             other => args.unknown(other),
         }
     }
@@ -128,6 +136,11 @@ fn options() -> Options {
             args.fail(&format!("`{name}` must be a positive number of seconds"));
         }
     }
+    o.tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => args.fail("`--tls-cert` and `--tls-key` go together"),
+    };
     if !(o.rate.is_finite() && o.rate > 0.0 && o.flood.is_finite() && o.flood >= 1.0) {
         args.fail("`--rate` must be positive and `--flood` at least 1");
     }
@@ -170,6 +183,11 @@ fn secret() -> Result<Vec<u8>, String> {
 // ANCHOR_END: secret
 
 async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
+    let tls = match &options.tls {
+        Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = TcpListener::bind(&options.addr).await?;
     let addr = listener.local_addr()?;
     let chat = Arc::new(Chat {
@@ -180,12 +198,12 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
         burst: options.burst,
         per_sec: options.rate,
     });
-    let server = websocket_server(&chat, addr, &options);
+    let server = websocket_server(&chat, scheme, addr, &options);
     let app = routes(chat.clone(), server.clone());
-    println!("chat on http://{addr}/");
+    println!("chat on {scheme}://{addr}/");
 
     // ANCHOR: shutdown
-    let accepting = tokio::spawn(accept(listener, app));
+    let accepting = tokio::spawn(accept(listener, tls, app));
     shutdown_signal().await?;
     accepting.abort();
     // Every session hears why before palisade's own shutdown waits for the close handshakes:
@@ -204,9 +222,9 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
 // ANCHOR: server
 /// palisade's server for `/ws`: the token checked before accepting, the subprotocol, the
 /// origin allow-list, the flood limit and the keepalive.
-fn websocket_server(chat: &Arc<Chat>, addr: SocketAddr, options: &Options) -> Server {
+fn websocket_server(chat: &Arc<Chat>, scheme: &str, addr: SocketAddr, options: &Options) -> Server {
     let port = addr.port();
-    let mut origins = vec![format!("http://{addr}"), format!("http://localhost:{port}")];
+    let mut origins = vec![format!("{scheme}://{addr}"), format!("{scheme}://localhost:{port}")];
     origins.extend(options.origins.iter().cloned());
     let flood = RateLimit::messages(options.flood)
         .with_action(RateLimitAction::Close(CloseCode::POLICY_VIOLATION));
@@ -305,9 +323,32 @@ fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
     json(status, &serde_json::json!({ "error": code, "message": message }))
 }
 
-/// Serves HTTP/1.1 on each accepted connection (with upgrades, which palisade takes over),
-/// telling the router the peer's address.
-async fn accept(listener: TcpListener, app: Router) {
+// ANCHOR: tls
+/// TLS from PEM files: the certificate chain and the private key; HTTP/1.1 only (a WebSocket
+/// upgrade is an HTTP/1.1 request).
+fn tls_acceptor(cert: &str, key: &str) -> Result<TlsAcceptor, Box<dyn std::error::Error>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|err| format!("{cert}: {err}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|err| format!("{key}: {err}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+// ANCHOR_END: tls
+
+/// How long a client may take over its TLS handshake.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// Serves HTTP/1.1 on each accepted connection (over TLS when given; with upgrades, which
+/// palisade takes over), telling the router the peer's address.
+async fn accept(listener: TcpListener, tls: Option<TlsAcceptor>, app: Router) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -320,19 +361,35 @@ async fn accept(listener: TcpListener, app: Router) {
         };
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
+        let Some(tls) = tls.clone() else {
+            tokio::spawn(serve_http(tcp, peer, app));
+            continue;
+        };
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |mut request: Request<_>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                let mut app = app.clone();
-                async move { Ok::<_, Infallible>(app.call(request).await.into_response()) }
-            });
-            let http = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tcp), service)
-                .with_upgrades();
-            if let Err(err) = http.await {
-                tracing::debug!(%peer, %err, "HTTP connection ended with an error");
+            match tokio::time::timeout(TLS_HANDSHAKE, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => serve_http(stream, peer, app).await,
+                Ok(Err(err)) => tracing::info!(%peer, %err, "TLS handshake failed"),
+                Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// One HTTP/1.1 connection, plain or TLS.
+async fn serve_http<S>(io: S, peer: SocketAddr, app: Router)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: Request<_>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        let mut app = app.clone();
+        async move { Ok::<_, Infallible>(app.call(request).await.into_response()) }
+    });
+    let http = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    if let Err(err) = http.await {
+        tracing::debug!(%peer, %err, "HTTP connection ended with an error");
     }
 }
 

@@ -493,6 +493,60 @@ mod server {
         assert!(chat.process.wait().await.success());
     }
 
+    /// `--tls-cert` and `--tls-key`: the page and the WebSocket over TLS (`wss://`), the
+    /// token still checked before accepting.
+    #[tokio::test]
+    async fn tls_from_a_certificate_and_key() {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let cert = params.signed_by(&key, &Issuer::from_params(&ca_params, &ca_key)).unwrap();
+        let dir = crate::support::target_dir().join(format!("chat-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+
+        let mut all = vec!["--addr", "127.0.0.1:0", "--tls-cert"];
+        all.extend([cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()]);
+        let mut command = example_command("chat", &all);
+        command.env("CHAT_SECRET", SECRET).env("RUST_LOG", "warn");
+        let mut process = Peer::command(command);
+        let line = process.line_starting("chat on ").await;
+        let addr = line.trim_start_matches("chat on https://").trim_end_matches('/').to_owned();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        let tls = || {
+            Client::new()
+                .with_subprotocols([SUBPROTOCOL])
+                .with_root_certificates_pem(ca.pem().as_bytes())
+                .unwrap()
+        };
+        let err = tls().connect(&format!("wss://{addr}/ws")).await.unwrap_err();
+        assert_eq!(err.received_status().map(|s| s.as_u16()), Some(401), "{err}");
+        let token = signed(&json!({ "sub": "alice", "iat": now(), "exp": now() + 600 }), SECRET);
+        let connected = tls()
+            .with_header(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap())
+            .connect(&format!("wss://{addr}/ws"))
+            .await
+            .unwrap();
+        assert!(connected.is_tls());
+        let mut alice = User { ws: connected.into_socket(), pushes: VecDeque::new(), next_id: 0 };
+        assert_eq!(alice.event("welcome").await["name"], "alice");
+        let joined = alice.request("join", json!({ "room": "lobby" })).await;
+        assert_eq!(joined["status"], "ok");
+        // Plain HTTP on the TLS port is not served.
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(WAIT, tcp.read_to_end(&mut answer)).await.unwrap();
+        assert!(!answer.starts_with(b"HTTP/1.1 200"));
+    }
+
     impl User {
         /// The next error reply that answers no request (`"reply": null`).
         async fn refusal(&mut self) -> Value {
