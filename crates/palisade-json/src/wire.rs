@@ -158,6 +158,14 @@ impl From<EncodeError> for palisade_error::Error {
     }
 }
 
+/// A value serde_json could not encode: for crates that encode data once, ahead of the
+/// envelope (a room's broadcast encodes its data once for every member).
+impl From<serde_json::Error> for EncodeError {
+    fn from(source: serde_json::Error) -> Self {
+        Self { format: Codec::Json.name(), source: Box::new(source) }
+    }
+}
+
 impl EncodeError {
     #[cfg(feature = "conn")]
     pub(crate) fn json(source: serde_json::Error) -> Self {

@@ -23,6 +23,7 @@
 //! | `blocking` | no | [`blocking`] (`palisade-blocking`): the blocking API — `connect` and `accept` over std's `TcpStream`, a thread per connection, the same core, errors and limits, no tokio in its tree |
 //! | `hyper` | no | [`hyper`] (`palisade-hyper`): the server mounted on hyper 1 — `upgrade` answers a request inside `service_fn` with the server's decision (the 101, then the connection on the upgraded stream, or the complete refusal), with the same handlers, registry, limits and graceful shutdown |
 //! | `axum` | no | [`axum`] (with `hyper`): the server mounted on axum 0.8 — the `PalisadeUpgrade` extractor and `mount`, a route for axum's `Router` |
+//! | `rooms` | no | [`rooms`] (`palisade-rooms`): rooms with an authorisation hook, broadcasts encoded once, bounded per-member queues with a slow-consumer policy, private messages, presence, recovery of missed messages |
 //! | `rustls` | no | `wss://` for the server and the client (the blocking client too, where enabled), with rustls |
 //!
 //! ## Crate map
@@ -37,6 +38,7 @@
 //! | `palisade-json` | typed JSON messages: the envelope, error replies, requests both ways | [`json`] |
 //! | `palisade-blocking` | the blocking API: the core driven by std's sockets, one thread per connection | [`blocking`] |
 //! | `palisade-hyper` | the server mounted on hyper 1 and axum 0.8: requests to the server's decision, upgraded streams to its connections | [`hyper`], [`axum`] |
+//! | `palisade-rooms` | rooms, private messages, presence, recovery; a backend trait with the in-memory default | [`rooms`] |
 //!
 //! Derive macros for typed handlers are on the roadmap, as a crate of their own behind a
 //! feature of this one.
@@ -100,6 +102,9 @@ pub use palisade_hyper as hyper;
 
 #[cfg(feature = "axum")]
 pub use palisade_hyper::axum;
+/// Rooms over the JSON layer (`palisade-rooms`).
+#[cfg(feature = "rooms")]
+pub use palisade_rooms as rooms;
 
 pub use http;
 

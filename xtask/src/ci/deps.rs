@@ -49,6 +49,8 @@ const JSON: &str = "palisade-json";
 const BLOCKING: &str = "palisade-blocking";
 const HYPER: &str = "palisade-hyper";
 const MACROS: &str = "palisade-macros";
+const ROOMS: &str = "palisade-rooms";
+const REDIS: &str = "palisade-redis";
 const FACADE: &str = "palisade";
 
 /// The protocol core does no I/O, reads no clock and draws no random numbers (STYLE.md §2, §4):
@@ -92,11 +94,29 @@ const RULES: &[Rule] = &[
     // carry requests to the server's decision and upgraded streams to its connections, so the
     // protocol and the policies stay in the server.
     Rule { krate: HYPER, uses: &[SERVER, ERROR], dev_uses: &[], externals: None, never: &[] },
+    // Rooms sit on the JSON layer; `proto` only for the `Message` type a broadcast shares.
+    // Their end-to-end tests run a real server and real clients.
+    Rule {
+        krate: ROOMS,
+        uses: &[CONN, ERROR, JSON, PROTO],
+        dev_uses: &[SERVER, CLIENT],
+        externals: None,
+        never: &[],
+    },
+    // The Redis backend of the rooms; its tests run two servers and clients on each.
+    Rule {
+        krate: REDIS,
+        uses: &[ROOMS, ERROR, JSON, PROTO],
+        dev_uses: &[SERVER, CLIENT, CONN],
+        externals: None,
+        never: &[],
+    },
     // Generated code names `::palisade::__private::…`, which the UI tests need to compile.
     Rule { krate: MACROS, uses: &[], dev_uses: &[FACADE], externals: None, never: &[] },
     Rule {
         krate: FACADE,
         uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING, HYPER],
+        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING, ROOMS, REDIS],
         // Itself, with the non-default features its examples need (`blocking`), so that
         // `cargo run --example blocking_echo` works without `--features`.
         dev_uses: &[FACADE],
