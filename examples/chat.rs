@@ -32,7 +32,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use palisade::conn::{RateLimit, RateLimitAction};
-use palisade::json::SUBPROTOCOL;
+use palisade::json::{AppCode, ErrorReply, SUBPROTOCOL};
+use palisade::rooms::{Recovery, RoomOptions, Rooms, RoomsConfig, SessionPolicy, SlowConsumer};
 use palisade::server::{OriginPolicy, Server, rustls};
 use palisade::{CloseCode, Config};
 use serde::Deserialize;
@@ -42,20 +43,17 @@ use tower_service::Service;
 
 #[path = "chat/auth.rs"]
 mod auth;
-#[path = "chat/hub.rs"]
-mod hub;
 #[path = "chat/session.rs"]
 mod session;
 
 use auth::{Name, Tokens};
-use hub::Hub;
 
 #[path = "common/args.rs"]
 mod args;
 
 /// What every connection shares: the rooms, the token keys and the limits.
 pub(crate) struct Chat {
-    pub(crate) hub: Hub,
+    pub(crate) rooms: Rooms,
     pub(crate) tokens: Tokens,
     pub(crate) inactivity: Duration,
     pub(crate) keepalive: Duration,
@@ -191,7 +189,7 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&options.addr).await?;
     let addr = listener.local_addr()?;
     let chat = Arc::new(Chat {
-        hub: Hub::new(),
+        rooms: Rooms::new(rooms_config()),
         tokens: Tokens::new(&secret()?, Duration::from_secs_f64(options.token_ttl))?,
         inactivity: Duration::from_secs_f64(options.inactivity),
         keepalive: Duration::from_secs_f64(options.keepalive),
@@ -206,18 +204,42 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let accepting = tokio::spawn(accept(listener, tls, app));
     shutdown_signal().await?;
     accepting.abort();
-    // Every session hears why before palisade's own shutdown waits for the close handshakes:
-    // 1001 tells the page to come back (with backoff), its reason says what happens. The frames
-    // go out first (`start_close` does not wait for the answers), so palisade's shutdown finds
-    // the connections closing and sends nothing of its own.
-    for session in chat.hub.sessions() {
-        let _ = session.raw().start_close(CloseCode::GOING_AWAY, "server restarting").await;
+    // Every connection hears why before palisade's own shutdown waits for the close
+    // handshakes: 1001 tells the page to come back (with backoff), its reason says what
+    // happens. The frames go out first (`start_close` does not wait for the answers), so
+    // palisade's shutdown finds the connections closing and sends nothing of its own.
+    for connection in server.connections().senders() {
+        let _ = connection.start_close(CloseCode::GOING_AWAY, "server restarting").await;
     }
     let summary = server.shutdown(Duration::from_secs(5)).await;
     tracing::info!(closed = summary.closed, aborted = summary.aborted, "shut down");
     // ANCHOR_END: shutdown
     Ok(())
 }
+
+// ANCHOR: rooms
+/// The rooms: one session per name; a client may join rooms whose names follow the rule (the
+/// refusal is an error reply); every room but `@online` keeps two minutes of history for
+/// recovery; a member whose queue of 256 messages is full is closed with 1013.
+fn rooms_config() -> RoomsConfig {
+    RoomsConfig::default()
+        .with_sessions(SessionPolicy::Refuse)
+        .with_queue_capacity(256)
+        .with_slow_consumer(SlowConsumer::Close(CloseCode::TRY_AGAIN_LATER))
+        .with_max_rooms_per_session(16)
+        .with_authorizer(|_member, room| {
+            if session::valid_room(room) {
+                return Ok(());
+            }
+            let code = AppCode::new("invalid_room").expect("snake_case, not built in");
+            Err(ErrorReply::new(code, session::ROOM_RULE).with_path("data.room"))
+        })
+        .with_room_policy(|room| match room {
+            session::ONLINE => RoomOptions::default(),
+            _ => RoomOptions::default().with_recovery(Recovery::default()),
+        })
+}
+// ANCHOR_END: rooms
 
 // ANCHOR: server
 /// palisade's server for `/ws`: the token checked before accepting, the subprotocol, the
@@ -243,7 +265,7 @@ fn websocket_server(chat: &Arc<Chat>, scheme: &str, addr: SocketAddr, options: &
         .with_config(config)
         .on_handshake(move |request| {
             let chat = hook_chat.clone();
-            async move { auth::decide(&request, &chat.tokens, |name| chat.hub.is_online(name)) }
+            async move { auth::decide(&request, &chat.tokens, &chat.rooms).await }
         })
         .build()
 }
@@ -306,7 +328,7 @@ async fn login(State(chat): State<Arc<Chat>>, body: Bytes) -> Response {
         tracing::info!("login refused: invalid name");
         return json_error(StatusCode::BAD_REQUEST, "invalid_name", Name::RULE);
     };
-    if chat.hub.is_online(&name) {
+    if chat.rooms.user_sessions(&name.to_string()).await.unwrap_or(0) > 0 {
         tracing::info!(%name, "login refused: name in use");
         return json_error(StatusCode::CONFLICT, "name_in_use", "this name has a session already");
     }

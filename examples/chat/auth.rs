@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use palisade::CloseCode;
+use palisade::rooms::Rooms;
 use palisade::server::{Accept, Decision, HandshakeRequest, Rejection};
 use serde::{Deserialize, Serialize};
 
@@ -106,11 +107,7 @@ fn now() -> u64 {
 /// handshake's status, sends its token as the subprotocol `bearer.TOKEN` next to
 /// `palisade.json.v1` and asks with `?refusal=close` for the accept-then-close variant: 4001
 /// (not authenticated) or 4003 (forbidden), with the reason.
-pub(crate) fn decide(
-    request: &HandshakeRequest,
-    tokens: &Tokens,
-    in_use: impl Fn(&Name) -> bool,
-) -> Decision {
+pub(crate) async fn decide(request: &HandshakeRequest, tokens: &Tokens, rooms: &Rooms) -> Decision {
     let browser = request.query_param("refusal").as_deref() == Some("close");
     let token = request.bearer_token().or_else(|| request.subprotocol_token("bearer."));
     let name = match token.map(|t| tokens.check(t)).unwrap_or(Err(TokenError::Missing)) {
@@ -142,7 +139,8 @@ pub(crate) fn decide(
                 .into();
         }
     };
-    if in_use(&name) {
+    // A backend that cannot say lets the upgrade through: the session's own check follows.
+    if rooms.user_sessions(&name.0).await.unwrap_or(0) > 0 {
         if browser {
             tracing::info!(%name, "refused after accept with 4003: name already connected");
             return close(CloseCode(4003), "name already connected");

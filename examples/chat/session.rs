@@ -7,9 +7,11 @@ use std::time::Duration;
 use palisade::json::{
     AppCode, ErrorReply, Incoming, Invalid, JsonSocket, Outcome, ReplyError, Request, Validate,
 };
+use palisade::rooms::{RoomsError, Session};
 use palisade::server::{Handshake, State};
 use palisade::{CloseCode, WebSocket};
 use serde::Deserialize;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use crate::Chat;
@@ -19,30 +21,18 @@ use crate::auth::Name;
 pub(crate) const MAX_TEXT: usize = 500;
 
 // ANCHOR: messages
-/// What a client sends. `join`, `leave`, `send` and `private` are requests (answered with an
-/// ok or an error reply); `typing` is an event.
+/// What a client sends besides the room protocol (`room.join`, `room.leave`, `room.presence`,
+/// `user.send`, which palisade-rooms answers): `say` and `private` are requests (answered with
+/// an ok or an error reply); `typing` is an event.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub(crate) enum ClientMessage {
-    /// Join a room; `since`, after a reconnection, is the last offset seen there.
-    Join {
-        room: String,
-        since: Option<u64>,
-    },
-    Leave {
-        room: String,
-    },
-    Send {
-        room: String,
-        text: String,
-    },
-    Private {
-        to: String,
-        text: String,
-    },
-    Typing {
-        room: String,
-    },
+    /// Published to the room (its members get `room.message` with the event `said`).
+    Say { room: String, text: String },
+    /// To one user, who gets the event `private`.
+    Private { to: String, text: String },
+    /// Published to the room's other members (`room.message` with the event `typing`).
+    Typing { room: String },
 }
 // ANCHOR_END: messages
 
@@ -51,10 +41,8 @@ impl Validate for ClientMessage {
     fn validate(&self) -> Result<(), Invalid> {
         let mut invalid = Invalid::new();
         let (room, text) = match self {
-            Self::Join { room, .. } | Self::Leave { room } | Self::Typing { room } => {
-                (Some(room), None)
-            }
-            Self::Send { room, text } => (Some(room), Some(text)),
+            Self::Typing { room } => (Some(room), None),
+            Self::Say { room, text } => (Some(room), Some(text)),
             Self::Private { to, text } => {
                 if Name::parse(to).is_none() {
                     invalid.push("to", "name", Name::RULE);
@@ -63,9 +51,9 @@ impl Validate for ClientMessage {
             }
         };
         if let Some(room) = room
-            && Name::parse(room).is_none()
+            && !valid_room(room)
         {
-            invalid.push("room", "room", "a room name is 3 to 32 letters, digits, `_` or `-`");
+            invalid.push("room", "room", ROOM_RULE);
         }
         if let Some(text) = text {
             if text.trim().is_empty() {
@@ -83,17 +71,23 @@ impl Validate for ClientMessage {
 /// The chat's refusals: each an error reply with a code of its own, the connection going on.
 #[derive(Debug)]
 pub(crate) enum ChatError {
-    NotInRoom,
+    /// Posting to a room the session has not joined.
+    NotJoined,
+    /// A private message to nobody online.
     NoSuchUser,
+    /// Over the per-user message rate.
     RateLimited,
+    /// Anything else the rooms refused (a backend that is down: `unavailable`).
+    Rooms(RoomsError),
 }
 
 impl ChatError {
     fn code(&self) -> &'static str {
         match self {
-            Self::NotInRoom => "not_in_room",
+            Self::NotJoined => "not_joined",
             Self::NoSuchUser => "no_such_user",
             Self::RateLimited => "rate_limited",
+            Self::Rooms(_) => "rooms",
         }
     }
 }
@@ -101,16 +95,39 @@ impl ChatError {
 impl ReplyError for ChatError {
     fn outcome(&self) -> Outcome {
         let (message, path) = match self {
-            Self::NotInRoom => ("join the room first", "data.room"),
+            Self::NotJoined => ("join the room first", "data.room"),
             Self::NoSuchUser => ("no such user", "data.to"),
             Self::RateLimited => ("too many messages: slow down", "data"),
+            Self::Rooms(err) => return err.outcome(),
         };
         match AppCode::new(self.code()) {
             Ok(code) => Outcome::Reply(ErrorReply::new(code, message).with_path(path)),
-            // The three codes are snake_case and not built in.
+            // The codes above are snake_case and not built in.
             Err(_) => Outcome::Reply(ErrorReply::internal()),
         }
     }
+}
+
+impl From<RoomsError> for ChatError {
+    fn from(err: RoomsError) -> Self {
+        match err {
+            RoomsError::NoSuchUser => Self::NoSuchUser,
+            RoomsError::NotJoined => Self::NotJoined,
+            other => Self::Rooms(other),
+        }
+    }
+}
+
+/// The room every session joins on its own, whose presence is who is online. Its name breaks
+/// the rule of the rooms a client may join, so no client joins or posts to it.
+pub(crate) const ONLINE: &str = "@online";
+
+/// The rule of a room's name, as the refusals state it.
+pub(crate) const ROOM_RULE: &str = "a room name is 3 to 32 letters, digits, `_` or `-`";
+
+/// Whether a client may name this room: the same rule as a user name.
+pub(crate) fn valid_room(room: &str) -> bool {
+    Name::parse(room).is_some()
 }
 // ANCHOR_END: errors
 
@@ -148,26 +165,37 @@ pub(crate) async fn session(
     State(chat): State<Arc<Chat>>,
 ) -> Result<(), palisade::Error> {
     let mut socket = JsonSocket::new(ws);
-    let sender = socket.sender();
-    // The hook checked the name; two upgrades of one name at the same moment meet here.
-    if !chat.hub.connect(&name, sender.clone()) {
-        tracing::info!(%name, "closing with 4003: name already connected");
-        return socket.close(CloseCode(4003), "name already connected").await;
-    }
-    let welcome = serde_json::json!({
+    // One session per name (`SessionPolicy::Refuse`), on every node: the hook checked already;
+    // two upgrades of one name at the same moment meet here.
+    let session = match chat.rooms.connect(&socket, name.to_string(), json!({})).await {
+        Ok(session) => session,
+        Err(RoomsError::SessionRefused) => {
+            tracing::info!(%name, "closing with 4003: name already connected");
+            return socket.close(CloseCode(4003), "name already connected").await;
+        }
+        Err(err) => {
+            tracing::warn!(%name, %err, "closing with 1013: the rooms are unavailable");
+            return socket.close(CloseCode::TRY_AGAIN_LATER, "try again later").await;
+        }
+    };
+    let online = match session.join(ONLINE).await {
+        Ok(joined) => joined.presence.into_iter().map(|p| p.user).collect::<Vec<_>>(),
+        Err(err) => {
+            tracing::warn!(%name, %err, "closing with 1013: the rooms are unavailable");
+            return socket.close(CloseCode::TRY_AGAIN_LATER, "try again later").await;
+        }
+    };
+    let welcome = json!({
         "name": name,
+        "online": online,
         "inactivity_timeout_ms": chat.inactivity.as_millis() as u64,
         "max_text": MAX_TEXT,
     });
-    let result = match socket.emit("welcome", &welcome).await {
-        Ok(()) => {
-            tokio::spawn(report_rtt(sender, chat.keepalive));
-            serve(&mut socket, &name, &chat).await
-        }
-        Err(err) => Err(err),
-    };
-    chat.hub.disconnect(&name);
-    result
+    socket.emit("welcome", &welcome).await?;
+    tokio::spawn(report_rtt(socket.sender(), chat.keepalive));
+    // Dropping the session (when this returns) takes it out of every room: the members left
+    // there get `presence.leave`.
+    serve(&mut socket, &session, &name, &chat).await
 }
 // ANCHOR_END: session
 
@@ -182,7 +210,7 @@ async fn report_rtt(sender: palisade::json::JsonSender, every: Duration) {
         }
         if let Some(rtt) = sender.raw().last_rtt() {
             let rtt_ms = rtt.as_secs_f64() * 1000.0;
-            if sender.emit("keepalive", &serde_json::json!({ "rtt_ms": rtt_ms })).await.is_err() {
+            if sender.emit("keepalive", &json!({ "rtt_ms": rtt_ms })).await.is_err() {
                 return;
             }
         }
@@ -190,51 +218,56 @@ async fn report_rtt(sender: palisade::json::JsonSender, every: Duration) {
 }
 
 // ANCHOR: serve
-async fn serve(socket: &mut JsonSocket, name: &Name, chat: &Chat) -> Result<(), palisade::Error> {
+async fn serve(
+    socket: &mut JsonSocket,
+    session: &Session,
+    name: &Name,
+    chat: &Chat,
+) -> Result<(), palisade::Error> {
     let mut bucket = Bucket::new(chat.burst, chat.per_sec);
     loop {
         let deadline = Instant::now() + chat.inactivity;
-        // Bad input never gets here: palisade-json answers it with an error reply.
-        let incoming = match tokio::time::timeout_at(deadline, socket.recv_validated()).await {
-            Ok(incoming) => incoming?,
-            Err(_) => {
-                tracing::info!(%name, "closing with 1000: inactivity timeout");
-                return socket.close(CloseCode::NORMAL, "inactivity timeout").await;
-            }
-        };
+        // The room protocol is answered inside `recv`, bad frames by palisade-json: neither
+        // gets here.
+        let incoming =
+            match tokio::time::timeout_at(deadline, session.recv::<ClientMessage>(socket)).await {
+                Ok(incoming) => incoming?,
+                Err(_) => {
+                    tracing::info!(%name, "closing with 1000: inactivity timeout");
+                    return socket.close(CloseCode::NORMAL, "inactivity timeout").await;
+                }
+            };
         let (message, responder) = match incoming {
             Incoming::Request(Request { message, responder }) => (message, Some(responder)),
             Incoming::Event(message) => (message, None),
         };
+        // The rules (`Validate`): broken ones are answered `validation_failed`.
+        if let Err(invalid) = message.validate() {
+            tracing::info!(%name, code = "validation_failed", "error reply");
+            if let Some(responder) = responder {
+                responder.reply_error(&invalid).await?;
+            }
+            continue;
+        }
         let answer = match message {
-            ClientMessage::Join { room, since } => {
-                Ok(serde_json::to_value(chat.hub.join(name, &room, since)).unwrap_or_default())
-            }
-            ClientMessage::Leave { room } => {
-                Ok(serde_json::json!({ "left": chat.hub.leave(name, &room) }))
-            }
-            ClientMessage::Send { room, text } => {
-                if !bucket.take() {
-                    Err(ChatError::RateLimited)
-                } else {
-                    match chat.hub.post(name, &room, text) {
-                        Some(offset) => Ok(serde_json::json!({ "offset": offset })),
-                        None => Err(ChatError::NotInRoom),
-                    }
-                }
+            ClientMessage::Say { room, text } => {
+                say(session, name, &mut bucket, &room, &text).await
             }
             ClientMessage::Private { to, text } => {
-                if !bucket.take() {
-                    Err(ChatError::RateLimited)
-                } else if Name::parse(&to).is_some_and(|to| chat.hub.private(name, &to, &text)) {
-                    Ok(serde_json::json!({ "delivered": true }))
+                if bucket.take() {
+                    let private = json!({ "from": name, "text": text });
+                    match chat.rooms.to_user(&to, "private", &private).await {
+                        Ok(_) => Ok(json!({ "to": to })),
+                        Err(err) => Err(ChatError::from(err)),
+                    }
                 } else {
-                    Err(ChatError::NoSuchUser)
+                    Err(ChatError::RateLimited)
                 }
             }
             ClientMessage::Typing { room } => {
-                chat.hub.typing(name, &room);
-                Ok(serde_json::Value::Null)
+                // Not worth an answer, nor a refusal: typing in a room not joined goes nowhere.
+                let _ = session.broadcast_others(&room, "typing", &json!({ "name": name })).await;
+                Ok(Value::Null)
             }
         };
         match (answer, responder) {
@@ -248,5 +281,24 @@ async fn serve(socket: &mut JsonSocket, name: &Name, chat: &Chat) -> Result<(), 
             (Ok(_), None) => {}
         }
     }
+}
+
+/// `say`: published to every member of the room, the sender included, so that each sees it
+/// once, at its offset.
+async fn say(
+    session: &Session,
+    name: &Name,
+    bucket: &mut Bucket,
+    room: &str,
+    text: &str,
+) -> Result<Value, ChatError> {
+    if !session.member().rooms().iter().any(|r| r == room) {
+        return Err(ChatError::NotJoined);
+    }
+    if !bucket.take() {
+        return Err(ChatError::RateLimited);
+    }
+    session.rooms().broadcast(room, "said", &json!({ "from": name, "text": text })).await?;
+    Ok(json!({}))
 }
 // ANCHOR_END: serve

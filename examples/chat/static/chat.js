@@ -10,7 +10,7 @@ const state = {
   token: sessionStorage.getItem('chat.token'),
   rooms: [],
   current: null,
-  seen: new Set(),
+  online: new Set(),
   typing: new Map(),
   client: null,
 };
@@ -39,17 +39,20 @@ function line(parts, className = '') {
   $('messages').scrollTop = $('messages').scrollHeight;
 }
 
-/** Shows a room message once, however often it arrives (a push, then a recovery). */
-function showMessage(message, recovered = false) {
-  const key = `${message.room}/${message.offset}`;
-  if (state.seen.has(key)) return false;
-  state.seen.add(key);
-  state.client.noteOffset(message.room, message.offset);
+/** Shows a publication of a room (`room.message` data): a message said there. */
+function showMessage(publication, recovered = false) {
+  if (publication.event !== 'said') return false;
+  const { from, text } = publication.data;
   line(
-    [['room', `#${message.room}`], ['from', `${message.from}:`], ['text', message.text]],
+    [['room', `#${publication.room}`], ['from', `${from}:`], ['text', text]],
     recovered ? 'message recovered' : 'message',
   );
   return true;
+}
+
+function renderOnline() {
+  const names = [...state.online].sort();
+  $('online').replaceChildren(...names.map((n) => Object.assign(document.createElement('li'), { textContent: n })));
 }
 
 function renderRooms() {
@@ -67,26 +70,43 @@ function renderRooms() {
   }
 }
 
+function showTyping(name) {
+  clearTimeout(state.typing.get(name));
+  state.typing.set(name, setTimeout(() => {
+    state.typing.delete(name);
+    renderTyping();
+  }, 3000));
+  renderTyping();
+}
+
 function renderTyping() {
   const names = [...state.typing.keys()];
   $('typing').textContent = names.length ? `${names.join(', ')} ${names.length > 1 ? 'are' : 'is'} typing…` : '';
 }
 
 // ANCHOR: join
-/** Joins `room`; after a reconnection `since` asks for the messages missed there. */
-async function join(room, since) {
-  const joined = await state.client.request('join', since === undefined ? { room } : { room, since });
+/**
+ * Joins `room`. After a reconnection, palisade.js joins from the position last seen there, and
+ * the reply's `recovery.publications` are exactly the messages missed meanwhile.
+ */
+async function join(room) {
+  const rejoining = state.client.position(room) !== null;
+  const joined = await state.client.join(room);
   if (!state.rooms.includes(room)) state.rooms.push(room);
   if (state.current === null) state.current = room;
   renderRooms();
-  let recovered = 0;
-  for (const message of joined.messages) {
-    if (showMessage(message, since !== undefined)) recovered += 1;
+  const recovery = joined.recovery;
+  if (!recovery) return;
+  let shown = 0;
+  for (const publication of recovery.publications) {
+    if (showMessage(publication, rejoining)) shown += 1;
   }
-  if (since !== undefined && recovered > 0) {
-    line([[null, `recovered ${recovered} missed message${recovered > 1 ? 's' : ''} in #${room}`]], 'notice');
+  if (rejoining && recovery.recovered && shown > 0) {
+    line([[null, `recovered ${shown} missed message${shown > 1 ? 's' : ''} in #${room}`]], 'notice');
   }
-  if (!joined.complete) line([[null, `some older messages of #${room} are no longer kept`]], 'notice');
+  if (rejoining && !recovery.recovered) {
+    line([[null, `#${room}: what was said while you were away is lost (${recovery.reason})`]], 'notice');
+  }
 }
 // ANCHOR_END: join
 
@@ -131,14 +151,12 @@ function connect() {
   const client = new PalisadeClient(`${scheme}://${location.host}/ws?refusal=close`, {
     protocols: () => [`bearer.${state.token}`],
     reconnect: { base: 500, max: 8000 },
-    onOpen: async ({ reconnected, offsets }) => {
+    onOpen: async ({ reconnected, rooms }) => {
       setStatus('online', 'online');
       notice(reconnected ? 'reconnected' : '');
-      const rooms = reconnected ? Object.keys(offsets) : [];
-      for (const room of state.rooms) if (!rooms.includes(room)) rooms.push(room);
-      if (rooms.length === 0) rooms.push('lobby');
-      for (const room of rooms) {
-        await join(room, reconnected ? offsets[room] ?? 0 : undefined).catch((err) => notice(`join ${room}: ${err.message}`));
+      const again = rooms.length > 0 ? rooms : ['lobby'];
+      for (const room of again) {
+        await join(room).catch((err) => notice(`join ${room}: ${err.message}`));
       }
     },
     onClose: (info) => {
@@ -154,25 +172,36 @@ function connect() {
   // ANCHOR_END: connect
   state.client = client;
 
-  client.on('welcome', ({ name }) => {
+  client.on('welcome', ({ name, online }) => {
     state.name = name;
     $('me').textContent = name;
+    state.online = new Set(online);
+    renderOnline();
   });
-  client.on('message', (message) => showMessage(message));
+  // ANCHOR: events
+  client.on('room.message', (publication) => {
+    if (publication.event === 'typing') showTyping(publication.data.name);
+    else showMessage(publication);
+  });
   client.on('private', ({ from, text }) => line([['from', `from ${from}:`], ['text', text]], 'private'));
-  client.on('joined', ({ room, name }) => line([[null, `${name} joined #${room}`]], 'notice'));
-  client.on('left', ({ room, name }) => line([[null, `${name} left #${room}`]], 'notice'));
-  client.on('presence', ({ online }) => {
-    $('online').replaceChildren(...online.map((n) => Object.assign(document.createElement('li'), { textContent: n })));
+  // Presence in `@online`, the room every session is in, is who is online.
+  client.on('presence.join', ({ room, user }) => {
+    if (room === '@online') {
+      state.online.add(user);
+      renderOnline();
+    } else if (user !== state.name) {
+      line([[null, `${user} joined #${room}`]], 'notice');
+    }
   });
-  client.on('typing', ({ name }) => {
-    clearTimeout(state.typing.get(name));
-    state.typing.set(name, setTimeout(() => {
-      state.typing.delete(name);
-      renderTyping();
-    }, 3000));
-    renderTyping();
+  client.on('presence.leave', ({ room, user }) => {
+    if (room === '@online') {
+      state.online.delete(user);
+      renderOnline();
+    } else {
+      line([[null, `${user} left #${room}`]], 'notice');
+    }
   });
+  // ANCHOR_END: events
   client.on('keepalive', ({ rtt_ms }) => {
     $('rtt').textContent = `rtt ${rtt_ms.toFixed(1)} ms`;
   });
@@ -207,7 +236,9 @@ $('send-form').addEventListener('submit', async (event) => {
     if (to) {
       await state.client.request('private', { to, text });
       line([['from', `to ${to}:`], ['text', text]], 'private');
-    } else await state.client.request('send', { room: state.current, text });
+    } else {
+      await state.client.request('say', { room: state.current, text });
+    }
     $('text').value = '';
   } catch (err) {
     // An error reply: shown beside the input; the connection is still up.

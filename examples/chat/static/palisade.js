@@ -13,8 +13,10 @@
 // - errors are never answered with errors;
 // - after a close, it reconnects with exponential backoff and jitter when the close code says
 //   that trying again can help (`retryable`), and never after 1000, 1008, 4001 or 4003;
-// - it keeps the recovery offset of each room it was told about (`noteOffset`) and hands them
-//   to `onOpen` after a reconnection, so that the application can ask for what it missed.
+// - it speaks palisade-rooms' join and leave (`join`, `leave`): it keeps each room's position
+//   (the epoch and offset of the join reply's `recovery`, advanced by every `room.message`)
+//   and passes it as `recover` when it joins again after a reconnection, so that the reply
+//   hands over exactly what was missed; `onOpen` lists the rooms to join again.
 
 // ANCHOR: constants
 /** The subprotocol that names wire format v1. */
@@ -88,6 +90,9 @@ export class ClosedError extends Error {
 
 const NO_CLOSE = 1006;
 
+/** The room protocol's event that carries a room's publications. */
+const ROOM_MESSAGE = 'room.message';
+
 /**
  * A connection to a palisade-json endpoint that reconnects by itself.
  *
@@ -98,7 +103,7 @@ const NO_CLOSE = 1006;
  *   function returning one;
  * - `requestTimeout`: milliseconds a request waits for its reply (default 10000);
  * - `reconnect`: `{ base, max, attempts }` for `backoffDelay`, or `false` to never reconnect;
- * - `onOpen({ reconnected, attempt, offsets })`, `onClose({ code, reason, retryIn })` (`retryIn`
+ * - `onOpen({ reconnected, attempt, rooms })` (`rooms`: those joined before, to join again), `onClose({ code, reason, retryIn })` (`retryIn`
  *   is the delay in ms before the next attempt, or null when there is none), `onRefusal(error)`
  *   for error replies that answer no request.
  */
@@ -121,7 +126,7 @@ export class PalisadeClient {
     this.pending = new Map();
     this.listeners = new Map();
     this.handlers = new Map();
-    this.offsets = new Map();
+    this.positions = new Map();
     this.attempt = 0;
     this.opened = false;
     this.stopped = false;
@@ -162,7 +167,7 @@ export class PalisadeClient {
    * Sends a request and resolves with the ok reply's `data`; rejects with a `ReplyError` (the
    * server's code), a `TimeoutError` or a `ClosedError`.
    */
-  request(event, data = null, { timeout = this.requestTimeout } = {}) {
+  request(event, data = null, { timeout = this.requestTimeout, onReply = null } = {}) {
     if (this.nextId > MAX_ID) return Promise.reject(new Error('request ids exhausted'));
     const id = this.nextId;
     try {
@@ -177,21 +182,40 @@ export class PalisadeClient {
         this.pending.delete(id);
         reject(new TimeoutError(event, timeout));
       }, timeout);
-      this.pending.set(id, { resolve, reject, timer });
+      this.pending.set(id, { resolve, reject, timer, onReply });
     });
   }
   // ANCHOR_END: request
 
-  /** Remembers the recovery offset of `room` (the highest seen), for `onOpen` after a reconnection. */
-  noteOffset(room, offset) {
-    const known = this.offsets.get(room);
-    if (known === undefined || offset > known) this.offsets.set(room, offset);
+  // ANCHOR: join
+  /**
+   * Joins `room` (palisade-rooms' `room.join`), with the position last seen there if any, and
+   * resolves with the join reply: `{room, presence, recovery?}`. With `recovery.recovered`,
+   * `recovery.publications` are exactly the `room.message` data missed since that position.
+   */
+  async join(room) {
+    const position = this.positions.get(room);
+    const data = position ? { room, recover: position } : { room };
+    // The position is taken from the reply as it arrives: the room's next publications may be
+    // in the same read, right behind it.
+    const onReply = (reply) => {
+      const recovery = reply?.recovery;
+      this.positions.set(room, recovery ? { epoch: recovery.epoch, offset: recovery.offset } : null);
+    };
+    return this.request('room.join', data, { onReply });
   }
 
-  /** Forgets a room's offset (after leaving it). */
-  forgetOffset(room) {
-    this.offsets.delete(room);
+  /** Leaves `room` and forgets its position. */
+  async leave(room) {
+    this.positions.delete(room);
+    return this.request('room.leave', { room });
   }
+
+  /** Where the client stands in `room`: `{epoch, offset}`, or null (no recovery, or not joined). */
+  position(room) {
+    return this.positions.get(room) ?? null;
+  }
+  // ANCHOR_END: join
 
   /** Closes for good: no reconnection follows. */
   close(code = 1000, reason = '') {
@@ -222,7 +246,7 @@ export class PalisadeClient {
       this.opened = true;
       const attempt = this.attempt;
       this.attempt = 0;
-      this.onOpen({ reconnected, attempt, offsets: Object.fromEntries(this.offsets) });
+      this.onOpen({ reconnected, attempt, rooms: [...this.positions.keys()] });
     };
     socket.onmessage = (event) => this.receive(event.data);
     socket.onclose = (event) => this.closed(socket, event.code, event.reason);
@@ -242,6 +266,7 @@ export class PalisadeClient {
     } else if (typeof message.event === 'string' && 'id' in message) {
       this.answer(message.event, message.id, message.data ?? null);
     } else if (typeof message.event === 'string') {
+      if (message.event === ROOM_MESSAGE) this.advance(message.data);
       for (const handler of this.listeners.get(message.event) ?? []) handler(message.data ?? null);
     }
   }
@@ -264,7 +289,12 @@ export class PalisadeClient {
     this.pending.delete(message.reply);
     clearTimeout(waiting.timer);
     if (error) waiting.reject(new ReplyError(message.error, message.reply));
-    else waiting.resolve(message.data ?? null);
+    else {
+      // Before any later message of the same read is handled (Node's `ws` hands over a whole
+      // read's messages in one go, before promise callbacks run).
+      waiting.onReply?.(message.data ?? null);
+      waiting.resolve(message.data ?? null);
+    }
   }
 
   async answer(event, id, data) {
@@ -282,6 +312,14 @@ export class PalisadeClient {
     }
   }
   // ANCHOR_END: receive
+
+  /** A live publication moves the room's position on (offsets only grow within an epoch). */
+  advance(publication) {
+    const position = this.positions.get(publication?.room);
+    if (position && Number.isInteger(publication.offset) && publication.offset > position.offset) {
+      position.offset = publication.offset;
+    }
+  }
 
   sendError(id, code, message, path = null) {
     if (!this.isOpen) return;

@@ -208,14 +208,27 @@ await test('a request without a reply times out, and its late reply is dropped',
   server.close();
 });
 
-await test('reconnects after 1001 and 1006 with backoff, hands back offsets; never after 1008, 4001, 4003, 1000', async () => {
+await test('reconnects after 1001 and 1006 with backoff, joining again from its position; never after 1008, 4001, 4003, 1000', async () => {
+  // Each connection: the join is answered with a recovery position, one publication follows,
+  // then the connection ends as the plan says.
   const plan = [1001, 'drop', 1008];
+  const recovers = [];
   let connections = 0;
   const server = await wsServer((ws) => {
     const step = plan[connections];
+    const n = connections;
     connections += 1;
-    if (step === 'drop') ws.terminate();
-    else ws.close(step, step === 1001 ? 'server restarting' : 'too many messages');
+    ws.on('message', (text) => {
+      const message = JSON.parse(text);
+      if (message.event !== 'room.join') return;
+      recovers.push(message.data.recover ?? null);
+      const recovery = { epoch: 'e1', offset: 10 * n, recovered: n > 0, reason: null, publications: [] };
+      ws.send(JSON.stringify({ reply: message.id, status: 'ok', data: { room: 'lobby', presence: [], recovery } }));
+      const publication = { room: 'lobby', offset: 10 * n + 1, event: 'said', data: {} };
+      ws.send(JSON.stringify({ event: 'room.message', data: publication }));
+      if (step === 'drop') ws.terminate();
+      else ws.close(step, step === 1001 ? 'server restarting' : 'too many messages');
+    });
   });
   const events = [];
   let done;
@@ -225,32 +238,38 @@ await test('reconnects after 1001 and 1006 with backoff, hands back offsets; nev
   const c = new PalisadeClient(`ws://127.0.0.1:${server.address().port}/`, {
     WebSocket,
     reconnect: { base: 20, max: 40 },
-    onOpen: ({ reconnected, offsets }) => events.push(['open', reconnected, offsets]),
+    onOpen: ({ reconnected, rooms }) => {
+      events.push(['open', reconnected, rooms]);
+      c.join('lobby').catch(() => {});
+    },
     onClose: ({ code, reason, retryIn }) => {
       events.push(['close', code, reason, retryIn === null ? null : 'retry']);
       if (retryIn === null) done();
     },
   });
-  c.noteOffset('lobby', 4);
-  c.noteOffset('lobby', 2);
   c.connect();
   await finished;
   assert.deepEqual(events, [
-    ['open', false, { lobby: 4 }],
+    ['open', false, []],
     ['close', 1001, 'server restarting', 'retry'],
-    ['open', true, { lobby: 4 }],
+    ['open', true, ['lobby']],
     ['close', 1006, '', 'retry'],
-    ['open', true, { lobby: 4 }],
+    ['open', true, ['lobby']],
     ['close', 1008, 'too many messages', null],
   ]);
+  // The first join had no position; each later one came back from the last publication seen.
+  assert.deepEqual(recovers, [null, { epoch: 'e1', offset: 1 }, { epoch: 'e1', offset: 11 }]);
+  assert.deepEqual(c.position('lobby'), { epoch: 'e1', offset: 21 });
   // Nothing more: the client stays closed after 1008.
   await new Promise((resolve) => setTimeout(resolve, 100));
   assert.equal(connections, 3);
+  assert.equal(c.reconnecting, false);
   for (const code of [4001, 4003, 1000]) {
     const closed = new Promise((resolve) => {
       const once = new PalisadeClient(`ws://127.0.0.1:${server.address().port}/`, {
         WebSocket,
         reconnect: { base: 1, max: 1 },
+        onOpen: () => once.join('lobby').catch(() => {}),
         onClose: resolve,
       });
       plan[connections] = code;

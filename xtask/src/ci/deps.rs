@@ -115,8 +115,7 @@ const RULES: &[Rule] = &[
     Rule { krate: MACROS, uses: &[], dev_uses: &[FACADE], externals: None, never: &[] },
     Rule {
         krate: FACADE,
-        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING, HYPER],
-        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING, ROOMS, REDIS],
+        uses: &[ERROR, PROTO, CONN, SERVER, CLIENT, JSON, MACROS, BLOCKING, HYPER, ROOMS, REDIS],
         // Itself, with the non-default features its examples need (`blocking`), so that
         // `cargo run --example blocking_echo` works without `--features`.
         dev_uses: &[FACADE],

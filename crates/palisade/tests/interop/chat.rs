@@ -363,88 +363,111 @@ mod server {
         assert_eq!(status, 200);
     }
 
-    /// Rooms with join and leave notices and recovery, private messages with "no such user",
-    /// validation errors that keep the connection, malformed frames answered.
+    /// The user names in a presence list.
+    fn users(presence: &Value) -> Vec<&str> {
+        presence.as_array().unwrap().iter().map(|p| p["user"].as_str().unwrap()).collect()
+    }
+
+    /// Rooms (palisade-rooms' protocol) with presence notices and recovery, who is online,
+    /// private messages with "no such user", validation errors that keep the connection,
+    /// malformed frames answered.
     #[tokio::test]
     async fn rooms_private_messages_validation_and_recovery() {
         let chat = chat(&[]).await;
         let mut alice = User::connect(&chat.addr, "alice").await;
         let mut bob = User::connect(&chat.addr, "bob").await;
-        assert_eq!(alice.event("presence").await["online"], json!(["alice", "bob"]));
+        // Who is online: presence in `@online`, which every session is in.
+        let online = alice.event("presence.join").await;
+        assert_eq!(
+            (online["room"].as_str(), online["user"].as_str()),
+            (Some("@online"), Some("bob"))
+        );
 
-        let joined = alice.request("join", json!({ "room": "lobby" })).await;
-        assert_eq!(joined["data"]["members"], json!(["alice"]), "{joined}");
-        bob.request("join", json!({ "room": "lobby" })).await;
-        assert_eq!(alice.event("joined").await, json!({ "room": "lobby", "name": "bob" }));
-
-        let sent = alice.request("send", json!({ "room": "lobby", "text": "hi bob" })).await;
-        let offset = sent["data"]["offset"].as_u64().unwrap();
-        for user in [&mut alice, &mut bob] {
-            let message = user.event("message").await;
-            assert_eq!(
-                message,
-                json!({ "room": "lobby", "offset": offset, "from": "alice", "text": "hi bob" })
-            );
+        let joined = alice.request("room.join", json!({ "room": "lobby" })).await;
+        assert_eq!(users(&joined["data"]["presence"]), ["alice"], "{joined}");
+        let epoch = joined["data"]["recovery"]["epoch"].as_str().unwrap().to_owned();
+        bob.request("room.join", json!({ "room": "lobby" })).await;
+        let notice = alice.event("presence.join").await;
+        assert_eq!(
+            (notice["room"].as_str(), notice["user"].as_str()),
+            (Some("lobby"), Some("bob"))
+        );
+        for room in ["a b", "@online", "x"] {
+            let reply = bob.request("room.join", json!({ "room": room })).await;
+            assert_eq!(error_code(&reply), "invalid_room", "{room}");
         }
-        let reply = bob.request("send", json!({ "room": "elsewhere", "text": "x" })).await;
-        assert_eq!(error_code(&reply), "not_in_room");
+
+        let sent = alice.request("say", json!({ "room": "lobby", "text": "hi bob" })).await;
+        assert_eq!(sent["status"], "ok", "{sent}");
+        for user in [&mut alice, &mut bob] {
+            let message = user.event("room.message").await;
+            assert_eq!(message["room"], "lobby");
+            assert_eq!(message["event"], "said");
+            assert_eq!(message["data"], json!({ "from": "alice", "text": "hi bob" }));
+            assert!(message["offset"].is_u64(), "{message}");
+        }
+        let reply = bob.request("say", json!({ "room": "elsewhere", "text": "x" })).await;
+        assert_eq!(error_code(&reply), "not_joined");
 
         let reply = bob.request("private", json!({ "to": "alice", "text": "psst" })).await;
-        assert_eq!(reply["data"], json!({ "delivered": true }));
-        assert_eq!(
-            alice.event("private").await,
-            json!({ "from": "bob", "to": "alice", "text": "psst" })
-        );
+        assert_eq!(reply["data"], json!({ "to": "alice" }));
+        assert_eq!(alice.event("private").await, json!({ "from": "bob", "text": "psst" }));
         let reply = bob.request("private", json!({ "to": "nobody", "text": "hello?" })).await;
         assert_eq!(error_code(&reply), "no_such_user");
         assert_eq!(reply["error"]["message"], "no such user");
 
         for (text, message) in [
             ("", "the message is empty"),
+            ("  ", "the message is empty"),
             (&*"é".repeat(501), "the message is longer than 500 characters"),
         ] {
-            let reply = alice.request("send", json!({ "room": "lobby", "text": text })).await;
+            let reply = alice.request("say", json!({ "room": "lobby", "text": text })).await;
             assert_eq!(error_code(&reply), "validation_failed");
             assert_eq!(reply["error"]["path"], "data.text");
             assert!(reply["error"]["message"].as_str().unwrap().ends_with(message), "{reply}");
         }
-        assert_eq!(
-            alice.request("send", json!({ "room": "lobby", "text": "é".repeat(500) })).await["status"],
-            "ok"
-        );
+        let long = alice.request("say", json!({ "room": "lobby", "text": "é".repeat(500) })).await;
+        assert_eq!(long["status"], "ok");
         alice.send("{not json".to_owned()).await;
         let refusal = alice.refusal().await;
-        assert_eq!((refusal["reply"].clone(), error_code(&refusal)), (Value::Null, "malformed"));
+        assert_eq!(error_code(&refusal), "malformed");
         let reply = alice.request("shout", json!({})).await;
         assert_eq!(error_code(&reply), "unknown_event");
-        let reply = alice.request("send", json!({ "room": "lobby" })).await;
+        let reply = alice.request("say", json!({ "room": "lobby" })).await;
         assert_eq!(
             (error_code(&reply), reply["error"]["path"].as_str()),
             ("invalid_payload", Some("data"))
         );
 
-        // Recovery: bob leaves, misses two messages, and asks for what came after his offset.
-        let last_seen = bob.event("message").await["offset"].as_u64().unwrap();
-        assert_eq!(
-            bob.request("leave", json!({ "room": "lobby" })).await["data"],
-            json!({ "left": true })
-        );
-        assert_eq!(alice.event("left").await, json!({ "room": "lobby", "name": "bob" }));
-        for text in ["one", "two"] {
-            alice.request("send", json!({ "room": "lobby", "text": text })).await;
+        // Recovery: bob leaves, misses two messages, and joins again from his last offset.
+        let mut last_seen = 0;
+        while last_seen == 0 || bob.pushes.iter().any(|m| m["event"] == "room.message") {
+            last_seen = bob.event("room.message").await["offset"].as_u64().unwrap();
         }
-        let rejoined = bob.request("join", json!({ "room": "lobby", "since": last_seen })).await;
-        let texts: Vec<&str> = rejoined["data"]["messages"]
+        assert_eq!(bob.request("room.leave", json!({ "room": "lobby" })).await["status"], "ok");
+        let left = alice.event("presence.leave").await;
+        assert_eq!((left["room"].as_str(), left["user"].as_str()), (Some("lobby"), Some("bob")));
+        for text in ["one", "two"] {
+            alice.request("say", json!({ "room": "lobby", "text": text })).await;
+        }
+        let recover = json!({ "epoch": epoch, "offset": last_seen });
+        let rejoined =
+            bob.request("room.join", json!({ "room": "lobby", "recover": recover })).await;
+        let recovery = &rejoined["data"]["recovery"];
+        assert_eq!(recovery["recovered"], true, "{rejoined}");
+        let texts: Vec<&str> = recovery["publications"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|m| m["text"].as_str().unwrap())
+            .map(|p| p["data"]["text"].as_str().unwrap())
             .collect();
         assert_eq!(texts, ["one", "two"]);
-        assert_eq!(rejoined["data"]["complete"], true);
-        // An offset from before this server started: everything kept, marked incomplete.
-        let old = bob.request("join", json!({ "room": "lobby", "since": 1 })).await;
-        assert_eq!(old["data"]["complete"], false);
+        // A position from another epoch (a restarted server): nothing recovered, and why.
+        bob.request("room.leave", json!({ "room": "lobby" })).await;
+        let old = json!({ "epoch": "another", "offset": 1 });
+        let again = bob.request("room.join", json!({ "room": "lobby", "recover": old })).await;
+        assert_eq!(again["data"]["recovery"]["recovered"], false);
+        assert_eq!(again["data"]["recovery"]["reason"], "epoch_changed");
     }
 
     /// A burst of posts gets `rate_limited` error replies and the connection goes on; a flood
@@ -453,11 +476,11 @@ mod server {
     async fn a_burst_is_refused_and_a_flood_closed_with_1008() {
         let chat = chat(&["--burst", "3", "--rate", "0.01", "--flood", "50"]).await;
         let mut alice = User::connect(&chat.addr, "alice").await;
-        alice.request("join", json!({ "room": "lobby" })).await;
+        alice.request("room.join", json!({ "room": "lobby" })).await;
         let mut codes = Vec::new();
         for n in 0..5 {
             let reply =
-                alice.request("send", json!({ "room": "lobby", "text": format!("m{n}") })).await;
+                alice.request("say", json!({ "room": "lobby", "text": format!("m{n}") })).await;
             codes.push(if reply["status"] == "ok" {
                 "ok".to_owned()
             } else {
@@ -537,7 +560,7 @@ mod server {
         assert!(connected.is_tls());
         let mut alice = User { ws: connected.into_socket(), pushes: VecDeque::new(), next_id: 0 };
         assert_eq!(alice.event("welcome").await["name"], "alice");
-        let joined = alice.request("join", json!({ "room": "lobby" })).await;
+        let joined = alice.request("room.join", json!({ "room": "lobby" })).await;
         assert_eq!(joined["status"], "ok");
         // Plain HTTP on the TLS port is not served.
         let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
