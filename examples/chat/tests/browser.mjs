@@ -2,8 +2,8 @@
 // against the real chat server, which this script starts, stops and restarts itself.
 //
 // Usage: node browser.mjs CHAT_BINARY SCREENSHOT_DIR
-// Prints one `ok <case>` line per case and `browser: N passed, 0 failed` at the end; on a
-// failure, `FAILED <case>: …`, a screenshot of every open page in SCREENSHOT_DIR, exit 1.
+// Prints one `ok <case>` line per case and `browser: N passed, 0 failed` at the end, and keeps
+// a picture of a page in SCREENSHOT_DIR/chat.png (the one in the README); on a failure, `FAILED <case>: …`, a screenshot of every open page in SCREENSHOT_DIR, exit 1.
 // Ends itself (and the servers it started) after 120 s whatever happens.
 
 import { spawn } from 'node:child_process';
@@ -199,6 +199,10 @@ await test('private messages, and "no such user" beside the input', async () => 
   await bob.fill('#text', 'anyone?');
   await bob.click('#send-form button');
   await waitText(bob, '#send-error', 'no_such_user: no such user');
+  // The picture of the page in the README and the book comes from here.
+  mkdirSync(screenshots, { recursive: true });
+  await bob.setViewportSize({ width: 960, height: 640 });
+  await bob.screenshot({ path: join(screenshots, 'chat.png') });
   await bob.fill('#to', '');
 });
 

@@ -21,8 +21,13 @@ pub(crate) struct Tally {
     pub(crate) failed: u64,
 }
 
+/// Where the chat example's browser tests find Chromium (Debian's build; a test tool's own
+/// browser download fails on the project's machines).
+const CHROMIUM: &str = "/usr/bin/chromium";
+
 /// Runs the tests and records their count in `context`.
 pub(super) fn run(context: &mut Context) -> Result<(), String> {
+    ensure_chromium()?;
     if cmd::succeeds(&mut cmd::cargo(["nextest", "--version"])) {
         let (tests, output) = cmd::run_tee(&mut runner(&["nextest", "run"]));
         context.tests.add_nextest(&output);
@@ -35,6 +40,28 @@ pub(super) fn run(context: &mut Context) -> Result<(), String> {
         context.tests.add_cargo_test(&output);
         tests
     }
+}
+
+/// Installs Debian's `chromium` with apt-get when it is missing and this runs as root (as CI
+/// does, and `.ci/run` before it); otherwise says what to install.
+fn ensure_chromium() -> Result<(), String> {
+    if std::path::Path::new(CHROMIUM).exists() {
+        return Ok(());
+    }
+    let root = cmd::stdout(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim_ascii() == b"0");
+    if !root {
+        return Err(format!(
+            "the chat example's browser tests need Debian's chromium at {CHROMIUM}: \
+             run `apt-get install chromium` as root"
+        ));
+    }
+    println!("  chromium is missing: installing it with apt-get (once)");
+    cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 /// `cargo SUBCOMMAND` over the whole workspace, keeping the colours a terminal would get although
