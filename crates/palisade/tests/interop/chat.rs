@@ -309,6 +309,105 @@ mod server {
         assert_eq!(connected.subprotocol(), Some(SUBPROTOCOL));
     }
 
+    /// The origin allow-list: a page of another origin is refused with 403, the server's own
+    /// origins and `--allow-origin` are let in; a client that does not offer
+    /// `palisade.json.v1` is refused with 400.
+    #[tokio::test]
+    async fn origins_and_the_subprotocol_are_checked() {
+        let chat = chat(&["--allow-origin", "https://chat.example"]).await;
+        let token = signed(&json!({ "sub": "alice", "iat": now(), "exp": now() + 600 }), SECRET);
+        let url = format!("ws://{}/ws", chat.addr);
+        let port = chat.addr.rsplit(':').next().unwrap();
+        let err = client(Some(&token))
+            .with_origin("http://evil.example")
+            .connect(&url)
+            .await
+            .unwrap_err();
+        assert_eq!(err.received_status().map(|s| s.as_u16()), Some(403), "{err}");
+        for origin in [
+            format!("http://{}", chat.addr),
+            format!("http://localhost:{port}"),
+            "https://chat.example".to_owned(),
+        ] {
+            let connected = client(Some(&token)).with_origin(&origin).connect(&url).await.unwrap();
+            connected.into_socket().close(CloseCode::NORMAL, "").await.unwrap();
+            // The session ends in the server's task; the next connection of alice waits for it.
+            for _ in 0..50 {
+                if login(&chat.addr, r#"{"name":"alice"}"#).await.0 == 200 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let bare = Client::new()
+            .with_header(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
+        let err = bare.connect(&url).await.unwrap_err();
+        assert_eq!(err.received_status().map(|s| s.as_u16()), Some(400), "{err}");
+    }
+
+    /// The log has one line per refusal and close, naming the reason and the user, and never
+    /// a token: not the valid one, not a forged one, not one sent as a subprotocol.
+    #[tokio::test]
+    async fn the_log_says_why_and_never_holds_a_token() {
+        let dir = crate::support::target_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join(format!("chat-log-{}.txt", std::process::id()));
+        let mut command = example_command("chat", &["--addr", "127.0.0.1:0"]);
+        command.env("CHAT_SECRET", SECRET).env("RUST_LOG", "info");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut process = Peer::command_with_stderr(command, file.into());
+        let line = process.line_starting("chat on ").await;
+        let addr = line.trim_start_matches("chat on http://").trim_end_matches('/').to_owned();
+
+        let valid = token(&addr, "alice").await;
+        let expired =
+            signed(&json!({ "sub": "bob", "iat": now() - 7200, "exp": now() - 3600 }), SECRET);
+        let forged = signed(
+            &json!({ "sub": "bob", "iat": now(), "exp": now() + 600 }),
+            "not the secret, but 32 bytes long!!",
+        );
+        assert_eq!(refused(&addr, Some(&expired)).await.0, 401);
+        assert_eq!(refused(&addr, Some(&forged)).await.0, 401);
+        assert_eq!(refused(&addr, None).await.0, 401);
+        let browser = Client::new()
+            .with_subprotocols([SUBPROTOCOL.to_owned(), format!("bearer.{forged}")])
+            .connect(&format!("ws://{addr}/ws?refusal=close"))
+            .await
+            .unwrap();
+        let mut browser = User { ws: browser.into_socket(), pushes: VecDeque::new(), next_id: 0 };
+        assert_eq!(browser.closed().await.0, CloseCode(4001));
+        let mut alice = User::connect(&addr, "alice").await;
+        let reply =
+            alice.request("private", json!({ "to": "nobody", "text": "secret words" })).await;
+        assert_eq!(error_code(&reply), "no_such_user");
+        let pid = process.pid().unwrap().to_string();
+        assert!(
+            std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success()
+        );
+        assert_eq!(alice.closed().await.0, CloseCode::GOING_AWAY);
+        assert!(process.wait().await.success());
+
+        let text = std::fs::read_to_string(&log).unwrap();
+        std::fs::remove_file(&log).unwrap();
+        for expected in [
+            "expired token",
+            "invalid token",
+            "missing token",
+            "refused after accept with 4001",
+            "code=\"no_such_user\"",
+            "login name=alice",
+            "server restarting",
+        ] {
+            assert!(text.contains(expected), "{expected:?} is not in the log:\n{text}");
+        }
+        for token in [&valid, &expired, &forged] {
+            let signature = token.rsplit('.').next().unwrap();
+            assert!(!text.contains(signature), "a token is in the log:\n{text}");
+        }
+        assert!(!text.contains("eyJ"), "a JWT part is in the log:\n{text}");
+        assert!(!text.contains("secret words"), "a message's text is in the log:\n{text}");
+    }
+
     /// The browser variant (`?refusal=close`, the token as the `bearer.TOKEN` subprotocol):
     /// accepted, then closed with 4001 and the reason; a name in use gets 4003.
     #[tokio::test]

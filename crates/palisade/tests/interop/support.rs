@@ -239,11 +239,16 @@ impl Peer {
     }
 
     /// Runs `command` (stdout piped, read line by line; stderr inherited).
-    pub(crate) fn command(mut command: Command) -> Self {
+    pub(crate) fn command(command: Command) -> Self {
+        Self::command_with_stderr(command, Stdio::inherit())
+    }
+
+    /// Runs `command` with stdout piped and read line by line, stderr going to `stderr`.
+    pub(crate) fn command_with_stderr(mut command: Command, stderr: Stdio) -> Self {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .unwrap_or_else(|e| panic!("{command:?}: {e}"));
