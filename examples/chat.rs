@@ -70,7 +70,7 @@ The chat: a page at http://HOST:PORT/, POST /login, the WebSocket at /ws.
   --addr HOST:PORT        where to listen (default 127.0.0.1:8080)
   --allow-origin ORIGIN   a page origin allowed to connect, besides this server's own
                           (http://HOST:PORT and http://localhost:PORT); repeatable
-  --token-ttl SECS        how long a login token is valid (default 3600)
+  --token-ttl SECS        how long a login token is valid (default 900)
   --inactivity SECS       close a connection after this long without a message from its
                           user, with 1000 \"inactivity timeout\" (default 600)
   --keepalive SECS        ping interval; the page is told the round trip (default 15)
@@ -102,7 +102,7 @@ fn options() -> Options {
     let mut o = Options {
         addr: "127.0.0.1:8080".to_owned(),
         origins: Vec::new(),
-        token_ttl: 3600.0,
+        token_ttl: 900.0,
         inactivity: 600.0,
         keepalive: 15.0,
         burst: 5,

@@ -136,6 +136,11 @@ function explainClose({ code, reason, retryIn }) {
 function showLogin(message) {
   sessionStorage.removeItem('chat.token');
   state.token = null;
+  // A new login starts afresh: its connection joins the lobby, as the first one did.
+  state.rooms = [];
+  state.current = null;
+  renderRooms();
+  $('messages').replaceChildren();
   $('login').hidden = false;
   $('chat').hidden = true;
   $('login-error').textContent = message;
