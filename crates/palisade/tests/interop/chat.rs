@@ -507,6 +507,13 @@ mod server {
         }
         let reply = bob.request("say", json!({ "room": "elsewhere", "text": "x" })).await;
         assert_eq!(error_code(&reply), "not_joined");
+        // Who is typing: to the room's other members only.
+        bob.send(json!({ "event": "typing", "data": { "room": "lobby" } }).to_string()).await;
+        let typing = alice.event("room.message").await;
+        assert_eq!(
+            (typing["event"].as_str(), &typing["data"]),
+            (Some("typing"), &json!({ "name": "bob" }))
+        );
 
         let reply = bob.request("private", json!({ "to": "alice", "text": "psst" })).await;
         assert_eq!(reply["data"], json!({ "to": "alice" }));
@@ -593,6 +600,16 @@ mod server {
             }
         }
         assert_eq!(alice.closed().await.0, CloseCode::POLICY_VIOLATION);
+    }
+
+    /// The keepalive's round trip is pushed to the client after each ping.
+    #[tokio::test]
+    async fn the_keepalive_round_trip_is_pushed() {
+        let chat = chat(&["--keepalive", "0.1"]).await;
+        let mut alice = User::connect(&chat.addr, "alice").await;
+        let keepalive = alice.event("keepalive").await;
+        let rtt = keepalive["rtt_ms"].as_f64().unwrap();
+        assert!(rtt.is_finite() && rtt >= 0.0, "{keepalive}");
     }
 
     /// No message from the user for `--inactivity`: closed with 1000 "inactivity timeout".
