@@ -2,7 +2,7 @@
 //! palisade server (the `json_requests` example) and a `ws` server, by
 //! `examples/chat/tests/client.mjs`.
 
-use crate::support::Peer;
+use crate::support::{NodeGroup, Peer};
 
 /// A running example server: its process and the `ws://` URL it printed.
 async fn example_server(name: &str, args: &[&str]) -> (Peer, String) {
@@ -16,6 +16,7 @@ async fn example_server(name: &str, args: &[&str]) -> (Peer, String) {
 /// `NAME: N passed, 0 failed` last.
 async fn node_script(script: &str, args: &[&str]) -> Vec<String> {
     let mut node = Peer::chat_node(script, args);
+    let group = NodeGroup::of(&node);
     let mut lines = Vec::new();
     loop {
         let line = node.line().await;
@@ -27,6 +28,7 @@ async fn node_script(script: &str, args: &[&str]) -> Vec<String> {
         }
     }
     assert!(node.wait().await.success(), "{script}: {lines:?}");
+    group.ended();
     lines
 }
 

@@ -261,13 +261,17 @@ impl Peer {
         Self::command(example_command(name, args))
     }
 
-    /// Runs `examples/chat/tests/<script>` under Node with `args`, its packages installed.
+    /// Runs `examples/chat/tests/<script>` under Node with `args`, its packages installed, as
+    /// the leader of a process group of its own: what it starts (chat servers, Chromium) is in
+    /// that group, which [`NodeGroup`] kills if the test ends before the script does.
     #[cfg(feature = "json")]
     pub(crate) fn chat_node(script: &str, args: &[&str]) -> Self {
         chat_node_modules();
         let dir = chat_dir();
         let mut command = Command::new("node");
         command.arg(dir.join("tests").join(script)).args(args).current_dir(&dir);
+        #[cfg(unix)]
+        command.process_group(0);
         Self::command(command)
     }
 
@@ -319,6 +323,39 @@ impl Peer {
             .await
             .expect("the peer did not end in time")
             .unwrap()
+    }
+}
+
+/// The process group of a Node script started by [`Peer::chat_node`]: killed on drop unless
+/// the script ended by itself ([`NodeGroup::ended`]), so that a failed test leaves no chat
+/// server or browser of the script's behind.
+#[cfg(feature = "json")]
+pub(crate) struct NodeGroup {
+    pgid: Option<u32>,
+}
+
+#[cfg(feature = "json")]
+impl NodeGroup {
+    /// The group whose leader is `node`.
+    pub(crate) fn of(node: &Peer) -> Self {
+        Self { pgid: node.pid() }
+    }
+
+    /// The script ended by itself, after stopping what it started: nothing to kill.
+    pub(crate) fn ended(mut self) {
+        self.pgid = None;
+    }
+}
+
+#[cfg(feature = "json")]
+impl Drop for NodeGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            // The group's id is the script's PID: only what the script started is in it.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
     }
 }
 
