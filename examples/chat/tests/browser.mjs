@@ -261,6 +261,18 @@ await test('a restart: 1001 "server restarting" is shown, and the pages reconnec
   await waitText(bob, '#messages li.message', 'after the restart');
 });
 
+await test('a killed server: the page shows the abnormal close (1006) and reconnects to its successor', async () => {
+  await new Promise((resolve) => {
+    chat.child.on('exit', resolve);
+    chat.child.kill('SIGKILL');
+  });
+  await waitText(alice, '#notice', 'disconnected (1006): reconnecting in');
+  chat = await startChat(serverArgs);
+  await waitText(alice, '#notice', 'reconnected');
+  await waitText(alice, '#status', 'online');
+  await waitText(bob, '#status', 'online');
+});
+
 await test('a flood is closed with 1008 and not retried', async () => {
   await bob.evaluate(() => {
     for (let i = 0; i < 200; i += 1) window.chat.client.emit('typing', { room: 'lobby' });
