@@ -11,8 +11,9 @@
 //! with join and leave notices, private messages, who is online and who is typing; error
 //! replies that keep the connection (an empty message, one longer than 500 characters); rate
 //! limits (a burst gets `rate_limited`, a flood is closed with 1008); an inactivity timeout
-//! (1000 "inactivity timeout"); the keepalive's round-trip time; and after Ctrl-C and a
-//! restart, the page reconnecting with backoff and showing the messages it missed.
+//! (1000 "inactivity timeout"); the keepalive's round-trip time; the messages missed during a
+//! dropped connection shown once it is back; and after Ctrl-C (1001 "server restarting") and a
+//! restart, the page reconnecting by itself with backoff and jitter.
 //!
 //! The contract for tools: `POST /login` with `{"name": "alice"}` answers `{"token": "…"}`;
 //! the WebSocket is at `/ws` with `Authorization: Bearer TOKEN` and the subprotocol
