@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::http::{HeaderValue, Request, StatusCode};
@@ -311,12 +312,25 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 // ANCHOR: login
 /// `POST /login` with `{"name": "alice"}`: `{"token": "…"}`, or 400/409 with a JSON error.
-async fn login(State(chat): State<Arc<Chat>>, body: Bytes) -> Response {
+async fn login(State(chat): State<Arc<Chat>>, body: Result<Bytes, BytesRejection>) -> Response {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Login {
         name: String,
     }
+    // Over `DefaultBodyLimit` (1 KiB), or a body that could not be read.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let status = rejection.status();
+            tracing::info!(status = status.as_u16(), "login refused: the body could not be read");
+            return json_error(
+                status,
+                "invalid_body",
+                "send {\"name\": \"…\"} as JSON, at most 1 KiB",
+            );
+        }
+    };
     let Ok(Login { name }) = serde_json::from_slice::<Login>(&body) else {
         tracing::info!("login refused: the body is not {{\"name\": \"…\"}}");
         return json_error(

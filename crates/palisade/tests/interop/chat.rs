@@ -111,7 +111,7 @@ mod server {
         tokio::time::timeout(WAIT, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
         let status = response[9..12].parse().unwrap();
         let (_, json) = response.split_once("\r\n\r\n").unwrap();
-        (status, serde_json::from_str(json).unwrap())
+        (status, serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {response:?}")))
     }
 
     /// The status of a login as `name` once its session, just closed by the client, has ended
@@ -259,6 +259,10 @@ mod server {
             assert_eq!((status, body["error"].as_str()), (400, Some("invalid_name")), "{name}");
             assert!(body["message"].as_str().unwrap().contains("3 to 32"), "{body}");
         }
+        // A body over 1 KiB.
+        let huge = json!({ "name": "x".repeat(2000) }).to_string();
+        let (status, answer) = login(&chat.addr, &huge).await;
+        assert_eq!((status, answer["error"].as_str()), (413, Some("invalid_body")));
         for body in ["", "alice", "{\"name\": 7}", "{\"name\":\"alice\",\"admin\":true}", "[]"] {
             let (status, answer) = login(&chat.addr, body).await;
             assert_eq!((status, answer["error"].as_str()), (400, Some("invalid_body")), "{body}");
