@@ -106,25 +106,31 @@ pub(crate) fn node_modules() -> &'static Path {
 
 /// The chat example's npm packages (`ws`, `playwright-core`, pinned by
 /// `examples/chat/package-lock.json`), installed with `npm ci` into `examples/chat/node_modules`
-/// when missing (`.ci/run` installs them first).
+/// once per version of the lock file: a marker named after the lock file's contents says the
+/// install of those pins finished, so that parallel test processes wait for it (under a lock
+/// file) instead of starting Node on a half-installed tree.
 #[cfg(feature = "json")]
 pub(crate) fn chat_node_modules() -> &'static Path {
     static MODULES: OnceLock<PathBuf> = OnceLock::new();
     MODULES.get_or_init(|| {
+        use std::hash::{Hash, Hasher};
         let dir = chat_dir();
         let modules = dir.join("node_modules");
-        let ready = || ["ws", "playwright-core"].iter().all(|p| modules.join(p).exists());
-        if ready() {
+        let lock = std::fs::read(dir.join("package-lock.json")).unwrap();
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        lock.hash(&mut hasher);
+        let ready = modules.join(format!(".palisade-ready-{:016x}", hasher.finish()));
+        if ready.exists() {
             return modules;
         }
         let target = target_dir();
         std::fs::create_dir_all(&target).unwrap();
-        let _lock =
-            LockFile::acquire(target.join("chat-node.lock"), &modules.join("playwright-core"));
-        if !ready() {
+        let _lock = LockFile::acquire(target.join("chat-node.lock"), &ready);
+        if !ready.exists() {
             run(std::process::Command::new("npm")
                 .args(["ci", "--silent", "--no-audit", "--no-fund"])
                 .current_dir(&dir));
+            std::fs::write(&ready, "").unwrap();
         }
         modules
     })
