@@ -1,6 +1,8 @@
-//! The chat example's JavaScript: `examples/chat/static/palisade.js` under Node against a
-//! palisade server (the `json_requests` example) and a `ws` server, by
-//! `examples/chat/tests/client.mjs`.
+//! The chat example (`examples/chat.rs`), end to end over real sockets: its JavaScript client
+//! `palisade.js` under Node (`examples/chat/tests/client.mjs`, against the `json_requests`
+//! example and `ws` servers); its page in headless Chromium (`examples/chat/tests/browser.mjs`);
+//! and its contract for tools — the login, the upgrade's refusals, the messages, the limits, the
+//! closes, TLS and the log — with palisade's client against the binary (module `server`).
 
 use crate::support::{NodeGroup, Peer};
 
