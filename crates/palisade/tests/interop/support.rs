@@ -106,31 +106,34 @@ pub(crate) fn node_modules() -> &'static Path {
 
 /// The chat example's npm packages (`ws`, `playwright-core`, pinned by
 /// `examples/chat/package-lock.json`), installed with `npm ci` into `examples/chat/node_modules`
-/// once per version of the lock file: a marker named after the lock file's contents says the
-/// install of those pins finished, so that parallel test processes wait for it (under a lock
-/// file) instead of starting Node on a half-installed tree.
+/// once per version of the lock file. A copy of the lock file in `node_modules/.palisade-lock`,
+/// written when an install finished (here or by `.ci/run`), says which pins are installed, so
+/// that parallel test processes wait for an install (under a lock file) instead of starting
+/// Node on a half-installed tree.
 #[cfg(feature = "json")]
 pub(crate) fn chat_node_modules() -> &'static Path {
     static MODULES: OnceLock<PathBuf> = OnceLock::new();
     MODULES.get_or_init(|| {
-        use std::hash::{Hash, Hasher};
         let dir = chat_dir();
         let modules = dir.join("node_modules");
-        let lock = std::fs::read(dir.join("package-lock.json")).unwrap();
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        lock.hash(&mut hasher);
-        let ready = modules.join(format!(".palisade-ready-{:016x}", hasher.finish()));
-        if ready.exists() {
+        let pins = std::fs::read(dir.join("package-lock.json")).unwrap();
+        let marker = modules.join(".palisade-lock");
+        let ready = || std::fs::read(&marker).is_ok_and(|installed| installed == pins);
+        if ready() {
             return modules;
         }
+        // Installed for other pins: the marker goes, so that the lock below is waited for.
+        let _ = std::fs::remove_file(&marker);
         let target = target_dir();
         std::fs::create_dir_all(&target).unwrap();
-        let _lock = LockFile::acquire(target.join("chat-node.lock"), &ready);
-        if !ready.exists() {
+        let _lock = LockFile::acquire(target.join("chat-node.lock"), &marker);
+        if !ready() {
             run(std::process::Command::new("npm")
                 .args(["ci", "--silent", "--no-audit", "--no-fund"])
                 .current_dir(&dir));
-            std::fs::write(&ready, "").unwrap();
+            let partial = modules.join(".palisade-lock.partial");
+            std::fs::write(&partial, &pins).unwrap();
+            std::fs::rename(&partial, &marker).unwrap();
         }
         modules
     })
