@@ -35,6 +35,7 @@ use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use palisade::conn::{RateLimit, RateLimitAction};
 use palisade::json::{AppCode, ErrorReply, SUBPROTOCOL};
+use palisade::rooms::redis::{RedisBackend, RedisConfig};
 use palisade::rooms::{Recovery, RoomOptions, Rooms, RoomsConfig, SessionPolicy, SlowConsumer};
 use palisade::server::{OriginPolicy, Server, rustls};
 use palisade::{CloseCode, Config};
@@ -80,6 +81,8 @@ The chat: a page at http://HOST:PORT/, POST /login, the WebSocket at /ws.
   --rate N                messages per second a user may post after the burst (default 1)
   --flood N               incoming messages per second (N at once) beyond which the
                           connection is closed with 1008 (default 20)
+  --redis URL             share rooms, presence, private messages and histories with the
+                          other chat servers using this Redis (redis://HOST:PORT/)
   --tls-cert PEM          serve https:// and wss:// with this certificate chain...
   --tls-key PEM           ...and this private key (both PEM files)
   -h, --help              print this and exit
@@ -98,6 +101,7 @@ struct Options {
     rate: f64,
     flood: f64,
     tls: Option<(String, String)>,
+    redis: Option<String>,
 }
 
 fn options() -> Options {
@@ -111,6 +115,7 @@ fn options() -> Options {
         rate: 1.0,
         flood: 20.0,
         tls: None,
+        redis: None,
     };
     let (mut cert, mut key) = (None, None);
     let mut args = args::Args::new("chat", USAGE);
@@ -124,6 +129,7 @@ fn options() -> Options {
             "--burst" => o.burst = args.parsed("--burst"),
             "--rate" => o.rate = args.parsed("--rate"),
             "--flood" => o.flood = args.parsed("--flood"),
+            "--redis" => o.redis = Some(args.value("--redis")),
             "--tls-cert" => cert = Some(args.value("--tls-cert")),
             "--tls-key" => key = Some(args.value("--tls-key")),
             other => args.unknown(other),
@@ -191,7 +197,7 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(&options.addr).await?;
     let addr = listener.local_addr()?;
     let chat = Arc::new(Chat {
-        rooms: Rooms::new(rooms_config()),
+        rooms: rooms(options.redis.as_deref()).await?,
         tokens: Tokens::new(&secret()?, Duration::from_secs_f64(options.token_ttl))?,
         inactivity: Duration::from_secs_f64(options.inactivity),
         keepalive: Duration::from_secs_f64(options.keepalive),
@@ -218,6 +224,17 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     // ANCHOR_END: shutdown
     Ok(())
 }
+
+// ANCHOR: redis
+/// The rooms in this process, or shared through Redis with every chat server given the same
+/// `--redis` (and the same `CHAT_SECRET`, so that each accepts the others' tokens): a page on
+/// one sees the messages and presence of a page on another, and histories outlive a restart.
+async fn rooms(redis: Option<&str>) -> Result<Rooms, Box<dyn std::error::Error>> {
+    let Some(url) = redis else { return Ok(Rooms::new(rooms_config())) };
+    let backend = RedisBackend::connect(RedisConfig::new(url)).await?;
+    Ok(Rooms::with_backend(rooms_config(), backend))
+}
+// ANCHOR_END: redis
 
 // ANCHOR: rooms
 /// The rooms: one session per name; a client may join rooms whose names follow the rule (the

@@ -2,7 +2,9 @@
 //! a room, whisper to a user, and ask who is there. The room protocol (`room.join`,
 //! `room.leave`, `room.presence`, `user.send`) is answered by the rooms layer; the handler only
 //! has the chat's own events. Rooms named `news…` keep a history: a client that comes back with
-//! its last offset gets what it missed. The book's "Rooms" chapter shows its parts.
+//! its last offset gets what it missed. With
+//! `--redis redis://127.0.0.1:6379/` (feature `redis`) several copies of it share their rooms.
+//! The book's "Rooms" chapter shows its parts.
 //!
 //! Run it:
 //!
@@ -108,20 +110,23 @@ async fn chat(
 mod args;
 
 const USAGE: &str = "\
-usage: rooms [--addr HOST:PORT]
+usage: rooms [--addr HOST:PORT] [--redis URL]
 
 A room chat server: connect to ws://ADDR/NAME with the subprotocol palisade.json.v1.
 
   --addr HOST:PORT   where to listen (default 127.0.0.1:9006)
+  --redis URL        share rooms with other nodes through Redis (feature `redis`)
   -h, --help         print this and exit
 ";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:9006".to_owned();
+    let mut redis: Option<String> = None;
     let mut args = args::Args::new("rooms", USAGE);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.value("--addr"),
+            "--redis" => redis = Some(args.value("--redis")),
             other => args.unknown(other),
         }
     }
@@ -134,7 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let rooms = Rooms::new(config());
+        let rooms = rooms(redis.as_deref()).await?;
         // ANCHOR: server
         let server = Server::builder()
             .route("/{user}", chat)
@@ -148,4 +153,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         running.shutdown(Duration::from_secs(5)).await;
         Ok(())
     })
+}
+
+/// The registry: in memory, or over Redis.
+async fn rooms(redis: Option<&str>) -> Result<Rooms, Box<dyn std::error::Error>> {
+    let Some(url) = redis else { return Ok(Rooms::new(config())) };
+    redis_rooms(url).await
+}
+
+#[cfg(feature = "redis")]
+async fn redis_rooms(url: &str) -> Result<Rooms, Box<dyn std::error::Error>> {
+    // ANCHOR: redis
+    use palisade::rooms::redis::{RedisBackend, RedisConfig};
+    let backend = RedisBackend::connect(RedisConfig::new(url)).await?;
+    Ok(Rooms::with_backend(config(), backend))
+    // ANCHOR_END: redis
+}
+
+#[cfg(not(feature = "redis"))]
+async fn redis_rooms(_: &str) -> Result<Rooms, Box<dyn std::error::Error>> {
+    Err("--redis needs the `redis` feature: cargo run --example rooms --features redis".into())
 }

@@ -16,10 +16,12 @@ use palisade_error::{
 use palisade_proto::Role;
 use palisade_proto::connection::{Connection, MaskSource};
 use palisade_proto::deflate::{Deflate, DeflateConfig, DeflateParams};
-use palisade_proto::handshake::{ClientHandshake, ExtensionOffer, HeadLimits, ResponseOutcome};
+use palisade_proto::handshake::{
+    ClientHandshake, ExtensionOffer, HeadLimits, Negotiated, ResponseOutcome,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::proxy::{self, Proxy};
@@ -72,6 +74,9 @@ pub struct Client {
     proxy: ProxySetting,
     #[cfg(feature = "rustls")]
     tls: crate::tls::TlsSettings,
+    /// WebSocket over HTTP/2 (RFC 8441) where the server speaks it.
+    #[cfg(feature = "http2")]
+    http2: bool,
 }
 
 /// Where a client's proxy comes from.
@@ -105,6 +110,8 @@ impl Default for Client {
             proxy: ProxySetting::default(),
             #[cfg(feature = "rustls")]
             tls: crate::tls::TlsSettings::default(),
+            #[cfg(feature = "http2")]
+            http2: false,
         }
     }
 }
@@ -268,6 +275,19 @@ impl Client {
     /// the rest is not read.
     pub fn with_max_body(mut self, bytes: usize) -> Self {
         self.max_body = bytes;
+        self
+    }
+
+    /// Opens connections over HTTP/2 (RFC 8441's extended CONNECT, with the `h2` crate) where
+    /// the server speaks it (default off: HTTP/1.1, RFC 6455). `wss://` offers `h2` and
+    /// `http/1.1` by ALPN and goes on with whichever the server picks; `ws://` speaks HTTP/2
+    /// with prior knowledge (RFC 9113 §3.3), so only to servers known to. An HTTP/2 server that
+    /// does not enable extended CONNECT (`SETTINGS_ENABLE_CONNECT_PROTOCOL`) fails the open
+    /// with [`palisade_error::InvalidMessage::Unexpected`]. One TCP connection per WebSocket:
+    /// streams are not shared between connections. Redirects are followed as over HTTP/1.1.
+    #[cfg(feature = "http2")]
+    pub fn with_http2(mut self, http2: bool) -> Self {
+        self.http2 = http2;
         self
     }
 
@@ -473,7 +493,11 @@ impl Client {
         #[cfg(feature = "rustls")]
         {
             step.set(TimeoutPhase::Tls);
-            crate::tls::connect(&self.tls, url.host(), tcp).await
+            #[cfg(feature = "http2")]
+            let h2 = self.http2;
+            #[cfg(not(feature = "http2"))]
+            let h2 = false;
+            crate::tls::connect(&self.tls, url.host(), tcp, h2).await
         }
         #[cfg(not(feature = "rustls"))]
         {
@@ -499,18 +523,16 @@ impl Client {
         let mut io = self.transport(url, step).await?;
 
         let mut rng = StdRng::from_rng(&mut rand::rng());
+        #[cfg(feature = "http2")]
+        if self.http2 && (!io.is_tls() || io.is_h2()) {
+            step.set(TimeoutPhase::Response);
+            let handshake = self.offers(ClientHandshake::extended_connect(url.uri())?, headers)?;
+            return crate::http2::open(self, url, io, handshake, rng, follow_redirects, deadline)
+                .await;
+        }
         let mut key = [0u8; 16];
         rng.fill_bytes(&mut key);
-        let mut handshake = ClientHandshake::new(url.uri(), key)?;
-        if !self.subprotocols.is_empty() {
-            handshake = handshake.with_subprotocols(self.subprotocols.iter().cloned())?;
-        }
-        if let Some(deflate) = &self.compression {
-            handshake = handshake.with_extensions(&deflate.offer_header())?;
-        }
-        for (name, value) in headers {
-            handshake = handshake.with_header(name.clone(), value.clone())?;
-        }
+        let handshake = self.offers(ClientHandshake::new(url.uri(), key)?, headers)?;
         let mut request = Vec::with_capacity(512);
         handshake.write_request(&mut request);
         step.set(TimeoutPhase::Response);
@@ -521,38 +543,8 @@ impl Client {
         match handshake.read_response(&buf, &self.head_limits)? {
             ResponseOutcome::Upgraded(negotiated) => {
                 let leftover = buf.split_off(head_len);
-                let compression = match &self.compression {
-                    Some(deflate) => deflate.check_answers(&negotiated.extensions)?,
-                    None => None,
-                };
-                let mut conn = Connection::client(
-                    self.config.protocol.clone(),
-                    RngMasks(rng),
-                    Instant::now().into_std(),
-                );
-                if let (Some(params), Some(deflate)) = (compression, &self.compression) {
-                    conn.set_extension(Box::new(Deflate::new(Role::Client, params, deflate)));
-                }
                 let tls = io.is_tls();
-                let socket = WebSocket::from_parts(io, conn, self.config.clone(), &leftover);
-                if self.require_compression && compression.is_none() {
-                    let name = palisade_proto::deflate::EXTENSION_NAME;
-                    tracing::warn!(url = %url, "the server declined {name}, which is required");
-                    // The handshake failed either way; how the close went changes nothing.
-                    let _ = socket.close(CloseCode::MANDATORY_EXTENSION, name).await;
-                    return Err(NegotiationError::MissingExtension { name: name.to_owned() }.into());
-                }
-                tracing::debug!(url = %url, "connected");
-                Ok(Opened::Open(Box::new(Connected {
-                    socket,
-                    subprotocol: negotiated.subprotocol,
-                    extensions: negotiated.extensions,
-                    compression,
-                    response: negotiated.response,
-                    url: url.clone(),
-                    redirects: 0,
-                    tls,
-                })))
+                self.opened(url, io, negotiated, rng, &leftover, tls).await
             }
             ResponseOutcome::NotUpgraded(response) => {
                 let status = response.status();
@@ -560,14 +552,7 @@ impl Client {
                     && is_redirect(status)
                     && let Some(location) = response.headers().get(header::LOCATION)
                 {
-                    let location = location.to_str().map_err(|_| {
-                        InvalidHeader::bad_format(
-                            "location",
-                            &String::from_utf8_lossy(location.as_bytes()),
-                            0,
-                        )
-                    })?;
-                    return Ok(Opened::Redirect(location.to_owned()));
+                    return redirect_to(location);
                 }
                 let mut body = Vec::new();
                 let after_head = buf.split_off(head_len);
@@ -593,6 +578,85 @@ impl Client {
             }
         }
     }
+
+    /// The most of a refusal's body kept.
+    #[cfg(feature = "http2")]
+    pub(crate) fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// The handshake's offers: subprotocols, compression and the request headers.
+    pub(crate) fn offers(
+        &self,
+        mut handshake: ClientHandshake,
+        headers: &HeaderMap,
+    ) -> Result<ClientHandshake, Error> {
+        if !self.subprotocols.is_empty() {
+            handshake = handshake.with_subprotocols(self.subprotocols.iter().cloned())?;
+        }
+        if let Some(deflate) = &self.compression {
+            handshake = handshake.with_extensions(&deflate.offer_header())?;
+        }
+        for (name, value) in headers {
+            handshake = handshake.with_header(name.clone(), value.clone())?;
+        }
+        Ok(handshake)
+    }
+
+    /// The open connection over `io` once the handshake `negotiated`, HTTP/1.1's or HTTP/2's:
+    /// compression checked, the core set up, the required extension enforced.
+    pub(crate) async fn opened<S>(
+        &self,
+        url: &WsUrl,
+        io: S,
+        negotiated: Negotiated,
+        rng: StdRng,
+        leftover: &[u8],
+        tls: bool,
+    ) -> Result<Opened, Error>
+    where
+        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+    {
+        let compression = match &self.compression {
+            Some(deflate) => deflate.check_answers(&negotiated.extensions)?,
+            None => None,
+        };
+        let mut conn = Connection::client(
+            self.config.protocol.clone(),
+            RngMasks(rng),
+            Instant::now().into_std(),
+        );
+        if let (Some(params), Some(deflate)) = (compression, &self.compression) {
+            conn.set_extension(Box::new(Deflate::new(Role::Client, params, deflate)));
+        }
+        let socket = WebSocket::from_parts(io, conn, self.config.clone(), leftover);
+        if self.require_compression && compression.is_none() {
+            let name = palisade_proto::deflate::EXTENSION_NAME;
+            tracing::warn!(url = %url, "the server declined {name}, which is required");
+            // The handshake failed either way; how the close went changes nothing.
+            let _ = socket.close(CloseCode::MANDATORY_EXTENSION, name).await;
+            return Err(NegotiationError::MissingExtension { name: name.to_owned() }.into());
+        }
+        tracing::debug!(url = %url, "connected");
+        Ok(Opened::Open(Box::new(Connected {
+            socket,
+            subprotocol: negotiated.subprotocol,
+            extensions: negotiated.extensions,
+            compression,
+            response: negotiated.response,
+            url: url.clone(),
+            redirects: 0,
+            tls,
+        })))
+    }
+}
+
+/// A redirect to `location`, which must be text.
+fn redirect_to(location: &HeaderValue) -> Result<Opened, Error> {
+    let location = location.to_str().map_err(|_| {
+        InvalidHeader::bad_format("location", &String::from_utf8_lossy(location.as_bytes()), 0)
+    })?;
+    Ok(Opened::Redirect(location.to_owned()))
 }
 
 fn is_redirect(status: StatusCode) -> bool {
@@ -605,7 +669,7 @@ fn is_loopback(host: &str) -> bool {
         || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-enum Opened {
+pub(crate) enum Opened {
     Open(Box<Connected>),
     Redirect(String),
 }

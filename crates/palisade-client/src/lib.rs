@@ -47,6 +47,7 @@
 //! | feature | default | adds |
 //! |---|---|---|
 //! | `rustls` | no | `wss://` with rustls (ring provider), webpki roots, custom CAs, [`TlsRoots`] |
+//! | `http2` | no | WebSocket over HTTP/2 (RFC 8441) with the `h2` crate: [`Client::with_http2`] |
 //! | `native-roots` | no | [`TlsRoots::Native`]: the platform's root store |
 //!
 //! Without `rustls`, connecting to a `wss://` URL fails with
@@ -54,6 +55,8 @@
 
 mod body;
 mod client;
+#[cfg(feature = "http2")]
+mod http2;
 mod proxy;
 mod reconnect;
 mod stream;

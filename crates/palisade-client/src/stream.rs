@@ -42,6 +42,15 @@ impl ClientStream {
         }
     }
 
+    /// Whether TLS's ALPN chose HTTP/2 (`h2`).
+    pub fn is_h2(&self) -> bool {
+        match &self.inner {
+            Inner::Plain(_) => false,
+            #[cfg(feature = "rustls")]
+            Inner::Tls(tls) => tls.get_ref().1.alpn_protocol() == Some(b"h2"),
+        }
+    }
+
     /// The TCP connection underneath (to the server, or to the proxy when tunnelling).
     pub fn tcp(&self) -> &TcpStream {
         match &self.inner {

@@ -110,7 +110,8 @@ impl TlsSettings {
             .map_err(|e| tls_error(e.to_string(), None))?
             .with_root_certificates(store)
             .with_no_client_auth();
-        // WebSocket runs over HTTP/1.1 (RFC 6455 §4.1); a server that prefers h2 must not pick it.
+        // WebSocket runs over HTTP/1.1 (RFC 6455 §4.1); a server that prefers h2 must not pick
+        // it, unless the client opts into RFC 8441 (`connect` offers `h2` then).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let config = Arc::new(config);
         *built = Some(config.clone());
@@ -127,12 +128,21 @@ impl TlsSettings {
 /// [`SecurityError::Certificate`] naming why the certificate was refused;
 /// [`TransportError::Tls`] for any other TLS failure; [`TransportError::Io`] when the
 /// connection failed underneath.
+///
+/// With `h2`, ALPN offers `h2` before `http/1.1` (RFC 8441 runs WebSocket over HTTP/2);
+/// [`ClientStream::is_h2`] tells which the server chose.
 pub(crate) async fn connect(
     settings: &TlsSettings,
     host: &str,
     tcp: TcpStream,
+    h2: bool,
 ) -> Result<ClientStream, Error> {
-    let config = settings.config()?;
+    let mut config = settings.config()?;
+    if h2 {
+        let mut offers = (*config).clone();
+        offers.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config = Arc::new(offers);
+    }
     let name = ServerName::try_from(host.to_owned())
         .map_err(|_| tls_error(format!("{host:?} is not a valid TLS server name"), None))?;
     let tls = TlsConnector::from(config).connect(name, tcp).await.map_err(handshake_error)?;

@@ -72,6 +72,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PalisadeUpgrade {
         *head.uri_mut() = parts.uri.clone();
         *head.version_mut() = parts.version;
         *head.headers_mut() = parts.headers.clone();
+        // HTTP/2's extended CONNECT (RFC 8441): its `:protocol`, for the decision.
+        if let Some(protocol) = parts.extensions.get::<hyper::ext::Protocol>() {
+            head.extensions_mut().insert(protocol.clone());
+        }
         let on_upgrade = parts.extensions.remove::<OnUpgrade>();
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
         Ok(Self { head, on_upgrade, peer })

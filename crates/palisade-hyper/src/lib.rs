@@ -37,6 +37,10 @@
 //! # Ok(()) }
 //! ```
 //!
+//! [`serve_connection`] does all of that for one accepted connection, TCP or TLS: HTTP/1.1
+//! with upgrades, or HTTP/2 with extended CONNECT enabled, so that WebSockets open over HTTP/2
+//! too (RFC 8441: a `CONNECT` with `:protocol websocket`, answered with 200).
+//!
 //! With axum, [`axum::mount`] is a route (`Router::new().route("/ws", mount(server))`), and
 //! [`axum::PalisadeUpgrade`] the extractor it is made of, for handlers that run axum
 //! extractors first.
@@ -72,4 +76,4 @@
 pub mod axum;
 mod mount;
 
-pub use mount::upgrade;
+pub use mount::{serve_connection, upgrade};

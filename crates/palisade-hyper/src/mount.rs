@@ -1,25 +1,31 @@
 //! One request through palisade's decision, and the upgraded stream to its connection.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::header::{CONNECTION, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper::service::service_fn;
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
-use palisade_server::{PendingConnection, Server, Upgrade};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use palisade_server::{ExtendedConnect, PendingConnection, Server, Upgrade};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Answers `request`, received by hyper from `peer`, with palisade's decision: the 101
-/// Switching Protocols response of an accepted upgrade, whose connection is then served on the
-/// stream hyper hands over (in a task of its own), or the complete response of a refusal
-/// (status, headers and body, as palisade's own accept loop sends them). The request's body
-/// is not read.
+/// Switching Protocols response of an accepted upgrade (200 for HTTP/2's extended CONNECT,
+/// RFC 8441), whose connection is then served on the stream hyper hands over (in a task of its
+/// own), or the complete response of a refusal (status, headers and body, as palisade's own
+/// accept loop sends them). The request's body is not read.
 ///
-/// For use inside `hyper::service::service_fn`, on a connection served
-/// `.with_upgrades()`; without that hyper has no stream to hand over, and an accepted upgrade
-/// is answered with 500 instead (and logged as an error). The connection counts against the
-/// server's limits from here until it ends, or until the hand-over fails.
+/// For use inside `hyper::service::service_fn`, on an HTTP/1.1 connection served
+/// `.with_upgrades()`, or an HTTP/2 connection whose builder has `enable_connect_protocol()`
+/// (or both: [`serve_connection`](crate::serve_connection)). Without upgrades hyper has no
+/// stream to hand over, and an accepted upgrade is answered with 500 instead (and logged as an
+/// error). The connection counts against the server's limits from here until it ends, or
+/// until the hand-over fails.
 pub async fn upgrade<B>(
     server: &Server,
     request: Request<B>,
@@ -37,6 +43,12 @@ pub(crate) async fn respond<B>(
     // Taken before the request is handed over: hyper completes the upgrade through it, and
     // the decision has no use for it.
     let on_upgrade = request.extensions_mut().remove::<OnUpgrade>();
+    // HTTP/2's extended CONNECT (RFC 8441): hyper keeps `:protocol` in an extension of its
+    // own; palisade's decision reads it from its own mark, and judges the request there.
+    if let Some(protocol) = request.extensions().get::<hyper::ext::Protocol>() {
+        let mark = ExtendedConnect::new(protocol.as_str());
+        request.extensions_mut().insert(mark);
+    }
     match server.decide(request, peer).await {
         Upgrade::Respond(response) => response,
         Upgrade::Accept(accepted) => {
@@ -84,4 +96,30 @@ pub(crate) fn internal_error() -> Response<Bytes> {
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
     response
+}
+
+/// Serves one accepted connection (TCP, or TLS whose ALPN chose `h2` or `http/1.1`) with
+/// hyper, every request going to `server` through [`upgrade`]: HTTP/1.1 with upgrades, or
+/// HTTP/2 — recognized by its connection preface, so prior knowledge works on cleartext too —
+/// with extended CONNECT enabled (`SETTINGS_ENABLE_CONNECT_PROTOCOL`, RFC 8441 §3). Returns
+/// when hyper is done with the connection; upgraded WebSockets go on in their own tasks.
+///
+/// # Errors
+///
+/// hyper's, for a connection that broke or spoke no HTTP.
+pub async fn serve_connection<I>(
+    server: Server,
+    io: I,
+    peer: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let service = service_fn(move |request| {
+        let server = server.clone();
+        async move { Ok::<_, Infallible>(upgrade(&server, request, peer).await) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().enable_connect_protocol();
+    builder.serve_connection_with_upgrades(TokioIo::new(io), service).await
 }

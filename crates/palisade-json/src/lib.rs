@@ -103,10 +103,14 @@
 //! - `msgpack`: [`Codec::MessagePack`].
 
 mod code;
+#[cfg(feature = "schema")]
+pub mod describe;
 mod limits;
 mod probe;
 #[cfg(feature = "conn")]
 mod socket;
+#[cfg(all(feature = "conn", feature = "schema"))]
+pub mod typed;
 mod validate;
 pub mod wire;
 

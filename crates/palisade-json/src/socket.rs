@@ -422,6 +422,13 @@ impl JsonSender {
         self.sender.send(frame).await
     }
 
+    /// Sends an error reply that answers no request (`"reply": null`): how a failure to handle
+    /// an *event* reaches the peer.
+    pub async fn emit_error(&self, reply: &ErrorReply) -> Result<(), Error> {
+        let frame = wire::encode_error_reply(self.shared.codec, None, reply)?;
+        self.sender.send(frame).await
+    }
+
     /// Sends a request and waits for its reply, up to the configured timeout
     /// ([`JsonConfig::request_timeout`]).
     pub async fn request<R, T>(&self, event: &str, data: &T) -> Result<R, RequestError>

@@ -421,7 +421,7 @@ fn bench_handshake(c: &mut Criterion) {
          Sec-WebSocket-Accept: {}\r\n\
          Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits=15\r\n\
          \r\n",
-        client.key().accept()
+        client.key().expect("an HTTP/1.1 handshake has a key").accept()
     );
     let response = response.as_bytes();
     group.bench_function(BenchmarkId::new("palisade", "client-parse"), |b| {

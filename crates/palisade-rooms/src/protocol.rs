@@ -133,6 +133,17 @@ pub(crate) fn event_frame<T: Serialize + ?Sized>(
     }
 }
 
+/// The `presence.join` (`joined`) or `presence.leave` frame of `presence` in `room`: what a
+/// backend sends when it learns of a change on another node (a dead node's sessions).
+pub fn presence_frame(
+    joined: bool,
+    room: &str,
+    presence: &Presence,
+) -> Result<Utf8Bytes, EncodeError> {
+    let event = if joined { PRESENCE_JOIN } else { PRESENCE_LEAVE };
+    event_frame(event, &PresenceEvent { room, presence })
+}
+
 /// The data of `presence.join` and `presence.leave`.
 #[derive(Serialize)]
 pub(crate) struct PresenceEvent<'a> {

@@ -195,8 +195,10 @@ async fn judge(
             status: StatusCode::NOT_FOUND,
             reason: "no route for this path".into(),
         })?;
+    // Over HTTP/2 the host is the `:authority` pseudo-header, in the URI (RFC 8441 §4).
+    let host = request.header("host").or_else(|| request.uri().authority().map(|a| a.as_str()));
     if let Some(policy) = &config.origins
-        && !policy.allows_request(request.origin(), request.header("host"))
+        && !policy.allows_request(request.origin(), host)
     {
         return Err(
             HandshakeError::InvalidOrigin { origin: request.origin().map(str::to_owned) }.into()

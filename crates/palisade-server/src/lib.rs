@@ -51,7 +51,7 @@ pub use handler::{
     HandlerParts, Handshake, IntoEnding, Path, PathParams, Prepared, State, find_closing,
 };
 pub use palisade_proto::deflate::{DeflateConfig, DeflateParams};
-pub use palisade_proto::handshake::OriginPolicy;
+pub use palisade_proto::handshake::{ExtendedConnect, OriginPolicy};
 pub use registry::Connections;
 pub use request::HandshakeRequest;
 pub use server::{Running, Server, ShutdownSummary};

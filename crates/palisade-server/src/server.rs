@@ -71,7 +71,8 @@ impl Server {
     /// limits, the HTTP hook, routing, origin, subprotocols, the handshake hook and the
     /// handler's arguments. On [`Upgrade::Accept`], send its 101 response and serve the
     /// upgraded stream with [`crate::PendingConnection::serve`]; on [`Upgrade::Respond`], send
-    /// that response.
+    /// that response. A request whose extensions hold an [`crate::ExtendedConnect`] is HTTP/2's
+    /// form of the handshake (RFC 8441), accepted with 200 instead of 101.
     pub async fn decide<B>(&self, request: Request<B>, peer: SocketAddr) -> Upgrade {
         let id = ConnectionId::next();
         let span = connection_span(id, peer);

@@ -18,12 +18,15 @@
 //! | `server` | yes | [`server`] (`palisade-server`): reject before accept, origin/subprotocol/connection-limit policies, supervised handlers, graceful shutdown |
 //! | `client` | yes | [`client`] (`palisade-client`): connect with precise errors, TLS, proxies, redirects, reconnect with backoff |
 //! | `json` | yes | [`json`] (`palisade-json`): typed JSON messages — an envelope with events, requests and replies both ways, error replies with stable codes that keep the connection, size and depth limits, strikes |
+//! | `macros` | yes | typed handlers: [`protocol`] (one trait → the server's dispatch, a typed pusher, a typed client, a description with JSON Schemas) and [`ReplyError`](derive@ReplyError) (an error enum's replies and close codes), from `palisade-macros` |
 //! | `garde` | no | validation of JSON messages with `garde` |
 //! | `msgpack` | no | the JSON envelope as MessagePack in binary frames |
 //! | `blocking` | no | [`blocking`] (`palisade-blocking`): the blocking API — `connect` and `accept` over std's `TcpStream`, a thread per connection, the same core, errors and limits, no tokio in its tree |
 //! | `hyper` | no | [`hyper`] (`palisade-hyper`): the server mounted on hyper 1 — `upgrade` answers a request inside `service_fn` with the server's decision (the 101, then the connection on the upgraded stream, or the complete refusal), with the same handlers, registry, limits and graceful shutdown |
 //! | `axum` | no | [`axum`] (with `hyper`): the server mounted on axum 0.8 — the `PalisadeUpgrade` extractor and `mount`, a route for axum's `Router` |
+//! | `http2` | no | WebSocket over HTTP/2 (RFC 8441) for the client: `Client::with_http2`, extended CONNECT with the `h2` crate, over TLS (ALPN `h2`) or cleartext with prior knowledge; the server side is `hyper::serve_connection` |
 //! | `rooms` | no | [`rooms`] (`palisade-rooms`): rooms with an authorisation hook, broadcasts encoded once, bounded per-member queues with a slow-consumer policy, private messages, presence, recovery of missed messages |
+//! | `redis` | no | `rooms::redis` (`palisade-redis`): the Redis backend of the rooms — pub/sub fan-out, Streams for recovery, presence and node heartbeats across nodes |
 //! | `rustls` | no | `wss://` for the server and the client (the blocking client too, where enabled), with rustls |
 //!
 //! ## Crate map
@@ -37,11 +40,10 @@
 //! | `palisade-client` | the tokio client: URL checks, proxies, TLS, redirects, the handshake, reconnecting | [`client`] |
 //! | `palisade-json` | typed JSON messages: the envelope, error replies, requests both ways | [`json`] |
 //! | `palisade-blocking` | the blocking API: the core driven by std's sockets, one thread per connection | [`blocking`] |
+//! | `palisade-macros` | `#[protocol]` and `#[derive(ReplyError)]`: typed handlers and a typed client | [`protocol`], [`ReplyError`](derive@ReplyError) |
 //! | `palisade-hyper` | the server mounted on hyper 1 and axum 0.8: requests to the server's decision, upgraded streams to its connections | [`hyper`], [`axum`] |
 //! | `palisade-rooms` | rooms, private messages, presence, recovery; a backend trait with the in-memory default | [`rooms`] |
-//!
-//! Derive macros for typed handlers are on the roadmap, as a crate of their own behind a
-//! feature of this one.
+//! | `palisade-redis` | the Redis backend of the rooms | `rooms::redis` |
 //!
 //! ## Architecture invariants
 //!
@@ -97,14 +99,26 @@ pub use palisade_json as json;
 #[cfg(feature = "blocking")]
 pub use palisade_blocking as blocking;
 
+#[cfg(feature = "macros")]
+pub use palisade_macros::{ReplyError, protocol};
+
 #[cfg(feature = "hyper")]
 pub use palisade_hyper as hyper;
 
 #[cfg(feature = "axum")]
 pub use palisade_hyper::axum;
-/// Rooms over the JSON layer (`palisade-rooms`).
+
+/// Rooms over the JSON layer (`palisade-rooms`); with feature `redis`, its Redis backend as
+/// `rooms::redis`.
 #[cfg(feature = "rooms")]
-pub use palisade_rooms as rooms;
+pub mod rooms {
+    pub use palisade_rooms::*;
+
+    /// The Redis backend (`palisade-redis`): several nodes share rooms, presence and
+    /// histories.
+    #[cfg(feature = "redis")]
+    pub use palisade_redis as redis;
+}
 
 pub use http;
 
@@ -148,4 +162,24 @@ pub mod __private {
         Closing, ConnectionInfo, FromConnection, Handler, HandlerError, HandlerParts, IntoEnding,
         Rejection,
     };
+
+    #[cfg(feature = "macros")]
+    pub use palisade_conn::ConnectionId;
+    #[cfg(feature = "macros")]
+    pub use palisade_error::ConnectionClosed;
+    #[cfg(feature = "macros")]
+    pub use palisade_json::describe::{
+        DescribeErrors, ErrorDescription, MessageDescription, ProtocolDescription,
+    };
+    #[cfg(feature = "macros")]
+    pub use palisade_json::typed::{
+        self, CallError, Context, EventResult, FromReply, Pushes, RequestResult,
+    };
+    #[cfg(feature = "macros")]
+    pub use palisade_json::{
+        ErrorReply, Incoming, Invalid, JsonConfig, JsonSender, JsonSocket, Outcome, ReplyError,
+        Validate,
+    };
+    #[cfg(feature = "macros")]
+    pub use {serde, serde_json};
 }

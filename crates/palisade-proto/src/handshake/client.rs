@@ -5,7 +5,7 @@ use std::fmt;
 
 use bytes::BufMut;
 use http::header::{self, HeaderName};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use palisade_error::{
     Error, InvalidHeader, InvalidMessage, InvalidUri, NegotiationError, UriProblem, redact,
 };
@@ -17,6 +17,7 @@ use super::headers::{
     parse_extensions, parse_subprotocols, require_token, single,
 };
 use super::key::Key;
+use super::server::ExtendedConnect;
 use super::wire::{RedactedHeaders, RedactedList, write_request};
 
 /// A client's opening handshake: the request to send and what the answer must match.
@@ -34,7 +35,7 @@ use super::wire::{RedactedHeaders, RedactedList, write_request};
 /// let answer = format!(
 ///     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
 ///      Sec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: chat\r\n\r\n",
-///     handshake.key().accept()
+///     handshake.key().expect("an HTTP/1.1 handshake has a key").accept()
 /// );
 /// match handshake.read_response(answer.as_bytes(), &HeadLimits::default())? {
 ///     ResponseOutcome::Upgraded(negotiated) => {
@@ -47,7 +48,8 @@ use super::wire::{RedactedHeaders, RedactedList, write_request};
 #[derive(Clone)]
 pub struct ClientHandshake {
     request: Request<()>,
-    key: Key,
+    /// `None` for an extended CONNECT, which has no key (RFC 8441 §5).
+    key: Option<Key>,
     subprotocols: Vec<String>,
     extensions: Vec<ExtensionOffer>,
 }
@@ -113,7 +115,56 @@ impl ClientHandshake {
             HeaderValue::from_str(key.as_str()).expect("base64 is visible ASCII"),
         );
         headers.insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(VERSION));
-        Ok(Self { request, key, subprotocols: Vec::new(), extensions: Vec::new() })
+        Ok(Self { request, key: Some(key), subprotocols: Vec::new(), extensions: Vec::new() })
+    }
+
+    /// The handshake for `uri` over HTTP/2 (RFC 8441 §4–5): an extended CONNECT whose
+    /// `:protocol` is `websocket` ([`ExtendedConnect`] in the request's extensions, for the
+    /// HTTP/2 client to send as the pseudo-header), `:scheme` `https` for `wss` and `http` for
+    /// `ws`, `:authority` and `:path` from `uri` (the URI of [`ClientHandshake::request`]),
+    /// and `Sec-WebSocket-Version: 13`; no key, `Upgrade` or `Connection`. The `with_*` methods
+    /// apply as for HTTP/1.1; [`ClientHandshake::write_request`] does not (HTTP/2 has no text
+    /// form): an HTTP/2 client sends [`ClientHandshake::request`].
+    ///
+    /// # Errors
+    ///
+    /// As for [`ClientHandshake::new`].
+    pub fn extended_connect(uri: &Uri) -> Result<Self, Error> {
+        let invalid = |problem| InvalidUri::new(&uri.to_string(), problem);
+        let scheme = match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("ws") => "http",
+            Some(s) if s.eq_ignore_ascii_case("wss") => "https",
+            _ => return Err(invalid(UriProblem::Scheme).into()),
+        };
+        let host = match uri.host() {
+            Some(h) if !h.is_empty() => h,
+            _ => return Err(invalid(UriProblem::Host).into()),
+        };
+        // The authority without user-info, which is never sent.
+        let authority = match uri.port_u16() {
+            Some(0) => return Err(invalid(UriProblem::Port).into()),
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_owned(),
+        };
+        let target = match uri.path_and_query().map(|pq| pq.as_str()) {
+            None | Some("") => "/",
+            Some(pq) => pq,
+        };
+        let target = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(target)
+            .build()
+            .map_err(|_| invalid(UriProblem::Syntax))?;
+        let mut request = Request::new(());
+        *request.method_mut() = Method::CONNECT;
+        *request.version_mut() = Version::HTTP_2;
+        *request.uri_mut() = target;
+        request.extensions_mut().insert(ExtendedConnect::new("websocket"));
+        request
+            .headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static(VERSION));
+        Ok(Self { request, key: None, subprotocols: Vec::new(), extensions: Vec::new() })
     }
 
     /// Offers `protocols`, in order of preference (RFC 6455 §4.1 item 10), replacing any
@@ -201,9 +252,9 @@ impl ClientHandshake {
         &self.request
     }
 
-    /// The key sent.
-    pub fn key(&self) -> &Key {
-        &self.key
+    /// The key sent; `None` for an extended CONNECT, which has none (RFC 8441 §5).
+    pub fn key(&self) -> Option<&Key> {
+        self.key.as_ref()
     }
 
     /// The subprotocols offered.
@@ -256,7 +307,16 @@ impl ClientHandshake {
     ///
     /// As in the table; on any error the connection must be failed (RFC 6455 §4.1: "the
     /// client MUST _Fail the WebSocket Connection_").
+    ///
+    /// For an [extended CONNECT](ClientHandshake::extended_connect) any 2xx is success (RFC
+    /// 8441 §5) and only the last two rules apply; other statuses are `NotUpgraded`.
     pub fn validate(&self, response: Response<()>) -> Result<ResponseOutcome, Error> {
+        let Some(key) = &self.key else {
+            if !response.status().is_success() {
+                return Ok(ResponseOutcome::NotUpgraded(response));
+            }
+            return self.negotiated(response);
+        };
         if response.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(ResponseOutcome::NotUpgraded(response));
         }
@@ -277,7 +337,7 @@ impl ClientHandshake {
 
         let accept = single(headers, header::SEC_WEBSOCKET_ACCEPT, "sec-websocket-accept")?
             .ok_or_else(|| InvalidHeader::missing("sec-websocket-accept"))?;
-        if accept.as_bytes() != self.key.accept().as_bytes() {
+        if accept.as_bytes() != key.accept().as_bytes() {
             return Err(InvalidHeader::bad_value(
                 "sec-websocket-accept",
                 &String::from_utf8_lossy(accept.as_bytes()),
@@ -285,7 +345,13 @@ impl ClientHandshake {
             )
             .into());
         }
+        self.negotiated(response)
+    }
 
+    /// The extensions and subprotocol a successful response agreed on, checked against the
+    /// offers (RFC 6455 §4.1 steps 5–6).
+    fn negotiated(&self, response: Response<()>) -> Result<ResponseOutcome, Error> {
+        let headers = response.headers();
         let mut extensions = Vec::new();
         for value in headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS) {
             for accepted in parse_extensions(header_str(SEC_WEBSOCKET_EXTENSIONS, value)?)? {
@@ -465,7 +531,7 @@ mod tests {
              Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, superchat\r\n\
              Origin: http://example.com\r\n\r\n"
         );
-        assert_eq!(h.key().accept(), ACCEPT);
+        assert_eq!(h.key().map(Key::accept).as_deref(), Some(ACCEPT));
     }
 
     // RFC 6455 §4.1 item 4: the port in Host only when it is not the default.
@@ -635,6 +701,57 @@ mod tests {
 
     // RFC 6455 §4.1, client validation step 4
     #[test]
+    fn rfc_8441_extended_connect_request_and_its_200() {
+        let h = ClientHandshake::extended_connect(
+            &"wss://user:pw@example.com:8443/chat?x=1".parse().unwrap(),
+        )
+        .unwrap()
+        .with_subprotocols(["chat"])
+        .unwrap()
+        .with_extensions("permessage-deflate")
+        .unwrap();
+        let request = h.request();
+        assert_eq!(request.method(), Method::CONNECT);
+        assert_eq!(request.version(), Version::HTTP_2);
+        assert_eq!(request.uri(), "https://example.com:8443/chat?x=1", "no user-info");
+        assert_eq!(
+            request.extensions().get::<ExtendedConnect>().map(|c| c.protocol()),
+            Some("websocket")
+        );
+        assert_eq!(request.headers()["sec-websocket-version"], "13");
+        for absent in ["upgrade", "connection", "sec-websocket-key", "host"] {
+            assert!(!request.headers().contains_key(absent), "{absent}");
+        }
+        assert_eq!(h.key(), None);
+        let plain = ClientHandshake::extended_connect(&"ws://localhost/".parse().unwrap()).unwrap();
+        assert_eq!(plain.request().uri(), "http://localhost/");
+
+        // Any 2xx opens, with the offers checked as over HTTP/1.1.
+        let ok = Response::builder()
+            .status(200)
+            .version(Version::HTTP_2)
+            .header("sec-websocket-protocol", "chat")
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .body(())
+            .unwrap();
+        let ResponseOutcome::Upgraded(negotiated) = h.validate(ok).unwrap() else {
+            panic!("200 opens an extended CONNECT")
+        };
+        assert_eq!(negotiated.subprotocol.as_deref(), Some("chat"));
+        let unoffered = Response::builder()
+            .status(200)
+            .header("sec-websocket-protocol", "other")
+            .body(())
+            .unwrap();
+        assert!(h.validate(unoffered).is_err());
+        let refused = Response::builder().status(403).body(()).unwrap();
+        assert!(matches!(h.validate(refused).unwrap(), ResponseOutcome::NotUpgraded(_)));
+        // A 101 is no answer to a CONNECT.
+        let switching = Response::builder().status(101).body(()).unwrap();
+        assert!(matches!(h.validate(switching).unwrap(), ResponseOutcome::NotUpgraded(_)));
+    }
+
+    #[test]
     fn accept_must_match_the_key() {
         let h = handshake("ws://a/");
         let err = read(
@@ -788,7 +905,7 @@ mod tests {
             client.write_request(&mut wire);
 
             let server = UpgradeRequest::parse(&wire, &HeadLimits::default()).unwrap();
-            prop_assert_eq!(server.key(), &Key::from_bytes(key));
+            prop_assert_eq!(server.key(), Some(&Key::from_bytes(key)));
             prop_assert_eq!(server.subprotocols(), &protocols[..]);
             prop_assert_eq!(server.extensions(), &offers[..]);
             prop_assert_eq!(server.request().uri().to_string(), path);

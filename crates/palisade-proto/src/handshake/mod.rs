@@ -47,7 +47,7 @@ pub use headers::{
 };
 pub use key::Key;
 pub use origin::OriginPolicy;
-pub use server::{AcceptOptions, UpgradeRequest, rejection};
+pub use server::{AcceptOptions, ExtendedConnect, UpgradeRequest, rejection};
 pub use wire::{write_request, write_response};
 
 /// The only WebSocket version there is: `Sec-WebSocket-Version: 13` (RFC 6455 §4.1 item 9).

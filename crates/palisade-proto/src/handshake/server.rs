@@ -1,5 +1,6 @@
 //! The server's side of the handshake: validating an upgrade request (RFC 6455 §4.2.1) and
-//! answering it, with 101 (§4.2.2) or with a refusal.
+//! answering it, with 101 (§4.2.2) or with a refusal; and the same for HTTP/2's extended
+//! CONNECT (RFC 8441 §4–5), answered with 200.
 
 use std::fmt;
 
@@ -31,7 +32,8 @@ use super::{VERSION, bounded};
 #[derive(Clone)]
 pub struct UpgradeRequest {
     request: Request<()>,
-    key: Key,
+    /// `None` for an extended CONNECT, which has no key (RFC 8441 §5).
+    key: Option<Key>,
     subprotocols: Vec<String>,
     extensions: Vec<ExtensionOffer>,
     origin: Option<String>,
@@ -65,6 +67,9 @@ impl UpgradeRequest {
     /// | `Sec-WebSocket-Protocol` lists tokens (§4.2.1 item 8) | [`InvalidHeader`] bad format | 400 |
     /// | `Sec-WebSocket-Extensions` parses (§4.2.1 item 9, §9.1) | see [`parse_extensions`] | 400 |
     ///
+    /// A request whose extensions hold an [`ExtendedConnect`] is HTTP/2's form of the
+    /// handshake (RFC 8441) and is validated as such instead (see [`ExtendedConnect`]).
+    ///
     /// `Upgrade` and `Connection` are comma-separated lists compared without regard to case;
     /// they, `Sec-WebSocket-Protocol` and `Sec-WebSocket-Extensions` may be split over several
     /// header lines. Whether the origin is allowed is the caller's policy
@@ -74,6 +79,10 @@ impl UpgradeRequest {
     ///
     /// As in the table.
     pub fn from_request(request: Request<()>) -> Result<Self, Error> {
+        if let Some(connect) = request.extensions().get::<ExtendedConnect>() {
+            let protocol = connect.protocol.clone();
+            return Self::from_extended_connect(request, &protocol);
+        }
         match request.version() {
             Version::HTTP_11 => {}
             Version::HTTP_10 => {
@@ -117,7 +126,59 @@ impl UpgradeRequest {
         let key = single(headers, header::SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_KEY)?
             .ok_or_else(|| InvalidHeader::missing(SEC_WEBSOCKET_KEY))?;
         let key = Key::parse(header_str(SEC_WEBSOCKET_KEY, key)?)?;
+        Self::with_offers(request, Some(key))
+    }
 
+    /// Validates an HTTP/2 (or HTTP/3) extended CONNECT request (RFC 8441 §4, RFC 9220), which
+    /// the HTTP server marked with [`ExtendedConnect`]. The pseudo-headers are the request's
+    /// method and URI (`:authority` its authority); the rest is RFC 6455's, less what belongs
+    /// to HTTP/1.1's upgrade (RFC 8441 §5: no `Upgrade`, `Connection`, `Sec-WebSocket-Key`):
+    ///
+    /// | rule | error | status |
+    /// |---|---|---|
+    /// | method `CONNECT` (RFC 8441 §4) | [`InvalidMessage::MethodNotAllowed`] | 405 |
+    /// | `:protocol` is `websocket` (§4) | [`HandshakeError::InvalidUpgrade`] naming `:protocol` | 426 |
+    /// | no body before the tunnel: `Content-Length` absent or 0 | [`InvalidMessage::Unexpected`] | 400 |
+    /// | `Sec-WebSocket-Version` is `13`, once (§5) | as for HTTP/1.1 | 426, 400 |
+    /// | `:authority` present, a valid `host[:port]` (§4) | [`InvalidHeader`] for `host` | 400 |
+    /// | `Origin`, `Sec-WebSocket-Protocol`, `Sec-WebSocket-Extensions` | as for HTTP/1.1 | 400 |
+    fn from_extended_connect(request: Request<()>, protocol: &str) -> Result<Self, Error> {
+        if request.method() != Method::CONNECT {
+            return Err(InvalidMessage::MethodNotAllowed {
+                method: bounded(request.method().as_str().as_bytes(), 16),
+            }
+            .into());
+        }
+        // RFC 8441 §4: the `:protocol` of a WebSocket is the token `websocket`, the same
+        // value as HTTP/1.1's `Upgrade` (compared the same way).
+        if !protocol.eq_ignore_ascii_case("websocket") {
+            return Err(HandshakeError::InvalidUpgrade {
+                header: ":protocol",
+                value: Some(bounded(protocol.as_bytes(), 128)),
+            }
+            .into());
+        }
+        let headers = request.headers();
+        if headers.get_all(header::CONTENT_LENGTH).iter().any(|v| v.as_bytes() != b"0") {
+            return Err(InvalidMessage::Unexpected { reason: "a request body" }.into());
+        }
+        match single(headers, header::SEC_WEBSOCKET_VERSION, "sec-websocket-version")? {
+            Some(v) if v.as_bytes() == VERSION.as_bytes() => {}
+            other => {
+                return Err(HandshakeError::UnsupportedVersion {
+                    version: other.map(|v| bounded(v.as_bytes(), 128)),
+                }
+                .into());
+            }
+        }
+        let authority = request.uri().authority().map(|a| a.as_str());
+        validate_host(authority.ok_or_else(|| InvalidHeader::missing("host"))?)?;
+        Self::with_offers(request, None)
+    }
+
+    /// The origin and what the client offers, read from `request`'s headers.
+    fn with_offers(request: Request<()>, key: Option<Key>) -> Result<Self, Error> {
+        let headers = request.headers();
         let origin = match single(headers, header::ORIGIN, "origin")? {
             Some(v) => Some(header_str("origin", v)?.to_owned()),
             None => None,
@@ -135,6 +196,12 @@ impl UpgradeRequest {
         Ok(Self { request, key, subprotocols, extensions, origin })
     }
 
+    /// Whether this is an extended CONNECT (HTTP/2, RFC 8441), answered with 200, rather than
+    /// an HTTP/1.1 upgrade, answered with 101.
+    pub fn is_extended_connect(&self) -> bool {
+        self.key.is_none()
+    }
+
     /// The request, with all its headers.
     pub fn request(&self) -> &Request<()> {
         &self.request
@@ -145,9 +212,9 @@ impl UpgradeRequest {
         self.request
     }
 
-    /// The client's key.
-    pub fn key(&self) -> &Key {
-        &self.key
+    /// The client's key; `None` for an extended CONNECT, which has none (RFC 8441 §5).
+    pub fn key(&self) -> Option<&Key> {
+        self.key.as_ref()
     }
 
     /// The subprotocols the client offers, in its order of preference (RFC 6455 §4.1 item 10).
@@ -182,12 +249,16 @@ impl UpgradeRequest {
     /// - The errors of [`format_extensions`].
     pub fn accept(&self, options: AcceptOptions) -> Result<Response<()>, Error> {
         let mut headers = HeaderMap::with_capacity(5 + options.headers.len());
-        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(
-            header::SEC_WEBSOCKET_ACCEPT,
-            HeaderValue::from_str(&self.key.accept()).expect("base64 is visible ASCII"),
-        );
+        // RFC 8441 §5: an extended CONNECT is answered with 200 and none of HTTP/1.1's
+        // upgrade headers; the stream itself becomes the connection.
+        if let Some(key) = &self.key {
+            headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(
+                header::SEC_WEBSOCKET_ACCEPT,
+                HeaderValue::from_str(&key.accept()).expect("base64 is visible ASCII"),
+            );
+        }
         if let Some(protocol) = options.subprotocol {
             if !self.subprotocols.contains(&protocol) {
                 return Err(NegotiationError::UnofferedSubprotocol { protocol }.into());
@@ -218,9 +289,33 @@ impl UpgradeRequest {
             }
         }
         let mut response = Response::new(());
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *response.status_mut() = match self.key {
+            Some(_) => StatusCode::SWITCHING_PROTOCOLS,
+            None => StatusCode::OK,
+        };
         *response.headers_mut() = headers;
         Ok(response)
+    }
+}
+
+/// Marks a request as an extended CONNECT (RFC 8441 §4; RFC 9220 for HTTP/3) and carries its
+/// `:protocol` pseudo-header, which `http::Request` has no field for. An HTTP server that
+/// parsed the request (hyper's `hyper::ext::Protocol`, h2's `h2::ext::Protocol`) puts it in the
+/// request's extensions; [`UpgradeRequest::from_request`] then validates the HTTP/2 form.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExtendedConnect {
+    protocol: String,
+}
+
+impl ExtendedConnect {
+    /// The mark for a request whose `:protocol` is `protocol`.
+    pub fn new(protocol: impl Into<String>) -> Self {
+        Self { protocol: protocol.into() }
+    }
+
+    /// The `:protocol` pseudo-header.
+    pub fn protocol(&self) -> &str {
+        &self.protocol
     }
 }
 
@@ -437,10 +532,79 @@ mod tests {
         }
     }
 
+    /// An HTTP/2 extended CONNECT as an HTTP/2 server hands it over (RFC 8441 §5's example),
+    /// with `edit` applied.
+    fn extended_connect(edit: impl FnOnce(&mut Request<()>)) -> Result<UpgradeRequest, Error> {
+        let mut request = Request::connect("https://server.example.com/chat")
+            .version(Version::HTTP_2)
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-protocol", "chat, superchat")
+            .header("sec-websocket-extensions", "permessage-deflate")
+            .header("origin", "http://www.example.com")
+            .body(())
+            .unwrap();
+        request.extensions_mut().insert(ExtendedConnect::new("websocket"));
+        edit(&mut request);
+        UpgradeRequest::from_request(request)
+    }
+
+    #[test]
+    fn rfc_8441_extended_connect_is_accepted_with_200_and_no_upgrade_headers() {
+        let req = extended_connect(|_| {}).unwrap();
+        assert!(req.is_extended_connect());
+        assert_eq!(req.key(), None);
+        assert_eq!(req.subprotocols(), ["chat", "superchat"]);
+        assert_eq!(req.extensions()[0].name, "permessage-deflate");
+        assert_eq!(req.origin(), Some("http://www.example.com"));
+        let options = AcceptOptions::default()
+            .with_subprotocol("chat")
+            .with_extensions(vec![ExtensionOffer::new("permessage-deflate")]);
+        let response = req.accept(options).unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        for absent in [header::UPGRADE, header::CONNECTION, header::SEC_WEBSOCKET_ACCEPT] {
+            assert!(!response.headers().contains_key(&absent), "{absent}");
+        }
+        assert_eq!(response.headers()[header::SEC_WEBSOCKET_PROTOCOL], "chat");
+        assert_eq!(response.headers()[header::SEC_WEBSOCKET_EXTENSIONS], "permessage-deflate");
+    }
+
+    #[test]
+    fn rfc_8441_rules_have_their_statuses() {
+        let status = |err: &Error| err.status_to_send().map(|s| s.as_u16());
+        let wrong_protocol = extended_connect(|r| {
+            r.extensions_mut().insert(ExtendedConnect::new("h2c-tunnel"));
+        });
+        let err = wrong_protocol.unwrap_err();
+        assert_eq!(status(&err), Some(426));
+        assert!(matches!(
+            handshake_error(err),
+            HandshakeError::InvalidUpgrade { header: ":protocol", .. }
+        ));
+        let not_connect = extended_connect(|r| *r.method_mut() = Method::POST).unwrap_err();
+        assert_eq!(status(&not_connect), Some(405));
+        let old_version = extended_connect(|r| {
+            r.headers_mut().insert("sec-websocket-version", HeaderValue::from_static("8"));
+        });
+        assert_eq!(status(&old_version.unwrap_err()), Some(426));
+        let no_authority = extended_connect(|r| *r.uri_mut() = http::Uri::from_static("/chat"));
+        let (name, problem) = header_problem(no_authority.unwrap_err(), 400);
+        assert_eq!((name, problem), ("host", HeaderProblem::Missing));
+        let body = extended_connect(|r| {
+            r.headers_mut().insert("content-length", HeaderValue::from_static("5"));
+        });
+        assert_eq!(status(&body.unwrap_err()), Some(400));
+        // Without the mark, a CONNECT is no upgrade at all.
+        let plain = Request::connect("https://server.example.com/chat")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap();
+        assert_eq!(status(&UpgradeRequest::from_request(plain).unwrap_err()), Some(400));
+    }
+
     #[test]
     fn rfc_6455_section_1_3_example_is_accepted() {
         let req = parse(&request_with(|_| {})).unwrap();
-        assert_eq!(req.key().as_str(), KEY);
+        assert_eq!(req.key().map(Key::as_str), Some(KEY));
         assert_eq!(req.subprotocols(), ["chat", "superchat"]);
         assert_eq!(req.origin(), Some("http://example.com"));
         assert!(req.extensions().is_empty());

@@ -610,6 +610,76 @@ mod server {
         assert_eq!(alice.closed().await.0, CloseCode::POLICY_VIOLATION);
     }
 
+    /// A `redis-server` of the test's own on a free port, without persistence; killed (by PID)
+    /// when dropped.
+    struct Redis {
+        _process: Peer,
+        url: String,
+    }
+
+    async fn redis() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut command = tokio::process::Command::new("redis-server");
+        command.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        let process = Peer::command_with_stderr(command, std::process::Stdio::null());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            assert!(tokio::time::Instant::now() < deadline, "redis-server did not start");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Redis { _process: process, url: format!("redis://127.0.0.1:{port}/") }
+    }
+
+    /// `--redis`: two chat servers sharing one Redis are one chat — who is online, presence in
+    /// rooms, room messages, private messages and the one-session-per-name rule span both.
+    #[tokio::test]
+    async fn two_servers_sharing_redis_are_one_chat() {
+        let redis = redis().await;
+        let one = chat(&["--redis", &redis.url]).await;
+        let two = chat(&["--redis", &redis.url]).await;
+        let mut alice = User::connect(&one.addr, "alice").await;
+        let mut bob = User::connect(&two.addr, "bob").await;
+        let online = alice.event("presence.join").await;
+        assert_eq!(
+            (online["room"].as_str(), online["user"].as_str()),
+            (Some("@online"), Some("bob"))
+        );
+
+        alice.request("room.join", json!({ "room": "lobby" })).await;
+        let joined = bob.request("room.join", json!({ "room": "lobby" })).await;
+        assert_eq!(users(&joined["data"]["presence"]).len(), 2, "{joined}");
+        let notice = alice.event("presence.join").await;
+        assert_eq!(
+            (notice["room"].as_str(), notice["user"].as_str()),
+            (Some("lobby"), Some("bob"))
+        );
+
+        assert_eq!(
+            alice.request("say", json!({ "room": "lobby", "text": "hello, node two" })).await["status"],
+            "ok"
+        );
+        let message = bob.event("room.message").await;
+        assert_eq!(message["data"], json!({ "from": "alice", "text": "hello, node two" }));
+        let reply = bob.request("private", json!({ "to": "alice", "text": "hi from two" })).await;
+        assert_eq!(reply["status"], "ok", "{reply}");
+        assert_eq!(alice.event("private").await, json!({ "from": "bob", "text": "hi from two" }));
+
+        // Alice has a session on server one: server two refuses her too.
+        let (status, body) = login(&two.addr, r#"{"name":"alice"}"#).await;
+        assert_eq!((status, body["error"].as_str()), (409, Some("name_in_use")));
+        let token = signed(&json!({ "sub": "alice", "iat": now(), "exp": now() + 600 }), SECRET);
+        assert_eq!(refused(&two.addr, Some(&token)).await.0, 409);
+    }
+
     /// The keepalive's round trip is pushed to the client after each ping.
     #[tokio::test]
     async fn the_keepalive_round_trip_is_pushed() {

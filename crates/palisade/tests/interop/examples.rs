@@ -46,6 +46,37 @@ async fn broadcast_acks_the_sender_and_pushes_to_every_other_client() {
     assert_eq!(summary.aborted, 0);
 }
 
+#[cfg(feature = "macros")]
+#[path = "../../../../examples/typed_todo.rs"]
+#[allow(dead_code, reason = "the example's `main` is not run here; its `serve` and `client` are")]
+#[allow(clippy::duplicate_mod)]
+mod typed_todo;
+
+/// `typed_todo`: the typed client against the typed server, over TCP — a reply, a validation
+/// refusal with its path, a typed error with its details, and the pushes in order.
+#[cfg(feature = "macros")]
+#[tokio::test]
+async fn typed_todo_client_and_server() {
+    let running = typed_todo::serve("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/", running.local_addr());
+    let seen = typed_todo::client(&url).await.unwrap();
+    assert_eq!(
+        seen,
+        [
+            "added #1 \"buy milk\"",
+            "refused: validation_failed: the data failed validation: a title has 1 to 200 characters (at data.title)",
+            "no item #999",
+            "done #1 true",
+            "list: 0 item(s)",
+            "list: 1 item(s)",
+            "list: 1 item(s)",
+            "list: 0 item(s)",
+        ]
+    );
+    let summary = running.shutdown(std::time::Duration::from_secs(5)).await;
+    assert_eq!(summary.aborted, 0);
+}
+
 #[path = "../../../../examples/coming_from_python.rs"]
 #[allow(dead_code, reason = "the example's `main` reads the command line; its `run` is called")]
 // Both examples declare the examples' shared `common/args.rs`, so this crate holds two copies.

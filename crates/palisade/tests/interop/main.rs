@@ -13,10 +13,14 @@ mod chat;
 mod client;
 mod deflate;
 mod examples;
+#[cfg(all(feature = "http2", feature = "hyper", feature = "rustls"))]
+mod http2;
 #[cfg(feature = "json")]
 mod json;
 #[cfg(feature = "axum")]
 mod mount;
 mod server;
 mod support;
+#[cfg(feature = "macros")]
+mod typed;
 mod websocket_client;

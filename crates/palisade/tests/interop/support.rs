@@ -1,5 +1,5 @@
-//! Python and Node peers for interop tests: a pinned venv with `websockets`, `websocket-client`
-//! and `aiohttp`, a pinned `ws` under `target/interop-node` (npm), and child processes that are
+//! Python and Node peers for interop tests: a pinned venv with `websockets`, `websocket-client`,
+//! `aiohttp`, `h2` and `wsproto`, a pinned `ws` under `target/interop-node` (npm), and child processes that are
 //! always killed.
 //!
 //! - [`python`] creates `target/interop-venv` once (`python3 -m venv`, then `pip install` of
@@ -29,15 +29,27 @@ pub(crate) const WEBSOCKET_CLIENT_VERSION: &str = "1.9.2";
 /// The pinned `aiohttp` release (client and server).
 pub(crate) const AIOHTTP_VERSION: &str = "3.14.5";
 
+/// The pinned `h2` (python-hyper's HTTP/2 state machine, with RFC 8441's extended CONNECT) and
+/// `wsproto` (a sans-I/O WebSocket) releases: together, an HTTP/2 WebSocket client that shares
+/// no code with palisade or hyper.
+pub(crate) const H2_VERSION: &str = "4.3.0";
+pub(crate) const WSPROTO_VERSION: &str = "1.2.0";
+
 /// What the venv holds, as pip requirements.
-const PYTHON_PACKAGES: [(&str, &str); 3] = [
+const PYTHON_PACKAGES: [(&str, &str); 5] = [
     ("websockets", WEBSOCKETS_VERSION),
     ("websocket-client", WEBSOCKET_CLIENT_VERSION),
     ("aiohttp", AIOHTTP_VERSION),
+    ("h2", H2_VERSION),
+    ("wsproto", WSPROTO_VERSION),
 ];
 
 /// The pinned Node `ws` release.
 pub(crate) const NODE_WS_VERSION: &str = "8.23.0";
+
+/// The pinned `playwright-core` release, which drives Debian's `chromium` (it downloads no
+/// browser of its own).
+pub(crate) const PLAYWRIGHT_CORE_VERSION: &str = "1.58.2";
 
 /// How long a peer may take to print a line we wait for.
 const LINE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -78,7 +90,7 @@ pub(crate) fn python() -> &'static Path {
     })
 }
 
-/// A `node_modules` directory holding `ws`, installed with npm on first use under
+/// A `node_modules` directory holding `ws` and `playwright-core`, installed with npm on first use under
 /// `target/interop-node`.
 pub(crate) fn node_modules() -> &'static Path {
     static MODULES: OnceLock<PathBuf> = OnceLock::new();
@@ -87,7 +99,7 @@ pub(crate) fn node_modules() -> &'static Path {
         std::fs::create_dir_all(&target).unwrap();
         let prefix = target.join("interop-node");
         let modules = prefix.join("node_modules");
-        let ready = prefix.join(format!(".ws-{NODE_WS_VERSION}"));
+        let ready = prefix.join(format!(".ws-{NODE_WS_VERSION}-pw-{PLAYWRIGHT_CORE_VERSION}"));
         if ready.exists() {
             return modules;
         }
@@ -97,7 +109,8 @@ pub(crate) fn node_modules() -> &'static Path {
             run(std::process::Command::new("npm")
                 .args(["install", "--silent", "--no-audit", "--no-fund", "--prefix"])
                 .arg(&prefix)
-                .arg(format!("ws@{NODE_WS_VERSION}")));
+                .arg(format!("ws@{NODE_WS_VERSION}"))
+                .arg(format!("playwright-core@{PLAYWRIGHT_CORE_VERSION}")));
             std::fs::write(&ready, NODE_WS_VERSION).unwrap();
         }
         modules
@@ -232,7 +245,12 @@ impl Peer {
 
     /// Runs `tests/interop/node/ws.js` with `args` under Node, with `ws` installed.
     pub(crate) fn spawn_node(args: &[&str]) -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node/ws.js");
+        Self::spawn_node_script("ws.js", args)
+    }
+
+    /// Runs `tests/interop/node/<script>` with `args` under Node, with the pinned packages.
+    pub(crate) fn spawn_node_script(script: &str, args: &[&str]) -> Self {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/node").join(script);
         let mut child = Command::new("node")
             .arg(&path)
             .args(args)

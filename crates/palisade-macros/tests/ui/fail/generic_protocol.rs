@@ -1,0 +1,7 @@
+#[palisade::protocol]
+trait Chat<T> {
+    #[event("say")]
+    async fn say(&mut self, payload: T);
+}
+
+fn main() {}

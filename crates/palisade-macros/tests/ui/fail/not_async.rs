@@ -1,0 +1,7 @@
+#[palisade::protocol]
+trait Chat {
+    #[request("room.join")]
+    fn join(&mut self, payload: String) -> Result<(), palisade::json::ErrorReply>;
+}
+
+fn main() {}

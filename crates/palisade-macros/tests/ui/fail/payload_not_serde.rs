@@ -1,0 +1,11 @@
+struct Join {
+    room: String,
+}
+
+#[palisade::protocol]
+trait Chat {
+    #[event("room.join")]
+    async fn join(&mut self, payload: Join);
+}
+
+fn main() {}

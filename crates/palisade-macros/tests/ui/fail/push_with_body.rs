@@ -1,0 +1,7 @@
+#[palisade::protocol]
+trait Chat {
+    #[push("said")]
+    fn said(payload: String) {}
+}
+
+fn main() {}

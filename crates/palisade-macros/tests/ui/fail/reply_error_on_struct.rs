@@ -1,0 +1,6 @@
+#[derive(Debug, palisade::ReplyError)]
+struct ChatError {
+    code: String,
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[palisade::protocol]
+trait Chat {
+    #[request("room.join")]
+    async fn join(&mut self, room: String);
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[palisade::protocol]
+trait Chat {
+    #[event("say", validated)]
+    async fn say(&mut self, payload: String);
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+#[palisade::protocol]
+trait Chat {
+    #[event("say")]
+    async fn say(&mut self, cx: &String, payload: String);
+}
+
+fn main() {}

@@ -1,0 +1,192 @@
+//! Two nodes over one Redis: traffic and presence across them, Redis dying and coming back,
+//! a node dying, recovery through the stream.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::*;
+
+/// The next event within `wait`, if any.
+async fn maybe_event(peer: &mut Peer, wait: Duration) -> Option<Value> {
+    if let Some(event) = peer.events.pop_front() {
+        return Some(event);
+    }
+    match tokio::time::timeout(wait, peer.ws.recv()).await {
+        Ok(Ok(Message::Text(text))) => Some(serde_json::from_str(&text).unwrap()),
+        Ok(other) => panic!("unexpected {other:?}"),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_private_messages_and_presence_cross_nodes() {
+    let redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    let mut alice = Peer::open(a.addr(), "alice").await;
+    let mut bob = Peer::open(b.addr(), "bob").await;
+
+    alice.join("lobby").await;
+    let joined = bob.join("lobby").await;
+    assert_eq!(joined["presence"].as_array().unwrap().len(), 2, "{joined}");
+    let seen = alice.event("presence.join").await;
+    assert_eq!(seen["user"], "bob");
+    assert_eq!(seen["meta"]["node"], b.rooms.node());
+
+    alice.send(json!({"event": "say", "data": {"room": "lobby", "text": "hi from a"}})).await;
+    let message = bob.event("room.message").await;
+    assert_eq!(
+        message,
+        json!({"room": "lobby", "event": "said", "data": {"from": "alice", "text": "hi from a"}})
+    );
+    bob.send(json!({"event": "say", "data": {"room": "lobby", "text": "hi from b"}})).await;
+    assert_eq!(alice.event("room.message").await["data"]["text"], "hi from b");
+
+    let sent =
+        alice.ok("user.send", json!({"to": "bob", "event": "dm", "data": {"text": "psst"}})).await;
+    assert_eq!(sent, json!({"sessions": 1}));
+    assert_eq!(
+        bob.event("user.message").await,
+        json!({"from": "alice", "event": "dm", "data": {"text": "psst"}})
+    );
+    alice.refused("user.send", json!({"to": "zed", "event": "dm"}), "no_such_user").await;
+
+    bob.send(json!({"event": "announce", "data": {"text": "all"}})).await;
+    assert_eq!(alice.event("announce").await, json!({"text": "all"}));
+    assert_eq!(bob.event("announce").await, json!({"text": "all"}));
+
+    // A request between nodes: both answer with their members.
+    assert_eq!(alice.ok("rooms", Value::Null).await, json!([{"name": "lobby", "members": 2}]));
+    let listed = bob.ok("room.presence", json!({"room": "lobby"})).await;
+    assert_eq!(listed["presence"].as_array().unwrap().len(), 2);
+
+    drop(bob);
+    assert_eq!(alice.event("presence.leave").await["user"], "bob");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_run() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    let mut alice = Peer::open(a.addr(), "alice").await;
+    let mut carol = Peer::open(a.addr(), "carol").await;
+    let mut bob = Peer::open(b.addr(), "bob").await;
+    for peer in [&mut alice, &mut carol, &mut bob] {
+        peer.join("lobby").await;
+    }
+
+    redis.kill();
+    // Local delivery goes on; the sender learns that the rest could not be reached.
+    alice.send(json!({"event": "say", "data": {"room": "lobby", "text": "alone?"}})).await;
+    assert_eq!(carol.event_past_presence("room.message").await["data"]["text"], "alone?");
+    assert_eq!(alice.event_past_presence("failed").await["code"], "unavailable");
+    // What needs Redis is a typed error reply; the connections stay up.
+    alice.refused("room.presence", json!({"room": "lobby"}), "unavailable").await;
+    alice.refused("user.send", json!({"to": "bob", "event": "dm"}), "unavailable").await;
+    assert!(a.rooms.presence("lobby").await.unwrap_err().is_retryable());
+
+    redis.restart();
+    // Heartbeats register both nodes' sessions again, pub/sub subscribes again.
+    let rooms = a.rooms.clone();
+    eventually("presence is back", || {
+        let rooms = rooms.clone();
+        async move { rooms.presence("lobby").await.is_ok_and(|list| list.len() == 3) }
+    })
+    .await;
+    let mut delivered = false;
+    for attempt in 0..100 {
+        alice.send(json!({"event": "say", "data": {"room": "lobby", "text": format!("back {attempt}")}})).await;
+        while let Some(event) = maybe_event(&mut bob, Duration::from_millis(100)).await {
+            if event["event"] == "room.message" {
+                delivered = true;
+            }
+        }
+        if delivered {
+            break;
+        }
+    }
+    assert!(delivered, "cross-node delivery resumed after the restart");
+    let sent = alice.ok("user.send", json!({"to": "bob", "event": "dm", "data": {}})).await;
+    assert_eq!(sent, json!({"sessions": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_members_leave_presence() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    // Node B runs on a runtime of its own, so that it can die at once: no cleanup, no goodbye.
+    let runtime_b =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let url = redis.url();
+    let b = runtime_b.spawn(async move { Node::start(&url).await }).await.unwrap();
+    let mut alice = Peer::open(a.addr(), "alice").await;
+    let mut bob = Peer::open(b.addr(), "bob").await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    assert_eq!(alice.event("presence.join").await["user"], "bob");
+
+    runtime_b.shutdown_background();
+    // Within the node timeout (500 ms) and a heartbeat, found and removed by node A.
+    let left = alice.event("presence.leave").await;
+    assert_eq!(left["user"], "bob");
+    assert_eq!(a.rooms.presence("lobby").await.unwrap().len(), 1);
+    alice.refused("user.send", json!({"to": "bob", "event": "dm"}), "no_such_user").await;
+    drop(b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_through_the_stream_on_another_node() {
+    let redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    let published = Arc::new(AtomicU64::new(0));
+    let publisher = {
+        let (rooms, published) = (a.rooms.clone(), published.clone());
+        tokio::spawn(async move {
+            for n in 0u64.. {
+                rooms.broadcast("feed", "tick", &json!({ "n": n })).await.unwrap();
+                published.store(n + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    // On node B: join, read ten, go away.
+    let mut carol = Peer::open(b.addr(), "carol").await;
+    let reply = carol.join("feed").await;
+    let epoch = reply["recovery"]["epoch"].as_str().unwrap().to_owned();
+    let mut offset = reply["recovery"]["offset"].as_u64().unwrap();
+    let take = |publication: &Value, offset: &mut u64| {
+        let o = publication["offset"].as_u64().unwrap();
+        assert_eq!(o, *offset + 1, "no gap, no duplicate: {publication}");
+        assert_eq!(publication["data"]["n"].as_u64().unwrap() + 1, o);
+        *offset = o;
+    };
+    for p in reply["recovery"]["publications"].as_array().unwrap() {
+        take(p, &mut offset);
+    }
+    for _ in 0..10 {
+        let p = carol.event("room.message").await;
+        take(&p, &mut offset);
+    }
+    drop(carol);
+    let at = published.load(Ordering::SeqCst);
+    eventually("30 more publications", || {
+        let done = published.load(Ordering::SeqCst) >= at + 30;
+        async move { done }
+    })
+    .await;
+
+    // Back on node A, from the stream.
+    let mut back = Peer::open(a.addr(), "carol").await;
+    let recover = json!({ "epoch": epoch, "offset": offset });
+    let reply = back.ok("room.join", json!({ "room": "feed", "recover": recover })).await;
+    assert_eq!(reply["recovery"]["recovered"], true, "{reply}");
+    assert!(reply["recovery"]["publications"].as_array().unwrap().len() >= 30);
+    for p in reply["recovery"]["publications"].as_array().unwrap() {
+        take(p, &mut offset);
+    }
+    assert_eq!(reply["recovery"]["offset"].as_u64().unwrap(), offset);
+    for _ in 0..10 {
+        let p = back.event("room.message").await;
+        take(&p, &mut offset);
+    }
+    publisher.abort();
+}
