@@ -151,14 +151,19 @@ const text = (page, selector) => page.locator(selector).textContent();
 const waitText = (page, selector, hasText) =>
   page.locator(selector, { hasText }).first().waitFor(WAIT);
 
+/** A port that was free a moment ago. */
+function freePort() {
+  return new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port: free } = probe.address();
+      probe.close(() => resolve(free));
+    });
+  });
+}
+
 // The server's own page goes through a proxy, so that a page's connection can be cut; its
 // origin must be allowed.
-const port = await new Promise((resolve) => {
-  const probe = net.createServer().listen(0, '127.0.0.1', () => {
-    const { port: free } = probe.address();
-    probe.close(() => resolve(free));
-  });
-});
+const port = await freePort();
 const link = await proxy(port);
 const proxied = `http://127.0.0.1:${link.port}/`;
 const serverArgs = [
@@ -290,6 +295,47 @@ await test('an inactivity timeout closes with 1000 and the page says so', async 
   await waitText(page, '#status', 'online');
   await waitText(page, '#login-error', 'closed after inactivity (1000 inactivity timeout)');
   await stopChat(idle.child);
+});
+
+await test('with --redis, two servers and a page on each see each other online and talking', async () => {
+  const redisPort = await freePort();
+  const redis = spawn('redis-server', ['--port', `${redisPort}`, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
+    stdio: 'ignore',
+  });
+  children.add(redis);
+  redis.on('exit', () => children.delete(redis));
+  const url = `redis://127.0.0.1:${redisPort}/`;
+  // The servers connect to Redis at start: wait until it answers.
+  for (let tries = 0; ; tries += 1) {
+    const up = await new Promise((resolve) => {
+      const probe = net.connect(redisPort, '127.0.0.1', () => {
+        probe.destroy();
+        resolve(true);
+      });
+      probe.on('error', () => resolve(false));
+    });
+    if (up) break;
+    if (tries > 500) throw new Error('redis-server did not start');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const one = await startChat(['--addr', '127.0.0.1:0', '--redis', url]);
+  const two = await startChat(['--addr', '127.0.0.1:0', '--redis', url]);
+  const carol = await open('carol', one.url);
+  const erin = await open('erin', two.url);
+  await login(carol, 'carol');
+  await login(erin, 'erin');
+  await waitText(carol, '#online li', 'erin');
+  await waitText(erin, '#online li', 'carol');
+  await carol.fill('#text', 'hello from server one');
+  await carol.click('#send-form button');
+  await waitText(erin, '#messages li.message', 'hello from server one');
+  await erin.fill('#to', 'carol');
+  await erin.fill('#text', 'and back from two');
+  await erin.click('#send-form button');
+  await waitText(carol, '#messages li.private', 'from erin:');
+  await stopChat(one.child);
+  await stopChat(two.child);
+  redis.kill('SIGKILL');
 });
 
 await browser.close();

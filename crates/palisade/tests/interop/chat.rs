@@ -53,7 +53,8 @@ async fn palisade_js_speaks_the_envelope_and_reconnects_by_close_code() {
 /// input with the connection up; a bad and an expired token refused with the reason shown; a
 /// duplicate login refused; a dropped connection recovered with the missed message; a restart
 /// shown as 1001 "server restarting" and reconnected; a killed server shown as 1006 and its
-/// successor reconnected; a flood closed with 1008 and not retried; an inactivity timeout shown. Screenshots of every page on a failure go to
+/// successor reconnected; a flood closed with 1008 and not retried; with `--redis`, two
+/// servers and a page on each seeing each other online and talking; an inactivity timeout shown. Screenshots of every page on a failure go to
 /// `target/chat-browser/`.
 #[tokio::test]
 async fn the_page_in_headless_chromium() {
@@ -62,7 +63,7 @@ async fn the_page_in_headless_chromium() {
     let lines =
         node_script("browser.mjs", &[binary.to_str().unwrap(), screenshots.to_str().unwrap()])
             .await;
-    assert!(lines.len() >= 10, "{lines:?}");
+    assert!(lines.len() >= 11, "{lines:?}");
 }
 
 /// The chat server's contract, over real sockets: `POST /login`, `/ws` with a bearer token,
