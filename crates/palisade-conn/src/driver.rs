@@ -667,7 +667,11 @@ impl Shared {
         }
         match self.config.rate_limit.map(|l| l.action) {
             Some(RateLimitAction::Close(code)) => {
-                tracing::info!(code = code.0, "rate limit exceeded: closing");
+                // One line per connection: the messages of the same read that follow are over
+                // the limit too, and each comes through here.
+                if inner.pending_error.is_none() {
+                    tracing::info!(code = code.0, "rate limit exceeded: closing");
+                }
                 // Already closing: the first close frame stands.
                 let _ = inner.conn.close(CloseFrame::lossy(code, "rate limit exceeded"));
                 let err = PolicyViolation { kind: PolicyKind::RateLimited, code }.into();

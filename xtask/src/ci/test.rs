@@ -24,9 +24,14 @@ pub(crate) struct Tally {
 /// The nextest filter that leaves the macros' UI suite to the `ui` stage.
 const WITHOUT_UI: &str = "not (package(palisade-macros) & binary(ui))";
 
+/// Where the chat example's browser tests find Chromium (Debian's build; a test tool's own
+/// browser download fails on the project's machines).
+const CHROMIUM: &str = "/usr/bin/chromium";
+
 /// Runs the tests (the macros' UI suite apart, with nextest) and records their count in
 /// `context`.
 pub(super) fn run(context: &mut Context) -> Result<(), String> {
+    ensure_chromium()?;
     if nextest() {
         let (tests, output) = cmd::run_tee(&mut runner(&["nextest", "run", "-E", WITHOUT_UI]));
         context.tests.add_nextest(&output);
@@ -58,6 +63,28 @@ pub(super) fn ui(context: &mut Context) -> Result<(), String> {
 
 fn nextest() -> bool {
     cmd::succeeds(&mut cmd::cargo(["nextest", "--version"]))
+}
+
+/// Installs Debian's `chromium` with apt-get when it is missing and this runs as root (as CI
+/// does, and `.ci/run` before it); otherwise says what to install.
+fn ensure_chromium() -> Result<(), String> {
+    if std::path::Path::new(CHROMIUM).exists() {
+        return Ok(());
+    }
+    let root = cmd::stdout(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim_ascii() == b"0");
+    if !root {
+        return Err(format!(
+            "the chat example's browser tests need Debian's chromium at {CHROMIUM}: \
+             run `apt-get install chromium` as root"
+        ));
+    }
+    println!("  chromium is missing: installing it with apt-get (once)");
+    cmd::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    cmd::run(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "chromium"])
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
 }
 
 /// `cargo SUBCOMMAND` over the whole workspace, keeping the colours a terminal would get although

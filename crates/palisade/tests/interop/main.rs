@@ -8,6 +8,8 @@
 mod aiohttp;
 #[cfg(feature = "blocking")]
 mod blocking;
+#[cfg(feature = "json")]
+mod chat;
 mod client;
 mod deflate;
 mod examples;

@@ -57,7 +57,7 @@ const LINE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A lock older than this was left by a killed test run.
 const STALE_LOCK: Duration = Duration::from_secs(600);
 
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"))
@@ -115,6 +115,62 @@ pub(crate) fn node_modules() -> &'static Path {
         }
         modules
     })
+}
+
+/// The chat example's npm packages (`ws`, `playwright-core`, pinned by
+/// `examples/chat/package-lock.json`), installed with `npm ci` into `examples/chat/node_modules`
+/// once per version of the lock file. A copy of the lock file in `node_modules/.palisade-lock`,
+/// written when an install finished (here or by `.ci/run`), says which pins are installed, so
+/// that parallel test processes wait for an install (under a lock file) instead of starting
+/// Node on a half-installed tree.
+#[cfg(feature = "json")]
+pub(crate) fn chat_node_modules() -> &'static Path {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES.get_or_init(|| {
+        let dir = chat_dir();
+        let modules = dir.join("node_modules");
+        let pins = std::fs::read(dir.join("package-lock.json")).unwrap();
+        let marker = modules.join(".palisade-lock");
+        let ready = || std::fs::read(&marker).is_ok_and(|installed| installed == pins);
+        if ready() {
+            return modules;
+        }
+        // Installed for other pins: the marker goes, so that the lock below is waited for.
+        let _ = std::fs::remove_file(&marker);
+        let target = target_dir();
+        std::fs::create_dir_all(&target).unwrap();
+        let _lock = LockFile::acquire(target.join("chat-node.lock"), &marker);
+        if !ready() {
+            run(std::process::Command::new("npm")
+                .args(["ci", "--silent", "--no-audit", "--no-fund"])
+                .current_dir(&dir));
+            let partial = modules.join(".palisade-lock.partial");
+            std::fs::write(&partial, &pins).unwrap();
+            std::fs::rename(&partial, &marker).unwrap();
+        }
+        modules
+    })
+}
+
+/// `examples/chat`: the chat's page, its JavaScript client and their tests.
+#[cfg(feature = "json")]
+pub(crate) fn chat_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/chat")
+}
+
+/// A command running the example binary `name` (built by `cargo test`) with `args`.
+pub(crate) fn example_command(name: &str, args: &[&str]) -> Command {
+    let mut command = Command::new(example_binary(name));
+    command.args(args);
+    command
+}
+
+/// The path of the example binary `name`, which `cargo test` builds.
+pub(crate) fn example_binary(name: &str) -> PathBuf {
+    let binary =
+        crate::examples::examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(binary.exists(), "{} is missing: `cargo test` builds the examples", binary.display());
+    binary
 }
 
 fn run(command: &mut std::process::Command) {
@@ -209,6 +265,43 @@ impl Peer {
         Self { child, lines: BufReader::new(stdout).lines() }
     }
 
+    /// Runs `command` (stdout piped, read line by line; stderr inherited).
+    pub(crate) fn command(command: Command) -> Self {
+        Self::command_with_stderr(command, Stdio::inherit())
+    }
+
+    /// Runs `command` with stdout piped and read line by line, stderr going to `stderr`.
+    pub(crate) fn command_with_stderr(mut command: Command, stderr: Stdio) -> Self {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{command:?}: {e}"));
+        let stdout = child.stdout.take().unwrap();
+        Self { child, lines: BufReader::new(stdout).lines() }
+    }
+
+    /// Runs the example binary `name` (built by `cargo test`) with `args`.
+    pub(crate) fn example(name: &str, args: &[&str]) -> Self {
+        Self::command(example_command(name, args))
+    }
+
+    /// Runs `examples/chat/tests/<script>` under Node with `args`, its packages installed, as
+    /// the leader of a process group of its own: what it starts (chat servers, Chromium) is in
+    /// that group, which [`NodeGroup`] kills if the test ends before the script does.
+    #[cfg(feature = "json")]
+    pub(crate) fn chat_node(script: &str, args: &[&str]) -> Self {
+        chat_node_modules();
+        let dir = chat_dir();
+        let mut command = Command::new("node");
+        command.arg(dir.join("tests").join(script)).args(args).current_dir(&dir);
+        #[cfg(unix)]
+        command.process_group(0);
+        Self::command(command)
+    }
+
     /// Starts `server.py MODE [PORT]` and waits until it listens; returns it and its port.
     pub(crate) async fn server(mode: &str, port: Option<u16>) -> (Self, u16) {
         let port_arg = port.map(|p| p.to_string());
@@ -257,6 +350,39 @@ impl Peer {
             .await
             .expect("the peer did not end in time")
             .unwrap()
+    }
+}
+
+/// The process group of a Node script started by [`Peer::chat_node`]: killed on drop unless
+/// the script ended by itself ([`NodeGroup::ended`]), so that a failed test leaves no chat
+/// server or browser of the script's behind.
+#[cfg(feature = "json")]
+pub(crate) struct NodeGroup {
+    pgid: Option<u32>,
+}
+
+#[cfg(feature = "json")]
+impl NodeGroup {
+    /// The group whose leader is `node`.
+    pub(crate) fn of(node: &Peer) -> Self {
+        Self { pgid: node.pid() }
+    }
+
+    /// The script ended by itself, after stopping what it started: nothing to kill.
+    pub(crate) fn ended(mut self) {
+        self.pgid = None;
+    }
+}
+
+#[cfg(feature = "json")]
+impl Drop for NodeGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            // The group's id is the script's PID: only what the script started is in it.
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
     }
 }
 
