@@ -540,6 +540,10 @@ async fn connect_pubsub(shared: &Shared) -> Result<redis::aio::PubSubStream, Bac
             .map_err(|_| BackendError::Timeout { what: "the redis pub/sub connection" })?
             .map_err(failed)?;
     let (mut sink, stream) = pubsub.split();
+    // The slot is held from the snapshot of the rooms until the sink is in it: a room added
+    // meanwhile is either in the snapshot or subscribed by `Shared::subscribe` once it gets
+    // the slot. (Taken after the snapshot, a room joined in between was never subscribed.)
+    let mut slot = shared.sink.lock().await;
     let mut channels: Vec<String> =
         ["user", "all", "req"].iter().map(|c| format!("{}:{c}", shared.config.prefix)).collect();
     channels.push(shared.key("inbox", shared.node()));
@@ -547,7 +551,7 @@ async fn connect_pubsub(shared: &Shared) -> Result<redis::aio::PubSubStream, Bac
     for channel in &channels {
         sink.subscribe(channel).await.map_err(failed)?;
     }
-    *shared.sink.lock().await = Some(sink);
+    *slot = Some(sink);
     Ok(stream)
 }
 
