@@ -14,6 +14,11 @@
 //! Typed JSON runs follow: palisade's `json_echo` example (palisade-json's envelope) beside
 //! the same typed echo written by hand with tokio-tungstenite and serde_json ([`JSON_SERVERS`]).
 //!
+//! Fan-out follows, in a module of its own ([`fanout`]): one room of 100 to 10,000 members
+//! and one publisher, palisade's rooms beside hand-written tokio-tungstenite and fastwebsockets
+//! fan-outs and two palisade nodes through Redis, written to `docs/src/bench/fanout.md`;
+//! `--fanout` runs it alone.
+//!
 //! `--smoke` (the CI stage `bench-smoke`) runs a few seconds of load and 100 idle connections per
 //! server, checks that every run completed without errors, and writes the chapter to
 //! `target/bench-smoke/` instead of the book. It makes no assertion on any figure.
@@ -28,6 +33,7 @@ use serde_json::{Value, json};
 
 use crate::cmd;
 
+mod fanout;
 mod micro;
 
 /// The servers, as (name in the report, binary under `target/release/`).
@@ -147,12 +153,17 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         ["--quick"] => "quick",
         ["--smoke"] => "smoke",
         ["--micro"] => "micro",
+        ["--fanout"] => "fanout",
         _ => {
-            eprintln!("usage: cargo xtask bench [--quick | --smoke | --micro]");
+            eprintln!("usage: cargo xtask bench [--quick | --smoke | --micro | --fanout]");
             return ExitCode::from(2);
         }
     };
-    let result = if mode == "micro" { micro::run() } else { bench(mode) };
+    let result = match mode {
+        "micro" => micro::run(),
+        "fanout" => fanout::run("full"),
+        _ => bench(mode),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -359,6 +370,10 @@ fn bench(mode: &str) -> Result<(), String> {
         matrix.out.join("benchmarks.md").display(),
         started.elapsed().as_secs_f64()
     );
+    // The fan-out section writes a page of its own.
+    if let Err(e) = fanout::run(matrix.mode) {
+        problems.push(e);
+    }
     if problems.is_empty() {
         Ok(())
     } else {

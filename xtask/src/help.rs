@@ -20,7 +20,10 @@ Tasks:
                   --url ws://HOST:PORT tests a running server instead
   bench           echo throughput and idle memory of palisade, tokio-tungstenite and
                   fastwebsockets, written to docs/src/benchmarks.md (--quick: a subset
-                  in under 3 minutes; --micro: the criterion benches of the protocol core)
+                  in under 3 minutes; --micro: the criterion benches of the protocol core;
+                  --fanout: only the fan-out of one room to 100-10,000 members against
+                  hand-written peers and across two nodes through Redis, written to
+                  docs/src/bench/fanout.md)
   help            print this text
 
 Stages of `ci`:"

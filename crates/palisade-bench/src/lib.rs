@@ -11,11 +11,18 @@
 //! - [`report`]: turns the results of a run into the `benchmarks.md` chapter and its SVG charts.
 //! - [`peer`]: the argument parsing and accept loop of the two peer echo servers.
 //! - [`procfs`]: resident memory and CPU time of a process, from `/proc`.
+//! - [`fanout`]: the fan-out load generator behind the `palisade-fanout` binary: N members in
+//!   one room and a publisher, at a fixed rate or flat out; deliveries/s, the servers' CPU per
+//!   delivery, delivery latency, messages lost.
+//! - [`fanout_peer`]: what the hand-written fan-out servers `fanout-tungstenite` and
+//!   `fanout-fastwebsockets` share (a registry of per-member queues, naive and expert writers).
 //!
 //! The peer echo servers, `echo-tungstenite` and `echo-fastwebsockets`, are binaries of this
 //! crate with the shape of palisade's `examples/echo.rs`.
 
 pub mod deflate;
+pub mod fanout;
+pub mod fanout_peer;
 pub mod handshake;
 pub mod idle;
 pub mod load;
