@@ -154,14 +154,18 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         ["--smoke"] => "smoke",
         ["--micro"] => "micro",
         ["--fanout"] => "fanout",
+        ["--fanout-page"] => "fanout-page",
         _ => {
-            eprintln!("usage: cargo xtask bench [--quick | --smoke | --micro | --fanout]");
+            eprintln!(
+                "usage: cargo xtask bench [--quick | --smoke | --micro | --fanout | --fanout-page]"
+            );
             return ExitCode::from(2);
         }
     };
     let result = match mode {
         "micro" => micro::run(),
         "fanout" => fanout::run("full"),
+        "fanout-page" => fanout::page_only(),
         _ => bench(mode),
     };
     match result {

@@ -23,7 +23,8 @@ Tasks:
                   in under 3 minutes; --micro: the criterion benches of the protocol core;
                   --fanout: only the fan-out of one room to 100-10,000 members against
                   hand-written peers and across two nodes through Redis, written to
-                  docs/src/bench/fanout.md)
+                  docs/src/bench/fanout.md; --fanout-page: that page again from the
+                  last run's results)
   help            print this text
 
 Stages of `ci`:"

@@ -1,6 +1,6 @@
 //! The fan-out load generator behind `palisade-fanout`: N members in one room, spread over
 //! one or more server nodes, and one publisher, all in this process. The publisher stamps
-//! each publication with its clock ([`Shared::base`]); members read the stamp of every
+//! each publication with its clock (nanoseconds since the run began); members read the stamp of every
 //! publication they receive and record the delivery latency.
 //!
 //! Two ways of publishing ([`Plan::rate`]):

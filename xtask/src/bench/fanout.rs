@@ -202,6 +202,20 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
     }
 }
 
+/// `cargo xtask bench --fanout-page`: writes the page again from the last run's results
+/// (`target/bench/fanout.json`), for a change to the page's layout without a new measurement.
+pub(super) fn page_only() -> Result<(), String> {
+    let root = cmd::root();
+    let path = target_dir(&root).join("bench/fanout.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let results: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let out = root.join(OUTPUT);
+    std::fs::write(&out, page(&results)).map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("bench: {} written", out.display());
+    Ok(())
+}
+
 /// One line of a run for the log.
 fn summary(run: &Value) -> String {
     let number = |field: &str| run[field].as_f64().unwrap_or(f64::NAN);
@@ -306,9 +320,29 @@ fn page(results: &Value) -> String {
     );
     if let Some(note) = results["size_note"].as_str() {
         let _ = writeln!(out, "{note}.\n");
+    } else if let Some(hard) = results["nofile_hard_limit"].as_u64() {
+        let _ = writeln!(
+            out,
+            "The hard open-file limit here is {}: rooms up to 10,000 members fit (the generator \
+             holds one file per member, the server as many).\n",
+            thousands(hard as f64)
+        );
     }
+    let _ = writeln!(
+        out,
+        "The two-node case stops at {} members: every join through Redis writes the member's \
+         presence and reads the room's whole presence back, so joining 10,000 would take many \
+         minutes before the first publication.\n",
+        thousands(REDIS_MAX_MEMBERS as f64)
+    );
     let sections = [
-        ("rate", format!("At a fixed rate of {} deliveries per second", results["rate"])),
+        (
+            "rate",
+            format!(
+                "At a fixed rate of {} deliveries per second",
+                thousands(results["rate"].as_f64().unwrap_or(0.0))
+            ),
+        ),
         (
             "flat",
             format!(
