@@ -242,15 +242,21 @@ struct LocalState {
 
 /// A member in a room: live, or joining (its publications wait, so that the join reply can
 /// hand over exactly what precedes the live stream).
+///
+/// A live member of a recovery room keeps a floor, the last offset its join accounted for:
+/// with a backend whose live stream lags its history (Redis: a publication is in the stream
+/// before its pub/sub copy reaches this node), a copy of an offset the join reply already
+/// handed over may arrive after the member went live, and must not reach it twice. The floor
+/// goes with the first publication above it.
 enum Slot {
-    Live(Member),
+    Live(Member, Option<u64>),
     Joining(Member, VecDeque<Publication>),
 }
 
 impl Slot {
     fn member(&self) -> &Member {
         match self {
-            Self::Live(member) | Self::Joining(member, _) => member,
+            Self::Live(member, _) | Self::Joining(member, _) => member,
         }
     }
 }
@@ -283,7 +289,16 @@ impl Local {
                 continue;
             }
             match slot {
-                Slot::Live(member) => member.push(message.clone()),
+                Slot::Live(member, floor) => {
+                    if let (Some(last), Some(offset)) = (*floor, publication.offset()) {
+                        if offset <= last {
+                            // A late copy of what the join reply handed over.
+                            continue;
+                        }
+                        *floor = None;
+                    }
+                    member.push(message.clone());
+                }
                 Slot::Joining(_, buffer) => {
                     if buffer.len() >= self.inner.buffer_limit {
                         buffer.pop_front();
@@ -393,26 +408,29 @@ impl Local {
         let slot = if joining {
             Slot::Joining(member.clone(), VecDeque::new())
         } else {
-            Slot::Live(member.clone())
+            Slot::Live(member.clone(), None)
         };
         state.rooms.entry(room.into()).or_default().insert(member.session().clone(), slot);
     }
 
     /// Makes a joining member live; returns the publications buffered meanwhile, or with
     /// `into_queue` queues them for it (under the lock, so before any later publication).
+    /// Live publications at or below `floor` (the last offset the join accounted for) are not
+    /// delivered to it: see [`Slot`].
     pub(crate) fn go_live(
         &self,
         room: &str,
         member: &Member,
         into_queue: bool,
+        floor: Option<u64>,
     ) -> Vec<Publication> {
         let mut state = lock(&self.inner.state);
         let Some(slot) = state.rooms.get_mut(room).and_then(|r| r.get_mut(member.session())) else {
             return Vec::new();
         };
-        let buffer = match std::mem::replace(slot, Slot::Live(member.clone())) {
+        let buffer = match std::mem::replace(slot, Slot::Live(member.clone(), floor)) {
             Slot::Joining(_, buffer) => buffer,
-            Slot::Live(_) => VecDeque::new(),
+            Slot::Live(..) => VecDeque::new(),
         };
         if !into_queue {
             return buffer.into();

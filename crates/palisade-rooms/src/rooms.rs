@@ -362,7 +362,15 @@ impl Rooms {
                         (unknown, Err(NotRecovered::Unavailable))
                     }
                 };
-                let buffered = local.go_live(room, member, queue_joining);
+                // What the join accounts for: the history handed over, or the position.
+                let floor = match &outcome {
+                    Ok(missed) => missed.last().and_then(Publication::offset),
+                    Err(_) => None,
+                }
+                .unwrap_or(0)
+                .max(position.offset);
+                let buffered =
+                    local.go_live(room, member, queue_joining, (floor > 0).then_some(floor));
                 Some(merge(position, outcome, buffered))
             }
         };
