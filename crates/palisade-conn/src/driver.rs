@@ -46,6 +46,8 @@ use crate::socket::{ConnectionId, TrySendError};
 /// Reads are sized by the frame in progress, within these bounds.
 const MIN_READ: usize = 4096;
 const MAX_READ: usize = 256 * 1024;
+/// Reads of small frames grow up to this while each read fills the buffer (a pipelining peer).
+const BURST_READ: usize = 64 * 1024;
 /// How long a connection keeps its empty read and write buffers after it last read something.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// After we fail a connection, how many more bytes we read and discard, at most, while the
@@ -205,6 +207,9 @@ struct Inner {
     unsent: VecDeque<Bytes>,
     /// Their length in bytes.
     unsent_bytes: usize,
+    /// How much to read at once, at least: [`MIN_READ`], doubled after each read that filled
+    /// the buffer, up to [`BURST_READ`]; back to the minimum when the buffers are given back.
+    read_size: usize,
     /// Messages decoded while the connection was driven with nobody receiving, oldest first;
     /// `recv` takes them before reading on.
     parked: VecDeque<Message>,
@@ -356,6 +361,7 @@ impl Shared {
             io,
             unsent: VecDeque::new(),
             unsent_bytes: 0,
+            read_size: MIN_READ,
             parked: VecDeque::new(),
             parked_bytes: 0,
             read_eof: false,
@@ -592,11 +598,13 @@ impl Shared {
                 continue;
             }
             if !hold && !inner.read_eof && !inner.io_dead {
-                let hint = inner.conn.read_hint().clamp(MIN_READ, MAX_READ);
+                let hint = inner.conn.read_hint().clamp(inner.read_size, MAX_READ);
+                let low = inner.read_size / 4;
                 let buf = inner.conn.read_buffer();
-                if buf.capacity() - buf.len() < MIN_READ / 4 {
+                if buf.capacity() - buf.len() < low {
                     buf.reserve(hint);
                 }
+                let room = buf.capacity() - buf.len();
                 match tokio_util::io::poll_read_buf(Pin::new(&mut inner.io), cx, buf) {
                     Poll::Ready(Ok(0)) => {
                         inner.read_eof = true;
@@ -606,6 +614,13 @@ impl Shared {
                     Poll::Ready(Ok(n)) => {
                         inner.stats.bytes_in += n as u64;
                         inner.last_read = Some(now);
+                        // A read that filled the buffer says the peer sends faster than we
+                        // read: read more at once, so that a burst of small messages is
+                        // handled (and its replies corked into one write) per read, not per
+                        // few kilobytes.
+                        if n == room {
+                            inner.read_size = (inner.read_size * 2).min(BURST_READ);
+                        }
                         continue;
                     }
                     Poll::Ready(Err(err)) => {
@@ -623,6 +638,7 @@ impl Shared {
                     Some(due) if now < due => release_at = Some(due),
                     _ => {
                         inner.conn.shrink_buffers();
+                        inner.read_size = MIN_READ;
                         // A burst of large frames may have grown the gather list.
                         if inner.unsent.is_empty() && inner.unsent.capacity() > 8 {
                             inner.unsent = VecDeque::new();
