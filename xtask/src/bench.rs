@@ -559,14 +559,13 @@ fn summary(run: &Value) -> String {
     let number = |field: &str| run[field].as_f64().unwrap_or(f64::NAN);
     format!(
         "{:.0} round trips/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.2}, generator CPU {:.2}, \
-         {:.2} segments and {:.2} writes per echo, {} errors{}",
+         {:.2} segments per echo, {} errors{}",
         number("rps"),
         number("p50_us"),
         number("p99_us"),
         number("server_cpu"),
         number("client_cpu"),
         number("segments_per_echo"),
-        number("writes_per_echo"),
         run["errors"],
         run["first_error"].as_str().map(|e| format!(" (first: {e})")).unwrap_or_default(),
     )

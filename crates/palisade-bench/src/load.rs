@@ -84,9 +84,6 @@ pub struct Outcome {
     /// TCP segments the server's sockets sent over the measured interval (data and pure
     /// ACKs; see [`procfs::segments_out`]).
     pub server_segments: Option<u64>,
-    /// Write syscalls the server made over the measured interval (see
-    /// [`procfs::write_syscalls`]).
-    pub server_writes: Option<u64>,
 }
 
 impl Outcome {
@@ -120,9 +117,7 @@ impl Outcome {
             "client_cpu": self.client_cpu,
             "server_cpu": self.server_cpu,
             "server_segments": self.server_segments,
-            "server_writes": self.server_writes,
             "segments_per_echo": per_echo(self.server_segments),
-            "writes_per_echo": per_echo(self.server_writes),
         })
     }
 }
@@ -183,11 +178,10 @@ pub async fn run(plan: Plan) -> Outcome {
     tokio::time::sleep(plan.warmup).await;
 
     let cpu = |pid: Option<u32>| pid.and_then(procfs::cpu_time);
-    let writes = |pid: Option<u32>| pid.and_then(procfs::write_syscalls);
     // Segments only for a server whose CPU is measured too: `ss` costs a few milliseconds,
     // read just outside the measured interval.
     let segments = || plan.server_pid.and_then(|_| procfs::segments_out(plan.addr.port()));
-    let (segments_before, writes_before) = (segments(), writes(plan.server_pid));
+    let segments_before = segments();
     let (client_before, server_before) = (procfs::own_cpu_time(), cpu(plan.server_pid));
     let started = Instant::now();
     shared.phase.store(MEASURE, Ordering::Relaxed);
@@ -195,7 +189,7 @@ pub async fn run(plan: Plan) -> Outcome {
     shared.phase.store(STOP, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let (client_after, server_after) = (procfs::own_cpu_time(), cpu(plan.server_pid));
-    let (segments_after, writes_after) = (segments(), writes(plan.server_pid));
+    let segments_after = segments();
     let delta = |before: Option<u64>, after: Option<u64>| Some(after?.saturating_sub(before?));
     let share = |before: Option<Duration>, after: Option<Duration>| {
         Some((after? - before?).as_secs_f64() / seconds)
@@ -210,7 +204,6 @@ pub async fn run(plan: Plan) -> Outcome {
         client_cpu: share(client_before, client_after),
         server_cpu: share(server_before, server_after),
         server_segments: delta(segments_before, segments_after),
-        server_writes: delta(writes_before, writes_after),
     };
     let deadline = tokio::time::Instant::now() + GRACE;
     for task in tasks {

@@ -1,6 +1,6 @@
-//! Resident memory, CPU time and write syscalls of a process, read from `/proc`, and the TCP
-//! segments a server's sockets sent, from `ss` (Linux only; elsewhere the readers return
-//! `None` and the report says so).
+//! Resident memory and CPU time of a process, read from `/proc`, and the TCP segments a
+//! server's sockets sent, from `ss` (Linux only; elsewhere the readers return `None` and the
+//! report says so).
 
 use std::time::Duration;
 
@@ -16,14 +16,6 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 pub fn cpu_time(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     parse_cpu_time(&stat)
-}
-
-/// Write-family syscalls (`write`, `sendto`, `writev`, …) process `pid` made so far: `syscw`
-/// of `/proc/PID/io`. It counts every write, not only the sockets' (a multi-threaded runtime's
-/// wake-ups through an eventfd count too; the servers benchmarked here are single-threaded).
-pub fn write_syscalls(pid: u32) -> Option<u64> {
-    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-    io.lines().find_map(|l| l.strip_prefix("syscw:")).and_then(|n| n.trim().parse().ok())
 }
 
 /// TCP segments sent so far by the established sockets whose local port is `port` (a server's
@@ -81,7 +73,6 @@ mod tests {
     fn reads_our_own_process() {
         assert!(rss_bytes(std::process::id()).is_some_and(|rss| rss > 0));
         assert!(own_cpu_time().is_some());
-        assert!(write_syscalls(std::process::id()).is_some());
     }
 
     #[test]

@@ -39,17 +39,15 @@ pub(super) fn section(md: &mut String, raw: &Value, servers: &[String]) {
          read just before and after the measured interval) per round trip — one per reply for a \
          server that writes each reply on its own, fewer for one that gathers replies into one \
          write. `ss` counts only the server's sockets, unlike the host-wide `OutSegs` of \
-         `/proc/net/snmp`, which other processes on a shared machine would add to. \
-         **writes/echo** is the server's write syscalls (`syscw` of `/proc/PID/io`) per round \
-         trip. The last column is palisade's CPU per message over the best peer's (lower is \
+         `/proc/net/snmp`, which other processes on a shared machine would add to (and \
+         `syscw` of `/proc/PID/io` does not count `sendto`, which tokio's sockets use). The last column is palisade's CPU per message over the best peer's (lower is \
          better).\n"
     );
     let mut header = "| connections | size | in flight |".to_owned();
     let mut rule = "|---:|---:|---:|".to_owned();
     for s in servers {
-        let _ =
-            write!(header, " {s}: round trips/s | CPU µs/msg | segs/echo | writes/echo | p99 µs |");
-        rule.push_str("---:|---:|---:|---:|---:|");
+        let _ = write!(header, " {s}: round trips/s | CPU µs/msg | segs/echo | p99 µs |");
+        rule.push_str("---:|---:|---:|---:|");
     }
     header.push_str(" CPU/msg vs best peer |");
     rule.push_str("---:|");
@@ -61,11 +59,10 @@ pub(super) fn section(md: &mut String, raw: &Value, servers: &[String]) {
             let number = |field: &str| run.and_then(|run| run[field].as_f64());
             let _ = write!(
                 row,
-                " {} | {} | {} | {} | {} |",
+                " {} | {} | {} | {} |",
                 or_dash(number("rps").map(thousands)),
                 or_dash(run.and_then(cpu_per_message).map(|us| format!("{us:.2}"))),
                 or_dash(number("segments_per_echo").map(|n| format!("{n:.2}"))),
-                or_dash(number("writes_per_echo").map(|n| format!("{n:.2}"))),
                 or_dash(number("p99_us").map(thousands)),
             );
         }
@@ -99,7 +96,7 @@ mod tests {
         let run = |server: &str, cpu: f64, segs: f64| {
             json!({ "server": server, "connections": 64, "size": 16, "window": 16,
                     "rps": 100_000.0, "server_cpu": cpu, "segments_per_echo": segs,
-                    "writes_per_echo": segs, "p99_us": 900.0 })
+                    "p99_us": 900.0 })
         };
         let raw = json!({ "pipelined": [run("palisade", 0.5, 0.2), run("a", 1.0, 1.0),
                                         run("b", 0.8, 1.0)] });
@@ -108,7 +105,7 @@ mod tests {
         section(&mut md, &raw, &servers);
         assert!(md.contains("## Pipelined echo"), "{md}");
         // 0.5 / 1e5 s = 5 µs against the best peer's 8 µs.
-        assert!(md.contains("| 64 | 16 B | 16 | 100,000 | 5.00 | 0.20 | 0.20 | 900 |"), "{md}");
+        assert!(md.contains("| 64 | 16 B | 16 | 100,000 | 5.00 | 0.20 | 900 |"), "{md}");
         assert!(md.contains("| 0.62× |"), "{md}");
     }
 }
