@@ -71,6 +71,9 @@ struct Matrix {
     /// (connections, message size), in the order they run: the most telling first, so that an
     /// interrupted run still has them.
     cases: Vec<(u64, u64)>,
+    /// (connections, message size, messages in flight per connection) of the pipelined runs,
+    /// against the same servers ([`PIPELINED`]).
+    pipelined: Vec<(u64, u64, u64)>,
     idle: Vec<u64>,
     /// The cases and idle counts of [`COMPRESSION`].
     compressed: Vec<(u64, u64)>,
@@ -90,12 +93,18 @@ struct Matrix {
 const KIB: u64 = 1024;
 const MIB: u64 = 1024 * 1024;
 
+/// The pipelined cases, as (connections, size, messages in flight per connection): many
+/// messages per read, so that a server's per-message work and its writes per message show,
+/// where with one message in flight the kernel's round trip hides them.
+const PIPELINED: [(u64, u64, u64); 4] = [(64, 16, 16), (64, KIB, 16), (1, 16, 64), (1, KIB, 64)];
+
 impl Matrix {
     fn new(mode: &str, root: &Path) -> Self {
         match mode {
             "smoke" => Matrix {
                 mode: "smoke",
                 cases: vec![(4, 16)],
+                pipelined: vec![(4, 16, 4)],
                 idle: vec![100],
                 compressed: vec![(4, KIB)],
                 idle_compressed: vec![100],
@@ -109,6 +118,7 @@ impl Matrix {
             "quick" => Matrix {
                 mode: "quick",
                 cases: vec![(64, 16), (512, 16), (64, KIB), (64, 64 * KIB), (1, 16)],
+                pipelined: PIPELINED.to_vec(),
                 idle: vec![1_000],
                 compressed: vec![(64, KIB)],
                 idle_compressed: vec![1_000],
@@ -131,6 +141,7 @@ impl Matrix {
                 Matrix {
                     mode: "full",
                     cases,
+                    pipelined: PIPELINED.to_vec(),
                     idle: vec![10_000, 50_000],
                     compressed: vec![(64, KIB), (512, KIB), (64, 16 * KIB), (64, 64 * KIB)],
                     idle_compressed: vec![10_000],
@@ -208,6 +219,7 @@ fn bench(mode: &str) -> Result<(), String> {
         "pinning": pin.describe(),
         "servers": SERVERS.iter().map(|(name, _)| *name).collect::<Vec<_>>(),
         "load": [],
+        "pipelined": [],
         "idle": [],
         "compression": COMPRESSION.iter().map(|(name, _, _)| *name).collect::<Vec<_>>(),
         "compressed": [],
@@ -246,7 +258,7 @@ fn bench(mode: &str) -> Result<(), String> {
                         &load,
                         server,
                         &matrix,
-                        case,
+                        (conns, size, matrix.window),
                         Payload::Binary,
                         next_source,
                     )?;
@@ -256,6 +268,37 @@ fn bench(mode: &str) -> Result<(), String> {
                     }
                     run["server"] = json!(server.name);
                     keep_best(&mut results["load"], run, "server");
+                    save(&results)?;
+                    if !server.alive() {
+                        return Err(format!("{} exited during the run", server.name));
+                    }
+                }
+            }
+        }
+        // Pipelined: the same servers, many messages in flight per connection.
+        for round in 1..=matrix.rounds {
+            for &(conns, size, window) in &matrix.pipelined {
+                for server in &mut servers {
+                    println!(
+                        "bench: {conns} × {size} B, {window} in flight, against {} (round {round})",
+                        server.name
+                    );
+                    let case = (conns, size, window);
+                    let mut run = load_case(
+                        &pin,
+                        &load,
+                        server,
+                        &matrix,
+                        case,
+                        Payload::Binary,
+                        next_source,
+                    )?;
+                    next_source += 1;
+                    if let Some(problem) = failed(&run, server.name, (conns, size)) {
+                        problems.push(problem);
+                    }
+                    run["server"] = json!(server.name);
+                    keep_best(&mut results["pipelined"], run, "server");
                     save(&results)?;
                     if !server.alive() {
                         return Err(format!("{} exited during the run", server.name));
@@ -301,8 +344,15 @@ fn bench(mode: &str) -> Result<(), String> {
                     );
                     let case = (conns, size);
                     let payload = if *deflate { Payload::Deflate } else { Payload::Binary };
-                    let mut run =
-                        load_case(&pin, &load, server, &matrix, case, payload, next_source)?;
+                    let mut run = load_case(
+                        &pin,
+                        &load,
+                        server,
+                        &matrix,
+                        (conns, size, matrix.window),
+                        payload,
+                        next_source,
+                    )?;
                     next_source += 1;
                     if let Some(problem) = failed(&run, server.name, case) {
                         problems.push(problem);
@@ -347,8 +397,15 @@ fn bench(mode: &str) -> Result<(), String> {
                         server.name
                     );
                     let case = (conns, size);
-                    let mut run =
-                        load_case(&pin, &load, server, &matrix, case, Payload::Json, next_source)?;
+                    let mut run = load_case(
+                        &pin,
+                        &load,
+                        server,
+                        &matrix,
+                        (conns, size, matrix.window),
+                        Payload::Json,
+                        next_source,
+                    )?;
                     next_source += 1;
                     if let Some(problem) = failed(&run, server.name, case) {
                         problems.push(problem);
@@ -396,20 +453,20 @@ enum Payload {
     Json,
 }
 
-/// One `palisade-load load` run of `case` (connections, size) against `server`, its source
-/// addresses starting at `source`; prints its summary.
+/// One `palisade-load load` run of `case` (connections, size, messages in flight) against
+/// `server`, its source addresses starting at `source`; prints its summary.
 fn load_case(
     pin: &Pinning,
     load: &Path,
     server: &Server,
     matrix: &Matrix,
-    (conns, size): (u64, u64),
+    (conns, size, window): (u64, u64, u64),
     payload: Payload,
     source: u32,
 ) -> Result<Value, String> {
     let mut command = pin.load_command(load);
     command.args(["load", "--url", &server.url, "-c", &conns.to_string()]);
-    command.args(["-s", &size.to_string(), "-w", &matrix.window.to_string()]);
+    command.args(["-s", &size.to_string(), "-w", &window.to_string()]);
     command.args(["--warmup", &matrix.warmup.to_string()]);
     command.args(["--duration", &matrix.duration.to_string()]);
     command.args(["--server-pid", &server.pid().to_string()]);
@@ -521,12 +578,13 @@ fn summary(run: &Value) -> String {
     let number = |field: &str| run[field].as_f64().unwrap_or(f64::NAN);
     format!(
         "{:.0} round trips/s, p50 {:.0} µs, p99 {:.0} µs, server CPU {:.2}, generator CPU {:.2}, \
-         {} errors{}",
+         {:.2} segments per echo, {} errors{}",
         number("rps"),
         number("p50_us"),
         number("p99_us"),
         number("server_cpu"),
         number("client_cpu"),
+        number("segments_per_echo"),
         run["errors"],
         run["first_error"].as_str().map(|e| format!(" (first: {e})")).unwrap_or_default(),
     )

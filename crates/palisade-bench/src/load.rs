@@ -81,6 +81,9 @@ pub struct Outcome {
     pub client_cpu: Option<f64>,
     /// The server's CPU use over the measured interval, in cores.
     pub server_cpu: Option<f64>,
+    /// TCP segments the server's sockets sent over the measured interval (data and pure
+    /// ACKs; see [`procfs::segments_out`]).
+    pub server_segments: Option<u64>,
 }
 
 impl Outcome {
@@ -91,6 +94,9 @@ impl Outcome {
 
     /// The run as one JSON object, the line `palisade-load` prints.
     pub fn to_json(&self, plan: &Plan) -> Value {
+        let per_echo = |count: Option<u64>| {
+            count.filter(|_| self.round_trips > 0).map(|n| n as f64 / self.round_trips as f64)
+        };
         let quantile = |q: f64| {
             (!self.latency.is_empty()).then(|| self.latency.value_at_quantile(q) as f64 / 1e3)
         };
@@ -110,6 +116,8 @@ impl Outcome {
             "first_error": self.first_error,
             "client_cpu": self.client_cpu,
             "server_cpu": self.server_cpu,
+            "server_segments": self.server_segments,
+            "segments_per_echo": per_echo(self.server_segments),
         })
     }
 }
@@ -170,6 +178,10 @@ pub async fn run(plan: Plan) -> Outcome {
     tokio::time::sleep(plan.warmup).await;
 
     let cpu = |pid: Option<u32>| pid.and_then(procfs::cpu_time);
+    // Segments only for a server whose CPU is measured too: `ss` costs a few milliseconds,
+    // read just outside the measured interval.
+    let segments = || plan.server_pid.and_then(|_| procfs::segments_out(plan.addr.port()));
+    let segments_before = segments();
     let (client_before, server_before) = (procfs::own_cpu_time(), cpu(plan.server_pid));
     let started = Instant::now();
     shared.phase.store(MEASURE, Ordering::Relaxed);
@@ -177,6 +189,8 @@ pub async fn run(plan: Plan) -> Outcome {
     shared.phase.store(STOP, Ordering::Relaxed);
     let seconds = started.elapsed().as_secs_f64();
     let (client_after, server_after) = (procfs::own_cpu_time(), cpu(plan.server_pid));
+    let segments_after = segments();
+    let delta = |before: Option<u64>, after: Option<u64>| Some(after?.saturating_sub(before?));
     let share = |before: Option<Duration>, after: Option<Duration>| {
         Some((after? - before?).as_secs_f64() / seconds)
     };
@@ -189,6 +203,7 @@ pub async fn run(plan: Plan) -> Outcome {
         first_error: None,
         client_cpu: share(client_before, client_after),
         server_cpu: share(server_before, server_after),
+        server_segments: delta(segments_before, segments_after),
     };
     let deadline = tokio::time::Instant::now() + GRACE;
     for task in tasks {

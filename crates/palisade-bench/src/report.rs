@@ -8,6 +8,7 @@
 //!   "pinning": "...", "elapsed": 512.0,
 //!   "servers": ["palisade", "tokio-tungstenite", "fastwebsockets"],
 //!   "load": [ { "server": "palisade", <palisade-load load output> }, ... ],
+//!   "pipelined": [ { "server": "palisade", <palisade-load load -w W output> }, ... ],
 //!   "idle": [ { "server": "palisade", <palisade-load idle output> }, ... ],
 //!   "compression": ["uncompressed", "deflate", "deflate lean"],
 //!   "compressed": [ { "variant": "deflate", <palisade-load load --deflate output> }, ... ],
@@ -26,6 +27,8 @@ use std::path::Path;
 
 use plotters::prelude::*;
 use serde_json::Value;
+
+mod pipelined;
 
 /// The server every ratio is about.
 const OURS: &str = "palisade";
@@ -334,6 +337,8 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
         }
         let _ = writeln!(md);
     }
+
+    pipelined::section(&mut md, r.raw, &r.servers);
 
     if !r.idle_counts.is_empty() {
         let _ = writeln!(

@@ -8,6 +8,15 @@
 //!
 //! The handles users hold (`WebSocket`, the halves, `Sender`) live in `socket.rs`; they call
 //! into [`Shared`] and hold no state of their own.
+//!
+//! Writes are gathered and corked. Every chunk the core has queued goes to one vectored write
+//! ([`poll_write_out`]). A send from a handler that is driven (the server's case) and has more
+//! input waiting — parked messages, or bytes not yet decoded — leaves its frame queued: the
+//! handler's next `recv` returns the next message without writing, and once the input is
+//! drained the I/O loop writes every reply in one syscall before it reads or waits. Nothing
+//! waits on a timer: if the handler waits on anything else, the drive around it writes the
+//! queue in the same poll, and with one message in flight the input is empty when the reply
+//! is sent, so it is written at once ([`Shared::corks`]).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -37,11 +46,19 @@ use crate::socket::{ConnectionId, TrySendError};
 /// Reads are sized by the frame in progress, within these bounds.
 const MIN_READ: usize = 4096;
 const MAX_READ: usize = 256 * 1024;
+/// Reads of small frames grow up to this while each read fills the buffer (a pipelining peer).
+const BURST_READ: usize = 64 * 1024;
 /// How long a connection keeps its empty read and write buffers after it last read something.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// After we fail a connection, how many more bytes we read and discard, at most, while the
 /// peer finishes what it was sending and reads our close frame (see `Inner::drain_for`).
 const DRAIN_BYTES: u64 = 64 << 20;
+/// At most this many chunks go to one vectored write (Linux takes 1024; a few dozen already
+/// make the syscall's cost per message small)...
+const GATHER_SLICES: usize = 64;
+/// ... and no more chunks are gathered once this many bytes are (a large write is cut short by
+/// the socket buffer anyway).
+const GATHER_BYTES: usize = 64 * 1024;
 
 /// The byte stream under a connection: anything tokio can read and write, boxed so that no
 /// handle names its type (a registry holds server, client and mounted connections alike).
@@ -185,10 +202,14 @@ const DRIVING: u8 = 2;
 struct Inner {
     conn: Connection,
     io: Box<dyn Io>,
-    /// The unwritten rest of a chunk the transport took only part of.
-    chunk: Option<Bytes>,
-    /// The chunk after it, when both went to one vectored write that was cut short.
-    next_chunk: Option<Bytes>,
+    /// Chunks taken from the core for the next vectored write, oldest first (the first may be
+    /// the rest of one the transport took only part of); see [`poll_write_out`].
+    unsent: VecDeque<Bytes>,
+    /// Their length in bytes.
+    unsent_bytes: usize,
+    /// How much to read at once, at least: [`MIN_READ`], doubled after each read that filled
+    /// the buffer, up to [`BURST_READ`]; back to the minimum when the buffers are given back.
+    read_size: usize,
     /// Messages decoded while the connection was driven with nobody receiving, oldest first;
     /// `recv` takes them before reading on.
     parked: VecDeque<Message>,
@@ -284,6 +305,10 @@ pub(crate) struct Shared {
     /// The task receiving now (its waker's data pointer), so that a driver in the same task
     /// knows it has nothing to do without taking a lock.
     receiver_task: AtomicUsize,
+    /// The task whose [`drive`](crate::socket::drive) future was polled last and is not
+    /// dropped (0 when none): a reply sent from inside it may be corked ([`Shared::corks`]),
+    /// since that future writes it out as soon as the work inside waits on anything else.
+    drive_task: AtomicUsize,
     /// Woken when the connection ends ([`Shared::closed`]).
     ended_notify: Notify,
     /// Senders take turns in the order they asked (tokio's mutex is fair).
@@ -334,8 +359,9 @@ impl Shared {
         let inner = Inner {
             conn,
             io,
-            chunk: None,
-            next_chunk: None,
+            unsent: VecDeque::new(),
+            unsent_bytes: 0,
+            read_size: MIN_READ,
             parked: VecDeque::new(),
             parked_bytes: 0,
             read_eof: false,
@@ -360,6 +386,7 @@ impl Shared {
             supervised: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             receiver_task: AtomicUsize::new(0),
+            drive_task: AtomicUsize::new(0),
             ended_notify: Notify::new(),
             write_lock: tokio::sync::Mutex::new(()),
             wakers,
@@ -571,11 +598,13 @@ impl Shared {
                 continue;
             }
             if !hold && !inner.read_eof && !inner.io_dead {
-                let hint = inner.conn.read_hint().clamp(MIN_READ, MAX_READ);
+                let hint = inner.conn.read_hint().clamp(inner.read_size, MAX_READ);
+                let low = inner.read_size / 4;
                 let buf = inner.conn.read_buffer();
-                if buf.capacity() - buf.len() < MIN_READ / 4 {
+                if buf.capacity() - buf.len() < low {
                     buf.reserve(hint);
                 }
+                let room = buf.capacity() - buf.len();
                 match tokio_util::io::poll_read_buf(Pin::new(&mut inner.io), cx, buf) {
                     Poll::Ready(Ok(0)) => {
                         inner.read_eof = true;
@@ -585,6 +614,13 @@ impl Shared {
                     Poll::Ready(Ok(n)) => {
                         inner.stats.bytes_in += n as u64;
                         inner.last_read = Some(now);
+                        // A read that filled the buffer says the peer sends faster than we
+                        // read: read more at once, so that a burst of small messages is
+                        // handled (and its replies corked into one write) per read, not per
+                        // few kilobytes.
+                        if n == room {
+                            inner.read_size = (inner.read_size * 2).min(BURST_READ);
+                        }
                         continue;
                     }
                     Poll::Ready(Err(err)) => {
@@ -600,7 +636,14 @@ impl Shared {
             if inner.conn.has_spare_buffers() {
                 match inner.last_read.map(|t| t + RELEASE_AFTER) {
                     Some(due) if now < due => release_at = Some(due),
-                    _ => inner.conn.shrink_buffers(),
+                    _ => {
+                        inner.conn.shrink_buffers();
+                        inner.read_size = MIN_READ;
+                        // A burst of large frames may have grown the gather list.
+                        if inner.unsent.is_empty() && inner.unsent.capacity() > 8 {
+                            inner.unsent = VecDeque::new();
+                        }
+                    }
                 }
             }
             let deadline =
@@ -735,7 +778,16 @@ impl Shared {
         target: usize,
     ) -> Poll<Result<(), Error>> {
         let mut guard = self.lock();
-        let inner = &mut **guard;
+        self.poll_flush_locked(&mut guard, cx, target)
+    }
+
+    /// [`Shared::poll_flush_writer`] with the lock held.
+    fn poll_flush_locked(
+        &self,
+        inner: &mut Inner,
+        cx: &mut Context<'_>,
+        target: usize,
+    ) -> Poll<Result<(), Error>> {
         if inner.io_dead || inner.terminated {
             return Poll::Ready(Err(inner.conn.closed_error()));
         }
@@ -748,9 +800,7 @@ impl Shared {
             }
             Poll::Ready(Err(err)) => Poll::Ready(Err(self.io_failed(inner, err))),
             Poll::Pending => {
-                let queued = inner.conn.pending_transmit()
-                    + inner.chunk.as_ref().map_or(0, Bytes::len)
-                    + inner.next_chunk.as_ref().map_or(0, Bytes::len);
+                let queued = inner.conn.pending_transmit() + inner.unsent_bytes;
                 // Below the low-water mark a waiting sender may go on; the rest is written by
                 // later operations.
                 if target > 0 && queued <= target { Poll::Ready(Ok(())) } else { Poll::Pending }
@@ -784,7 +834,49 @@ impl Shared {
             self.flush_to(low.max(1)).await?;
         }
         self.queue(message, compress)?;
-        self.flush_to(0).await
+        let first = poll_fn(|cx| Poll::Ready(self.poll_flush_reply(cx))).await;
+        match first {
+            Poll::Ready(result) => result,
+            Poll::Pending => Box::pin(self.wait_flushed(0)).await,
+        }
+    }
+
+    /// The first flush of a send: none while the reply is corked ([`Shared::corks`]), else as
+    /// [`Shared::poll_flush_writer`] to empty.
+    fn poll_flush_reply(&self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let mut guard = self.lock();
+        let inner = &mut **guard;
+        if self.corks(inner, task_of(cx.waker())) {
+            return Poll::Ready(Ok(()));
+        }
+        self.poll_flush_locked(inner, cx, 0)
+    }
+
+    /// Whether a send from `task` may leave its frame queued, to go out with the replies to
+    /// the messages still in the input, in one write: the task received last and is driven
+    /// (so the next `recv`, or the drive as soon as the task waits on anything else, writes
+    /// everything queued before it waits: nothing is held for a timer, and one message in
+    /// flight is written at once), the input holds more (parked messages or unread bytes),
+    /// and less than [`GATHER_BYTES`] (and the high-water mark) is queued.
+    fn corks(&self, inner: &mut Inner, task: usize) -> bool {
+        self.drive_task.load(Ordering::Relaxed) == task
+            && self.receiver_task.load(Ordering::Relaxed) == task
+            && self.turn.load(Ordering::SeqCst) != RECEIVING
+            && !inner.terminated
+            && !inner.io_dead
+            && (!inner.parked.is_empty() || !inner.conn.read_buffer().is_empty())
+            && inner.conn.pending_transmit() + inner.unsent_bytes
+                < GATHER_BYTES.min(self.config.write_high_water)
+    }
+
+    /// A drive future in `task` is being polled (see [`Shared::drive_task`]).
+    pub(crate) fn drive_polled(&self, task: usize) {
+        self.drive_task.store(task, Ordering::Relaxed);
+    }
+
+    /// The drive future of `task` is gone.
+    pub(crate) fn drive_dropped(&self, task: usize) {
+        let _ = self.drive_task.compare_exchange(task, 0, Ordering::Relaxed, Ordering::Relaxed);
     }
 
     /// Hands a message to the core, counted; the closure error if the connection cannot send.
@@ -953,8 +1045,8 @@ impl Shared {
         inner.io_dead = true;
         // The socket goes now, not when the last sender does (a registry may hold one long).
         inner.release_io();
-        inner.chunk = None;
-        inner.next_chunk = None;
+        inner.unsent = VecDeque::new();
+        inner.unsent_bytes = 0;
         inner.parked.clear();
         inner.parked_bytes = 0;
         self.mark_terminated(inner);
@@ -1064,7 +1156,7 @@ impl Shared {
 
 /// Which task a waker wakes, as a number: its data pointer (a tokio task's header), enough to
 /// tell the driver's task from the receiver's.
-fn task_of(waker: &Waker) -> usize {
+pub(crate) fn task_of(waker: &Waker) -> usize {
     waker.data() as usize
 }
 
@@ -1093,30 +1185,36 @@ fn poll_shutdown_if_due(inner: &mut Inner, cx: &mut Context<'_>) {
 }
 
 /// Writes queued chunks until the core has none left or the transport pushes back.
+///
+/// Every chunk the core has queued goes to one vectored write, up to [`GATHER_SLICES`] chunks
+/// and [`GATHER_BYTES`] bytes: replies corked while a burst of input was handled, and messages
+/// queued while the transport was full (a member's broadcasts), leave in one syscall — one
+/// segment where they fit — instead of one per message.
 fn poll_write_out(inner: &mut Inner, cx: &mut Context<'_>) -> Poll<Result<(), std::io::Error>> {
     if inner.io_dead {
         return Poll::Ready(Ok(()));
     }
+    let vectored = inner.io.is_write_vectored();
     loop {
-        let first = match inner.chunk.take() {
-            Some(chunk) => chunk,
-            None => match inner.conn.poll_transmit() {
-                Some(chunk) => chunk,
-                None => break,
-            },
-        };
-        // A frame header and the payload queued without a copy after it go out in one
-        // vectored write: one syscall, and one segment under TCP_NODELAY, instead of two.
-        let second = match inner.next_chunk.take() {
-            Some(chunk) => Some(chunk),
-            None if inner.io.is_write_vectored() => inner.conn.poll_transmit(),
-            None => None,
-        };
+        // Top the gathered chunks up from the core. A transport that cannot write vectored
+        // gets one chunk at a time: the rest stays in the core, counted by `pending_transmit`.
+        let slices_max = if vectored { GATHER_SLICES } else { 1 };
+        while inner.unsent.len() < slices_max && inner.unsent_bytes < GATHER_BYTES {
+            let Some(chunk) = inner.conn.poll_transmit() else { break };
+            inner.unsent_bytes += chunk.len();
+            inner.unsent.push_back(chunk);
+        }
         let io = Pin::new(&mut inner.io);
-        let written = match &second {
-            None => io.poll_write(cx, &first),
-            Some(second) => {
-                io.poll_write_vectored(cx, &[IoSlice::new(&first), IoSlice::new(second)])
+        let written = match inner.unsent.len() {
+            0 => break,
+            1 => io.poll_write(cx, &inner.unsent[0]),
+            _ => {
+                let mut slices = [IoSlice::new(&[]); GATHER_SLICES];
+                let count = inner.unsent.len().min(GATHER_SLICES);
+                for (slot, chunk) in slices.iter_mut().zip(&inner.unsent) {
+                    *slot = IoSlice::new(chunk);
+                }
+                io.poll_write_vectored(cx, &slices[..count])
             }
         };
         match written {
@@ -1125,22 +1223,21 @@ fn poll_write_out(inner: &mut Inner, cx: &mut Context<'_>) -> Poll<Result<(), st
             }
             Poll::Ready(Ok(n)) => {
                 inner.stats.bytes_out += n as u64;
-                if n < first.len() {
-                    inner.chunk = Some(first.slice(n..));
-                    inner.next_chunk = second;
-                } else if let Some(second) = second {
-                    let taken = n - first.len();
-                    if taken < second.len() {
-                        inner.chunk = Some(second.slice(taken..));
+                inner.unsent_bytes -= n;
+                let mut left = n;
+                while left > 0 {
+                    let Some(front) = inner.unsent.front_mut() else { break };
+                    if left < front.len() {
+                        // Cut short: the rest of this chunk goes first next time.
+                        bytes::Buf::advance(front, left);
+                        break;
                     }
+                    left -= front.len();
+                    inner.unsent.pop_front();
                 }
             }
             Poll::Ready(Err(err)) => return Poll::Ready(Err(err)),
-            Poll::Pending => {
-                inner.chunk = Some(first);
-                inner.next_chunk = second;
-                return Poll::Pending;
-            }
+            Poll::Pending => return Poll::Pending,
         }
     }
     Pin::new(&mut inner.io).poll_flush(cx)

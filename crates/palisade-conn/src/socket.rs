@@ -267,7 +267,12 @@ impl WebSocket {
 pub(crate) async fn drive<F: Future>(shared: &Shared, work: F) -> F::Output {
     let mut work = pin!(work);
     let mut ended = false;
+    let mut polled = DrivePolled { shared, task: 0 };
     poll_fn(|cx| {
+        // Before the work: a reply it sends may be corked, since the drive below writes it
+        // out if the work waits on anything but `recv`.
+        polled.task = crate::driver::task_of(cx.waker());
+        shared.drive_polled(polled.task);
         if let Poll::Ready(out) = work.as_mut().poll(cx) {
             return Poll::Ready(out);
         }
@@ -277,6 +282,18 @@ pub(crate) async fn drive<F: Future>(shared: &Shared, work: F) -> F::Output {
         Poll::Pending
     })
     .await
+}
+
+/// Tells the connection that a drive future is gone, so that sends in its task no longer cork.
+struct DrivePolled<'a> {
+    shared: &'a Shared,
+    task: usize,
+}
+
+impl Drop for DrivePolled<'_> {
+    fn drop(&mut self) {
+        self.shared.drive_dropped(self.task);
+    }
 }
 
 /// The receiving half of a [`WebSocket`].

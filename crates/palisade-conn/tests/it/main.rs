@@ -14,6 +14,7 @@ use palisade_proto::connection::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod cork;
 mod driving;
 mod seam;
 
