@@ -1,0 +1,121 @@
+//! Hostile peers over real TCP (issue #17): each test states the defence, asserts the close code
+//! or HTTP status, bounds the server's memory from `/proc/self/status` (the server runs in this
+//! process) and checks that a fresh client is served right after.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use palisade_error::CloseCode;
+use palisade_proto::Message;
+use palisade_server::Server;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::{connect, echo, start, upgrade_request};
+
+/// How much the high-water mark of the resident set may grow during one attack. The attacks
+/// announce gigabytes or exabytes; a server that buffered what was announced would cross it.
+const MEMORY_BOUND_KIB: u64 = 64 * 1024;
+
+/// `VmHWM` of this process in KiB: the peak resident set, which an allocation of the announced
+/// size would raise even if it were freed before we look.
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// A fresh client gets its message echoed.
+async fn served(addr: SocketAddr) {
+    let c = connect(addr, "/", &[], &[]).await.open();
+    c.send(Message::text("still here")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), c.recv()).await.unwrap().unwrap();
+    assert_eq!(got.as_text(), Some("still here"));
+}
+
+/// Upgrades a raw socket and returns it once the 101 head has been read.
+async fn raw_upgraded(addr: SocketAddr) -> TcpStream {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&upgrade_request("")).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut b = [0; 1];
+        assert_eq!(tcp.read(&mut b).await.unwrap(), 1, "closed during the handshake");
+        head.push(b[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// Reads the server's close frame (unmasked, RFC 6455 §5.1) and returns its code.
+async fn close_code(tcp: &mut TcpStream) -> CloseCode {
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the server did not close in time");
+    assert!(got.len() >= 4 && got[0] == 0x88, "not a close frame: {got:02x?}");
+    CloseCode::from(u16::from_be_bytes([got[2], got[3]]))
+}
+
+/// Defence: the frame parser rejects a 64-bit length with the top bit set (RFC 6455 §5.2) with
+/// 1002, and refuses a length over `max_message_size` (default 1 MiB, `ProtocolConfig::default()`) with
+/// 1009 from the header alone, before any payload is buffered.
+#[tokio::test]
+async fn frames_announcing_2_pow_63_bytes_are_closed_from_the_header() {
+    let server = start(Server::builder().fallback(echo)).await;
+    let addr = server.local_addr();
+    let before = peak_rss_kib();
+    for (len, code) in
+        [(1u64 << 63, CloseCode::PROTOCOL_ERROR), ((1u64 << 63) - 1, CloseCode::MESSAGE_TOO_BIG)]
+    {
+        let mut tcp = raw_upgraded(addr).await;
+        let mut frame = vec![0x82, 0xFF];
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(&[1, 2, 3, 4, 0, 0, 0, 0]);
+        tcp.write_all(&frame).await.unwrap();
+        assert_eq!(close_code(&mut tcp).await, code, "announced {len} bytes");
+    }
+    assert!(peak_rss_kib() - before < MEMORY_BOUND_KIB);
+    served(addr).await;
+}
+
+/// Sends `request` (ignoring a reset once the server has answered) and returns the status line.
+async fn status_line(addr: SocketAddr, request: Vec<u8>) -> String {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        // The server answers as soon as a limit is crossed and may close before reading the rest.
+        let _ = wr.write_all(&request).await;
+        wr
+    });
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0; 1024];
+        while !got.windows(2).any(|w| w == b"\r\n") {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    let text = String::from_utf8_lossy(&got).into_owned();
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+/// Defence: the head reader's limits (`HeadLimits::default()`: a line of 8 KiB, 64 headers, a
+/// head of 16 KiB) answer 431 before the head is buffered in full.
+#[tokio::test]
+async fn header_floods_get_431() {
+    let server = start(Server::builder().fallback(echo)).await;
+    let addr = server.local_addr();
+    let before = peak_rss_kib();
+    let long_line = format!("X-Flood: {}\r\n", "a".repeat(1 << 20));
+    let many: String = (0..10_000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    for extra in [long_line, many] {
+        let status = status_line(addr, upgrade_request(&extra)).await;
+        assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+    }
+    assert!(peak_rss_kib() - before < MEMORY_BOUND_KIB);
+    served(addr).await;
+}
