@@ -119,3 +119,121 @@ async fn header_floods_get_431() {
     assert!(peak_rss_kib() - before < MEMORY_BOUND_KIB);
     served(addr).await;
 }
+
+/// A client frame masked with the zero key (RFC 6455 §5.3 allows any key; zero keeps the payload
+/// readable here).
+fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    assert!(payload.len() < 126);
+    let mut f = vec![first, 0x80 | payload.len() as u8, 0, 0, 0, 0];
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads one server frame (unmasked, at most 64 KiB) and returns its opcode and payload.
+async fn read_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut h = [0; 2];
+    tcp.read_exact(&mut h).await.unwrap();
+    let len = match h[1] & 0x7F {
+        126 => usize::from(tcp.read_u16().await.unwrap()),
+        127 => panic!("the server sent a frame over 64 KiB"),
+        n => usize::from(n),
+    };
+    let mut payload = vec![0; len];
+    tcp.read_exact(&mut payload).await.unwrap();
+    (h[0] & 0x0F, payload)
+}
+
+/// Defence: fragments carry no per-fragment state beyond their bytes, so 100,000 empty
+/// continuation frames cost nothing and the message they end is delivered whole.
+#[tokio::test]
+async fn a_hundred_thousand_empty_fragments_cost_nothing() {
+    let server = start(Server::builder().fallback(echo)).await;
+    let addr = server.local_addr();
+    let before = peak_rss_kib();
+    let mut tcp = raw_upgraded(addr).await;
+    let mut burst = frame(0x01, b"");
+    for _ in 0..100_000 {
+        burst.extend_from_slice(&frame(0x00, b""));
+    }
+    burst.extend_from_slice(&frame(0x80, b"whole"));
+    tcp.write_all(&burst).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut tcp)).await.unwrap();
+    assert_eq!(got, (0x1, b"whole".to_vec()));
+    assert!(peak_rss_kib() - before < MEMORY_BOUND_KIB);
+    served(addr).await;
+}
+
+/// Defence: each ping is answered with at most one pong and the reading side keeps going; a
+/// burst of 100,000 pings neither grows memory nor holds up the data behind it.
+#[tokio::test]
+async fn a_hundred_thousand_pings_in_a_burst() {
+    let server = start(Server::builder().fallback(echo)).await;
+    let addr = server.local_addr();
+    let before = peak_rss_kib();
+    let tcp = raw_upgraded(addr).await;
+    let (rd, mut wr) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        let mut burst = Vec::with_capacity(100_001 * 8);
+        for i in 0..100_000u32 {
+            burst.extend_from_slice(&frame(0x89, &i.to_be_bytes()[2..]));
+        }
+        burst.extend_from_slice(&frame(0x81, b"after"));
+        wr.write_all(&burst).await.unwrap();
+        wr
+    });
+    let mut tcp_rd = rd;
+    let mut pongs = 0u32;
+    let got = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let mut h = [0; 2];
+            tcp_rd.read_exact(&mut h).await.unwrap();
+            let mut payload = vec![0; usize::from(h[1] & 0x7F)];
+            tcp_rd.read_exact(&mut payload).await.unwrap();
+            match h[0] & 0x0F {
+                0xA => pongs += 1,
+                op => break (op, payload),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(got, (0x1, b"after".to_vec()));
+    assert!(pongs <= 100_000, "{pongs} pongs");
+    let _wr = writer.await.unwrap();
+    assert!(peak_rss_kib() - before < MEMORY_BOUND_KIB);
+    served(addr).await;
+}
+
+/// Defence: UTF-8 is validated incrementally across fragments (RFC 6455 §8.1), so a sequence
+/// cut between two frames is checked as one, and the invalid one closes with 1007.
+#[tokio::test]
+async fn invalid_utf8_split_across_fragments_closes_with_1007() {
+    let server = start(Server::builder().fallback(echo)).await;
+    let addr = server.local_addr();
+    // "€" is E2 82 AC; the split is valid, the continuation is not.
+    let mut tcp = raw_upgraded(addr).await;
+    tcp.write_all(&[frame(0x01, &[b'a', 0xE2, 0x82]), frame(0x80, &[0xAC, b'b'])].concat())
+        .await
+        .unwrap();
+    assert_eq!(read_frame(&mut tcp).await, (0x1, "a€b".as_bytes().to_vec()));
+    tcp.write_all(&[frame(0x01, &[b'a', 0xE2, 0x82]), frame(0x80, &[0x28])].concat())
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut tcp).await, CloseCode::INVALID_PAYLOAD);
+    served(addr).await;
+}
+
+/// Defence: a peer that vanishes after half a frame costs its connection and nothing else.
+#[tokio::test]
+async fn a_peer_vanishing_mid_frame_leaves_the_server_serving() {
+    let server = start(Server::builder().fallback(echo)).await;
+    let addr = server.local_addr();
+    for _ in 0..100 {
+        let mut tcp = raw_upgraded(addr).await;
+        let mut half = frame(0x81, &[b'x'; 100]);
+        half.truncate(40);
+        tcp.write_all(&half).await.unwrap();
+        drop(tcp);
+    }
+    served(addr).await;
+}
