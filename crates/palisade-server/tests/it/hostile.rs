@@ -223,7 +223,8 @@ async fn invalid_utf8_split_across_fragments_closes_with_1007() {
     served(addr).await;
 }
 
-/// Defence: a peer that vanishes after half a frame costs its connection and nothing else.
+/// Defence: a peer that vanishes after half a frame costs its connection and nothing else: the
+/// connection is gone from the registry and the next client is served.
 #[tokio::test]
 async fn a_peer_vanishing_mid_frame_leaves_the_server_serving() {
     let server = start(Server::builder().fallback(echo)).await;
@@ -235,5 +236,88 @@ async fn a_peer_vanishing_mid_frame_leaves_the_server_serving() {
         tcp.write_all(&half).await.unwrap();
         drop(tcp);
     }
+    // Each connection sees EOF mid-frame and is removed from the registry.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while server.connections() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    served(addr).await;
+}
+
+/// Defence: the message limit (`max_message_size`, default 1 MiB) counts the fragments already
+/// received, so a 1 GiB message in 1 KiB fragments is closed with 1009 once 1 MiB has arrived.
+#[tokio::test]
+async fn a_gigabyte_in_tiny_fragments_closes_with_1009() {
+    let server = start(Server::builder().fallback(echo)).await;
+    let addr = server.local_addr();
+    let before = peak_rss_kib();
+    let (mut rd, mut wr) = raw_upgraded(addr).await.into_split();
+    let writer = tokio::spawn(async move {
+        // 1 KiB fragments, masked with the zero key: a 16-bit length header.
+        let mut fragment = vec![0x00, 0x80 | 126, 0x04, 0x00, 0, 0, 0, 0];
+        fragment.extend_from_slice(&[b'x'; 1024]);
+        let mut first = fragment.clone();
+        first[0] = 0x02;
+        if wr.write_all(&first).await.is_err() {
+            return;
+        }
+        // Up to 1 GiB; the server closes long before.
+        for _ in 1..(1 << 20) {
+            if wr.write_all(&fragment).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), async {
+        // The close frame comes first and the server then ends TCP; a reset is fine after it.
+        let mut buf = [0; 64];
+        while got.len() < 4 {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "not closed in time");
+    assert!(got.len() >= 4 && got[0] == 0x88, "not a close frame: {got:02x?}");
+    assert_eq!(CloseCode::from(u16::from_be_bytes([got[2], got[3]])), CloseCode::MESSAGE_TOO_BIG);
+    writer.abort();
+    assert!(peak_rss_kib() - before < MEMORY_BOUND_KIB);
+    served(addr).await;
+}
+
+/// Defence: a half-open handshake holds one connection slot and a small buffer until
+/// `handshake_timeout` (default 10 s; 1 s here) answers 408; meanwhile real clients are served.
+#[tokio::test]
+async fn hundreds_of_half_open_handshakes_while_clients_are_served() {
+    let server = Server::builder()
+        .fallback(echo)
+        .with_config(crate::quiet())
+        .with_handshake_timeout(Duration::from_secs(1))
+        .build()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let addr = server.local_addr();
+    let before = peak_rss_kib();
+    let mut half_open = Vec::new();
+    for _ in 0..500 {
+        let mut tcp = TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+        half_open.push(tcp);
+    }
+    served(addr).await;
+    for mut tcp in half_open {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut got)).await;
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    }
+    assert!(peak_rss_kib() - before < MEMORY_BOUND_KIB);
     served(addr).await;
 }
