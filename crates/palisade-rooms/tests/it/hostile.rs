@@ -87,3 +87,36 @@ async fn a_recovery_request_for_a_forbidden_room_is_refused_and_leaks_nothing() 
     let mut fresh = Peer::open(node.addr(), "fresh").await;
     assert_eq!(fresh.join("lobby").await["room"], "lobby");
 }
+
+/// Defence: each member's queue is bounded (`queue_capacity`, default 1024; a listener that does
+/// not read is the slow-consumer policy's, see `slow.rs`); a member flooding a room with 5,000
+/// messages reaches a listener that keeps reading once and in order, and memory stays bounded.
+#[tokio::test]
+async fn a_broadcast_storm_from_one_member_reaches_a_reading_listener_in_order() {
+    const STORM: u64 = 5_000;
+    let node = Node::start(RoomsConfig::default()).await;
+    let before = peak_rss_kib();
+    let mut alice = Peer::open(node.addr(), "alice").await;
+    let mut bob = Peer::open(node.addr(), "bob").await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    alice.event("presence.join").await;
+    let storm = tokio::spawn(async move {
+        for n in 0..STORM {
+            alice
+                .send(json!({"event": "say", "data": {"room": "lobby", "text": n.to_string()}}))
+                .await;
+        }
+        alice
+    });
+    for n in 0..STORM {
+        let message = bob.event("room.message").await;
+        assert_eq!(message["event"], "said");
+        assert_eq!(message["data"]["text"], n.to_string(), "once and in order");
+    }
+    let mut alice = storm.await.unwrap();
+    alice.quiet().await;
+    assert!(peak_rss_kib() - before < MEMORY_BOUND_KIB);
+    let mut fresh = Peer::open(node.addr(), "fresh").await;
+    assert_eq!(fresh.join("lobby").await["room"], "lobby");
+}
