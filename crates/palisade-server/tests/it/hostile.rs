@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use palisade_error::CloseCode;
 use palisade_proto::Message;
+use palisade_proto::deflate::DeflateConfig;
 use palisade_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -35,16 +36,22 @@ async fn served(addr: SocketAddr) {
 
 /// Upgrades a raw socket and returns it once the 101 head has been read.
 async fn raw_upgraded(addr: SocketAddr) -> TcpStream {
+    raw_upgraded_with(addr, "").await.0
+}
+
+/// Upgrades a raw socket with `extra` headers; returns it and the 101 head.
+async fn raw_upgraded_with(addr: SocketAddr, extra: &str) -> (TcpStream, String) {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(&upgrade_request("")).await.unwrap();
+    tcp.write_all(&upgrade_request(extra)).await.unwrap();
     let mut head = Vec::new();
     while !head.ends_with(b"\r\n\r\n") {
         let mut b = [0; 1];
         assert_eq!(tcp.read(&mut b).await.unwrap(), 1, "closed during the handshake");
         head.push(b[0]);
     }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
-    tcp
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (tcp, head)
 }
 
 /// Reads the server's close frame (unmasked, RFC 6455 §5.1) and returns its code.
@@ -319,5 +326,39 @@ async fn hundreds_of_half_open_handshakes_while_clients_are_served() {
         assert!(text.starts_with("HTTP/1.1 408"), "{text}");
     }
     assert!(peak_rss_kib() - before < MEMORY_BOUND_KIB);
+    served(addr).await;
+}
+
+/// Defence: UTF-8 is validated on the inflated bytes of the whole message, so an invalid
+/// sequence whose compressed bytes are split across two fragments closes with 1007
+/// (RFC 7692 §6.1: RSV1 on the first frame only).
+#[tokio::test]
+async fn invalid_utf8_split_across_compressed_frames_closes_with_1007() {
+    let server =
+        start(Server::builder().fallback(echo).with_compression(DeflateConfig::default())).await;
+    let addr = server.local_addr();
+    let (mut tcp, head) =
+        raw_upgraded_with(addr, "Sec-WebSocket-Extensions: permessage-deflate\r\n").await;
+    assert!(head.to_ascii_lowercase().contains("permessage-deflate"), "{head}");
+    // A stored (uncompressed) non-final DEFLATE block holding "a", E2 82, then "(": no compressor
+    // needed, and the receiver appends 00 00 FF FF itself (RFC 7692 §7.2.2).
+    let stored = |text: &[u8]| {
+        let len = text.len() as u16;
+        let mut block = vec![0x00];
+        block.extend_from_slice(&len.to_le_bytes());
+        block.extend_from_slice(&(!len).to_le_bytes());
+        block.extend_from_slice(text);
+        block
+    };
+    // The valid sequence, split the same way, is echoed.
+    let valid = stored("a€".as_bytes());
+    let (first, second) = valid.split_at(7);
+    tcp.write_all(&[frame(0x41, first), frame(0x80, second)].concat()).await.unwrap();
+    assert_eq!(read_frame(&mut tcp).await.0, 0x1);
+    let text = [b'a', 0xE2, 0x82, 0x28];
+    let deflated = stored(&text);
+    let (first, second) = deflated.split_at(7);
+    tcp.write_all(&[frame(0x41, first), frame(0x80, second)].concat()).await.unwrap();
+    assert_eq!(close_code(&mut tcp).await, CloseCode::INVALID_PAYLOAD);
     served(addr).await;
 }
