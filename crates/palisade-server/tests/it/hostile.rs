@@ -12,7 +12,7 @@ use palisade_server::Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::{connect, echo, start, upgrade_request};
+use crate::{LOGS, connect, echo, start, upgrade_request};
 
 /// How much the high-water mark of the resident set may grow during one attack. The attacks
 /// announce gigabytes or exabytes; a server that buffered what was announced would cross it.
@@ -68,6 +68,7 @@ async fn close_code(tcp: &mut TcpStream) -> CloseCode {
 /// 1009 from the header alone, before any payload is buffered.
 #[tokio::test]
 async fn frames_announcing_2_pow_63_bytes_are_closed_from_the_header() {
+    let _logs = LOGS.read().await;
     let server = start(Server::builder().fallback(echo)).await;
     let addr = server.local_addr();
     let before = peak_rss_kib();
@@ -114,6 +115,7 @@ async fn status_line(addr: SocketAddr, request: Vec<u8>) -> String {
 /// head of 16 KiB) answer 431 before the head is buffered in full.
 #[tokio::test]
 async fn header_floods_get_431() {
+    let _logs = LOGS.read().await;
     let server = start(Server::builder().fallback(echo)).await;
     let addr = server.local_addr();
     let before = peak_rss_kib();
@@ -154,6 +156,7 @@ async fn read_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
 /// continuation frames cost nothing and the message they end is delivered whole.
 #[tokio::test]
 async fn a_hundred_thousand_empty_fragments_cost_nothing() {
+    let _logs = LOGS.read().await;
     let server = start(Server::builder().fallback(echo)).await;
     let addr = server.local_addr();
     let before = peak_rss_kib();
@@ -174,6 +177,7 @@ async fn a_hundred_thousand_empty_fragments_cost_nothing() {
 /// burst of 100,000 pings neither grows memory nor holds up the data behind it.
 #[tokio::test]
 async fn a_hundred_thousand_pings_in_a_burst() {
+    let _logs = LOGS.read().await;
     let server = start(Server::builder().fallback(echo)).await;
     let addr = server.local_addr();
     let before = peak_rss_kib();
@@ -215,6 +219,7 @@ async fn a_hundred_thousand_pings_in_a_burst() {
 /// cut between two frames is checked as one, and the invalid one closes with 1007.
 #[tokio::test]
 async fn invalid_utf8_split_across_fragments_closes_with_1007() {
+    let _logs = LOGS.read().await;
     let server = start(Server::builder().fallback(echo)).await;
     let addr = server.local_addr();
     // "€" is E2 82 AC; the split is valid, the continuation is not.
@@ -234,6 +239,7 @@ async fn invalid_utf8_split_across_fragments_closes_with_1007() {
 /// connection is gone from the registry and the next client is served.
 #[tokio::test]
 async fn a_peer_vanishing_mid_frame_leaves_the_server_serving() {
+    let _logs = LOGS.read().await;
     let server = start(Server::builder().fallback(echo)).await;
     let addr = server.local_addr();
     for _ in 0..100 {
@@ -258,6 +264,7 @@ async fn a_peer_vanishing_mid_frame_leaves_the_server_serving() {
 /// received, so a 1 GiB message in 1 KiB fragments is closed with 1009 once 1 MiB has arrived.
 #[tokio::test]
 async fn a_gigabyte_in_tiny_fragments_closes_with_1009() {
+    let _logs = LOGS.read().await;
     let server = start(Server::builder().fallback(echo)).await;
     let addr = server.local_addr();
     let before = peak_rss_kib();
@@ -302,6 +309,7 @@ async fn a_gigabyte_in_tiny_fragments_closes_with_1009() {
 /// `handshake_timeout` (default 10 s; 1 s here) answers 408; meanwhile real clients are served.
 #[tokio::test]
 async fn hundreds_of_half_open_handshakes_while_clients_are_served() {
+    let _logs = LOGS.read().await;
     let server = Server::builder()
         .fallback(echo)
         .with_config(crate::quiet())
@@ -334,6 +342,7 @@ async fn hundreds_of_half_open_handshakes_while_clients_are_served() {
 /// (RFC 7692 §6.1: RSV1 on the first frame only).
 #[tokio::test]
 async fn invalid_utf8_split_across_compressed_frames_closes_with_1007() {
+    let _logs = LOGS.read().await;
     let server =
         start(Server::builder().fallback(echo).with_compression(DeflateConfig::default())).await;
     let addr = server.local_addr();
