@@ -21,6 +21,7 @@ use palisade_server::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod hostile;
 mod mount;
 mod tls;
 mod ui;
@@ -46,6 +47,12 @@ impl Answer {
         }
     }
 }
+
+/// Taken for writing by the test that reads the logs, for reading by the hostile-peer tests:
+/// the log test installs a thread-local subscriber, and tracing caches a callsite's interest when
+/// the callsite is first hit, so the hundreds of connections the hostile tests open on other
+/// threads at that moment could leave the connection span cached as uninteresting.
+static LOGS: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn quiet() -> Config {
     Config::default().with_keepalive(None, None)
@@ -662,6 +669,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
 
 #[tokio::test]
 async fn logs_say_what_happened_and_never_a_secret() {
+    let _alone = LOGS.write().await;
     let logs = LogBuffer::default();
     let subscriber = tracing_subscriber::fmt()
         .with_writer(logs.clone())
