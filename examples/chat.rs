@@ -34,9 +34,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hyper_util::rt::TokioIo;
 use palisade::conn::{RateLimit, RateLimitAction};
+use palisade::json::typed::ProtocolPart;
 use palisade::json::{AppCode, ErrorReply, SUBPROTOCOL};
 use palisade::rooms::redis::{RedisBackend, RedisConfig};
-use palisade::rooms::{Recovery, RoomOptions, Rooms, RoomsConfig, SessionPolicy, SlowConsumer};
+use palisade::rooms::{
+    Recovery, RoomOptions, Rooms, RoomsConfig, Session, SessionPolicy, SlowConsumer,
+};
 use palisade::server::{OriginPolicy, Server, rustls};
 use palisade::{CloseCode, Config};
 use serde::Deserialize;
@@ -55,7 +58,7 @@ use auth::{Name, Tokens};
 mod args;
 
 /// What every connection shares: the rooms, the token keys and the limits.
-pub(crate) struct Chat {
+pub(crate) struct ChatState {
     pub(crate) rooms: Rooms,
     pub(crate) tokens: Tokens,
     pub(crate) inactivity: Duration,
@@ -196,7 +199,7 @@ async fn run(options: Options) -> Result<(), Box<dyn std::error::Error>> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let listener = TcpListener::bind(&options.addr).await?;
     let addr = listener.local_addr()?;
-    let chat = Arc::new(Chat {
+    let chat = Arc::new(ChatState {
         rooms: rooms(options.redis.as_deref()).await?,
         tokens: Tokens::new(&secret()?, Duration::from_secs_f64(options.token_ttl))?,
         inactivity: Duration::from_secs_f64(options.inactivity),
@@ -263,7 +266,12 @@ fn rooms_config() -> RoomsConfig {
 // ANCHOR: server
 /// palisade's server for `/ws`: the token checked before accepting, the subprotocol, the
 /// origin allow-list, the flood limit and the keepalive.
-fn websocket_server(chat: &Arc<Chat>, scheme: &str, addr: SocketAddr, options: &Options) -> Server {
+fn websocket_server(
+    chat: &Arc<ChatState>,
+    scheme: &str,
+    addr: SocketAddr,
+    options: &Options,
+) -> Server {
     let port = addr.port();
     let mut origins = vec![format!("{scheme}://{addr}"), format!("{scheme}://localhost:{port}")];
     origins.extend(options.origins.iter().cloned());
@@ -292,7 +300,7 @@ fn websocket_server(chat: &Arc<Chat>, scheme: &str, addr: SocketAddr, options: &
 
 // ANCHOR: routes
 /// The HTTP side: the page, its scripts, the login, and palisade mounted at `/ws`.
-fn routes(chat: Arc<Chat>, server: Server) -> Router {
+fn routes(chat: Arc<ChatState>, server: Server) -> Router {
     Router::new()
         .route("/", get(|| async { asset("text/html", include_str!("chat/static/index.html")) }))
         .route(
@@ -307,11 +315,34 @@ fn routes(chat: Arc<Chat>, server: Server) -> Router {
             "/palisade.js",
             get(|| async { asset("text/javascript", include_str!("chat/static/palisade.js")) }),
         )
+        .route("/protocol.json", get(|| async { protocol_description() }))
         .route("/login", post(login).layer(DefaultBodyLimit::max(1024)))
         .route("/ws", palisade::axum::mount(server))
         .with_state(chat)
 }
 // ANCHOR_END: routes
+
+// ANCHOR: description
+/// `GET /protocol.json`: everything `/ws` speaks — the chat's messages and the room protocol
+/// served beside them — with the JSON Schema of each payload and the codes of its error
+/// replies. palisade.js reads it before it connects.
+fn protocol_description() -> Response {
+    let description = <Session as ProtocolPart>::describe(session::ChatProtocol::describe());
+    match serde_json::to_string(&description) {
+        Ok(json) => {
+            let mut response = json.into_response();
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Err(err) => {
+            tracing::error!(%err, "the protocol's description does not serialise");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+// ANCHOR_END: description
 
 /// A file of the page, embedded in the binary.
 fn asset(content_type: &'static str, body: &'static str) -> Response {
@@ -329,7 +360,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 
 // ANCHOR: login
 /// `POST /login` with `{"name": "alice"}`: `{"token": "…"}`, or 400/409 with a JSON error.
-async fn login(State(chat): State<Arc<Chat>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn login(
+    State(chat): State<Arc<ChatState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct Login {

@@ -1,67 +1,172 @@
-//! One connection of a logged-in user: what the client may send, the rules its messages must
-//! follow, and the loop that answers them.
+//! One connection of a logged-in user: the chat's protocol (what the client may send, what
+//! the server pushes, the rules and the refusals), and the value that serves it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use palisade::json::{
-    AppCode, ErrorReply, Incoming, Invalid, JsonSocket, Outcome, ReplyError, Request, Validate,
-};
-use palisade::rooms::{RoomsError, Session};
+use palisade::json::{Invalid, JsonSocket, Validate};
+use palisade::rooms::{Member, Rooms, RoomsError};
 use palisade::server::{Handshake, State};
-use palisade::{CloseCode, WebSocket};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use palisade::{CloseCode, ReplyError, WebSocket};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::Chat;
+use crate::ChatState;
 use crate::auth::Name;
 
 /// The longest message, in characters.
 pub(crate) const MAX_TEXT: usize = 500;
 
+// ANCHOR: protocol
+/// The chat's own messages. The room protocol (`room.join`, `room.leave`, `room.presence`,
+/// `user.send` and the events `room.message`, `presence.join`, `presence.leave`) is
+/// palisade-rooms', served beside these on the same connection and described with them at
+/// `/protocol.json`.
+#[palisade::protocol]
+pub(crate) trait Chat {
+    /// Says something in a room the session has joined: every member, the sender included,
+    /// gets `room.message` with the event `said` and the data `{from, text}`, at its offset.
+    #[request("say", validate)]
+    async fn say(&mut self, payload: Say) -> Result<Sent, ChatError>;
+
+    /// A private message to every session of a user, who gets the push `private`.
+    #[request("private", validate)]
+    async fn private(&mut self, payload: Private) -> Result<Delivered, ChatError>;
+
+    /// The sender is typing in a room: its other members get `room.message` with the event
+    /// `typing` and the data `{name}`. Typing in a room not joined goes nowhere.
+    #[event("typing", validate)]
+    async fn typing(&mut self, payload: Typing);
+
+    /// Right after the upgrade: the session's name, who is online, and the server's limits.
+    #[push("welcome")]
+    fn welcome(payload: Welcome);
+
+    /// A private message.
+    #[push("private")]
+    fn private_message(payload: PrivateMessage);
+
+    /// After each keepalive ping: the connection's round-trip time.
+    #[push("keepalive")]
+    fn keepalive(payload: Keepalive);
+}
+// ANCHOR_END: protocol
+
 // ANCHOR: messages
-/// What a client sends besides the room protocol (`room.join`, `room.leave`, `room.presence`,
-/// `user.send`, which palisade-rooms answers): `say` and `private` are requests (answered with
-/// an ok or an error reply); `typing` is an event.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "event", content = "data", rename_all = "snake_case")]
-pub(crate) enum ClientMessage {
-    /// Published to the room (its members get `room.message` with the event `said`).
-    Say { room: String, text: String },
-    /// To one user, who gets the event `private`.
-    Private { to: String, text: String },
-    /// Published to the room's other members (`room.message` with the event `typing`).
-    Typing { room: String },
+/// `say`'s data.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Say {
+    /// A room the session has joined.
+    pub(crate) room: String,
+    /// 1 to 500 characters, not all blank.
+    #[schemars(length(min = 1, max = 500))]
+    pub(crate) text: String,
+}
+
+/// `private`'s data.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Private {
+    /// The user's name.
+    pub(crate) to: String,
+    /// 1 to 500 characters, not all blank.
+    #[schemars(length(min = 1, max = 500))]
+    pub(crate) text: String,
+}
+
+/// `typing`'s data.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Typing {
+    /// A room the session has joined.
+    pub(crate) room: String,
+}
+
+/// The ok reply to `say`: nothing more to tell (the message itself arrives as `room.message`).
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct Sent {}
+
+/// The ok reply to `private`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct Delivered {
+    /// The user it went to.
+    pub(crate) to: String,
+}
+
+/// The push `welcome`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct Welcome {
+    /// The session's user name.
+    pub(crate) name: String,
+    /// Who is online (the session included).
+    pub(crate) online: Vec<String>,
+    /// A session that sends none of the chat's messages for this long is closed with 1000.
+    pub(crate) inactivity_timeout_ms: u64,
+    /// The longest message, in characters.
+    pub(crate) max_text: usize,
+}
+
+/// The push `private`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct PrivateMessage {
+    /// The sender's name.
+    pub(crate) from: String,
+    /// The message.
+    pub(crate) text: String,
+}
+
+/// The push `keepalive`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct Keepalive {
+    /// The last ping's round-trip time, in milliseconds.
+    pub(crate) rtt_ms: f64,
 }
 // ANCHOR_END: messages
 
 // ANCHOR: validate
-impl Validate for ClientMessage {
+/// Rules that a type cannot state: an error reply `validation_failed` names each broken one.
+fn check_room(room: &str, invalid: &mut Invalid) {
+    if !valid_room(room) {
+        invalid.push("room", "room", ROOM_RULE);
+    }
+}
+
+fn check_text(text: &str, invalid: &mut Invalid) {
+    if text.trim().is_empty() {
+        invalid.push("text", "not_empty", "the message is empty");
+    } else if text.chars().count() > MAX_TEXT {
+        invalid.push("text", "max_length", "the message is longer than 500 characters");
+    }
+}
+
+impl Validate for Say {
     fn validate(&self) -> Result<(), Invalid> {
         let mut invalid = Invalid::new();
-        let (room, text) = match self {
-            Self::Typing { room } => (Some(room), None),
-            Self::Say { room, text } => (Some(room), Some(text)),
-            Self::Private { to, text } => {
-                if Name::parse(to).is_none() {
-                    invalid.push("to", "name", Name::RULE);
-                }
-                (None, Some(text))
-            }
-        };
-        if let Some(room) = room
-            && !valid_room(room)
-        {
-            invalid.push("room", "room", ROOM_RULE);
+        check_room(&self.room, &mut invalid);
+        check_text(&self.text, &mut invalid);
+        invalid.into_result()
+    }
+}
+
+impl Validate for Private {
+    fn validate(&self) -> Result<(), Invalid> {
+        let mut invalid = Invalid::new();
+        if Name::parse(&self.to).is_none() {
+            invalid.push("to", "name", Name::RULE);
         }
-        if let Some(text) = text {
-            if text.trim().is_empty() {
-                invalid.push("text", "not_empty", "the message is empty");
-            } else if text.chars().count() > MAX_TEXT {
-                invalid.push("text", "max_length", "the message is longer than 500 characters");
-            }
-        }
+        check_text(&self.text, &mut invalid);
+        invalid.into_result()
+    }
+}
+
+impl Validate for Typing {
+    fn validate(&self) -> Result<(), Invalid> {
+        let mut invalid = Invalid::new();
+        check_room(&self.room, &mut invalid);
         invalid.into_result()
     }
 }
@@ -69,43 +174,23 @@ impl Validate for ClientMessage {
 
 // ANCHOR: errors
 /// The chat's refusals: each an error reply with a code of its own, the connection going on.
-#[derive(Debug)]
+#[derive(Debug, ReplyError)]
 pub(crate) enum ChatError {
     /// Posting to a room the session has not joined.
+    #[reply(code = "not_joined", message = "join the room first")]
     NotJoined,
     /// A private message to nobody online.
+    #[reply(code = "no_such_user", message = "no such user")]
     NoSuchUser,
     /// Over the per-user message rate.
+    #[reply(code = "rate_limited", message = "too many messages: slow down")]
     RateLimited,
-    /// Anything else the rooms refused (a backend that is down: `unavailable`).
-    Rooms(RoomsError),
-}
-
-impl ChatError {
-    fn code(&self) -> &'static str {
-        match self {
-            Self::NotJoined => "not_joined",
-            Self::NoSuchUser => "no_such_user",
-            Self::RateLimited => "rate_limited",
-            Self::Rooms(_) => "rooms",
-        }
-    }
-}
-
-impl ReplyError for ChatError {
-    fn outcome(&self) -> Outcome {
-        let (message, path) = match self {
-            Self::NotJoined => ("join the room first", "data.room"),
-            Self::NoSuchUser => ("no such user", "data.to"),
-            Self::RateLimited => ("too many messages: slow down", "data"),
-            Self::Rooms(err) => return err.outcome(),
-        };
-        match AppCode::new(self.code()) {
-            Ok(code) => Outcome::Reply(ErrorReply::new(code, message).with_path(path)),
-            // The codes above are snake_case and not built in.
-            Err(_) => Outcome::Reply(ErrorReply::internal()),
-        }
-    }
+    /// The rooms' backend is down (Redis): local delivery goes on, this could not.
+    #[reply(code = "unavailable", message = "the service is unavailable; try again later")]
+    Unavailable,
+    /// Anything else the rooms refused; the cause stays in the server's log.
+    #[internal]
+    Internal,
 }
 
 impl From<RoomsError> for ChatError {
@@ -113,7 +198,11 @@ impl From<RoomsError> for ChatError {
         match err {
             RoomsError::NoSuchUser => Self::NoSuchUser,
             RoomsError::NotJoined => Self::NotJoined,
-            other => Self::Rooms(other),
+            RoomsError::Backend(_) => Self::Unavailable,
+            other => {
+                tracing::warn!(err = %other, "rooms refused a chat message");
+                Self::Internal
+            }
         }
     }
 }
@@ -162,9 +251,9 @@ impl Bucket {
 pub(crate) async fn session(
     ws: WebSocket,
     Handshake(name): Handshake<Name>,
-    State(chat): State<Arc<Chat>>,
+    State(chat): State<Arc<ChatState>>,
 ) -> Result<(), palisade::Error> {
-    let mut socket = JsonSocket::new(ws);
+    let socket = JsonSocket::new(ws);
     // One session per name (`SessionPolicy::Refuse`), on every node: the hook checked already;
     // two upgrades of one name at the same moment meet here.
     let session = match chat.rooms.connect(&socket, name.to_string(), json!({})).await {
@@ -185,32 +274,67 @@ pub(crate) async fn session(
             return socket.close(CloseCode::TRY_AGAIN_LATER, "try again later").await;
         }
     };
-    let welcome = json!({
-        "name": name,
-        "online": online,
-        "inactivity_timeout_ms": chat.inactivity.as_millis() as u64,
-        "max_text": MAX_TEXT,
-    });
-    socket.emit("welcome", &welcome).await?;
-    tokio::spawn(report_rtt(socket.sender(), chat.keepalive));
-    // Dropping the session (when this returns) takes it out of every room: the members left
-    // there get `presence.leave`.
-    serve(&mut socket, &session, &name, &chat).await
+    let push = ChatPush::new(socket.sender());
+    let welcome = Welcome {
+        name: name.to_string(),
+        online,
+        inactivity_timeout_ms: chat.inactivity.as_millis() as u64,
+        max_text: MAX_TEXT,
+    };
+    push.welcome(&welcome).await?;
+    tokio::spawn(report_rtt(push.clone(), socket.sender(), chat.keepalive));
+    let (active, activity) = watch::channel(());
+    tokio::spawn(close_when_inactive(push, socket.sender(), activity, chat.inactivity));
+    let user = User {
+        name,
+        member: session.member().clone(),
+        rooms: chat.rooms.clone(),
+        bucket: Bucket::new(chat.burst, chat.per_sec),
+        active,
+    };
+    // The chat's messages go to `user`, the room protocol's to `session`. Dropping the session
+    // (when this returns) takes it out of every room: the members left get `presence.leave`.
+    user.serve_with(socket, &session).await
 }
 // ANCHOR_END: session
 
 /// Tells the client the round-trip time of the connection's keepalive pings, after each.
-async fn report_rtt(sender: palisade::json::JsonSender, every: Duration) {
+async fn report_rtt(push: ChatPush, sender: palisade::json::JsonSender, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
-        if sender.is_closed() {
+        if push.is_closed() {
             return;
         }
         if let Some(rtt) = sender.raw().last_rtt() {
             let rtt_ms = rtt.as_secs_f64() * 1000.0;
-            if sender.emit("keepalive", &json!({ "rtt_ms": rtt_ms })).await.is_err() {
+            if push.keepalive(&Keepalive { rtt_ms }).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Closes the connection with 1000 "inactivity timeout" once `limit` has passed without one
+/// of the chat's messages (each handler marks `activity`).
+async fn close_when_inactive(
+    push: ChatPush,
+    sender: palisade::json::JsonSender,
+    mut activity: watch::Receiver<()>,
+    limit: Duration,
+) {
+    loop {
+        tokio::select! {
+            changed = activity.changed() => {
+                if changed.is_err() {
+                    return; // the session is over
+                }
+            }
+            _ = push.closed() => return,
+            () = tokio::time::sleep(limit) => {
+                tracing::info!(conn = %push.id(), "closing with 1000: inactivity timeout");
+                let _ = sender.raw().close(CloseCode::NORMAL, "inactivity timeout").await;
                 return;
             }
         }
@@ -218,87 +342,66 @@ async fn report_rtt(sender: palisade::json::JsonSender, every: Duration) {
 }
 
 // ANCHOR: serve
-async fn serve(
-    socket: &mut JsonSocket,
-    session: &Session,
-    name: &Name,
-    chat: &Chat,
-) -> Result<(), palisade::Error> {
-    let mut bucket = Bucket::new(chat.burst, chat.per_sec);
-    loop {
-        let deadline = Instant::now() + chat.inactivity;
-        // The room protocol is answered inside `recv`, bad frames by palisade-json: neither
-        // gets here.
-        let incoming =
-            match tokio::time::timeout_at(deadline, session.recv::<ClientMessage>(socket)).await {
-                Ok(incoming) => incoming?,
-                Err(_) => {
-                    tracing::info!(%name, "closing with 1000: inactivity timeout");
-                    return socket.close(CloseCode::NORMAL, "inactivity timeout").await;
-                }
-            };
-        let (message, responder) = match incoming {
-            Incoming::Request(Request { message, responder }) => (message, Some(responder)),
-            Incoming::Event(message) => (message, None),
-        };
-        // The rules (`Validate`): broken ones are answered `validation_failed`.
-        if let Err(invalid) = message.validate() {
-            tracing::info!(%name, code = "validation_failed", "error reply");
-            if let Some(responder) = responder {
-                responder.reply_error(&invalid).await?;
-            }
-            continue;
+/// One logged-in session, serving [`Chat`].
+pub(crate) struct User {
+    name: Name,
+    member: Member,
+    rooms: Rooms,
+    bucket: Bucket,
+    active: watch::Sender<()>,
+}
+
+impl User {
+    fn joined(&self, room: &str) -> bool {
+        self.member.rooms().iter().any(|r| r == room)
+    }
+
+    /// One line per error reply: the code and the user, never the message's text.
+    fn refused(&self, error: ChatError) -> ChatError {
+        if let palisade::json::Outcome::Reply(reply) = palisade::json::ReplyError::outcome(&error) {
+            tracing::info!(name = %self.name, code = reply.code().as_str(), "error reply");
         }
-        let answer = match message {
-            ClientMessage::Say { room, text } => {
-                say(session, name, &mut bucket, &room, &text).await
-            }
-            ClientMessage::Private { to, text } => {
-                if bucket.take() {
-                    let private = json!({ "from": name, "text": text });
-                    match chat.rooms.to_user(&to, "private", &private).await {
-                        Ok(_) => Ok(json!({ "to": to })),
-                        Err(err) => Err(ChatError::from(err)),
-                    }
-                } else {
-                    Err(ChatError::RateLimited)
-                }
-            }
-            ClientMessage::Typing { room } => {
-                // Not worth an answer, nor a refusal: typing in a room not joined goes nowhere.
-                let _ = session.broadcast_others(&room, "typing", &json!({ "name": name })).await;
-                Ok(Value::Null)
-            }
-        };
-        match (answer, responder) {
-            (Ok(data), Some(responder)) => responder.reply(&data).await?,
-            (Err(error), Some(responder)) => {
-                // One line per error reply: the code and the user, never the message's text.
-                tracing::info!(%name, code = error.code(), "error reply");
-                responder.reply_error(&error).await?
-            }
-            (Err(error), None) => tracing::info!(%name, code = error.code(), "event refused"),
-            (Ok(_), None) => {}
-        }
+        error
+    }
+
+    /// Marks the session active (the inactivity timer starts again) and takes a token for a
+    /// message that goes to others.
+    fn post(&mut self) -> Result<(), ChatError> {
+        self.active.send_replace(());
+        if self.bucket.take() { Ok(()) } else { Err(ChatError::RateLimited) }
     }
 }
 
-/// `say`: published to every member of the room, the sender included, so that each sees it
-/// once, at its offset.
-async fn say(
-    session: &Session,
-    name: &Name,
-    bucket: &mut Bucket,
-    room: &str,
-    text: &str,
-) -> Result<Value, ChatError> {
-    if !session.member().rooms().iter().any(|r| r == room) {
-        return Err(ChatError::NotJoined);
+impl Chat for User {
+    async fn say(&mut self, payload: Say) -> Result<Sent, ChatError> {
+        if !self.joined(&payload.room) {
+            return Err(self.refused(ChatError::NotJoined));
+        }
+        self.post().map_err(|e| self.refused(e))?;
+        let said = json!({ "from": self.name, "text": payload.text });
+        match self.rooms.broadcast(&payload.room, "said", &said).await {
+            Ok(_) => Ok(Sent {}),
+            Err(err) => Err(self.refused(err.into())),
+        }
     }
-    if !bucket.take() {
-        return Err(ChatError::RateLimited);
+
+    async fn private(&mut self, payload: Private) -> Result<Delivered, ChatError> {
+        self.post().map_err(|e| self.refused(e))?;
+        let message = PrivateMessage { from: self.name.to_string(), text: payload.text };
+        match self.rooms.to_user(&payload.to, "private", &message).await {
+            Ok(_) => Ok(Delivered { to: payload.to }),
+            Err(err) => Err(self.refused(err.into())),
+        }
     }
-    session.rooms().broadcast(room, "said", &json!({ "from": name, "text": text })).await?;
-    Ok(json!({}))
+
+    async fn typing(&mut self, payload: Typing) {
+        self.active.send_replace(());
+        if self.joined(&payload.room) {
+            let typing = json!({ "name": self.name });
+            // Not worth a refusal: a typing notice that cannot go out is simply lost.
+            let _ =
+                self.rooms.broadcast_except(&payload.room, &self.member, "typing", &typing).await;
+        }
+    }
 }
 // ANCHOR_END: serve

@@ -109,7 +109,9 @@ impl MessageDescription {
         self
     }
 
-    fn with_errors(mut self, errors: Vec<ErrorDescription>) -> Self {
+    /// With these errors (instead of those of the error type it was described with): for a
+    /// message answered by hand, whose errors are values rather than a type's variants.
+    pub fn with_errors(mut self, errors: Vec<ErrorDescription>) -> Self {
         self.errors = errors;
         self
     }

@@ -107,6 +107,7 @@ mod code;
 pub mod describe;
 mod limits;
 mod probe;
+pub mod route;
 #[cfg(feature = "conn")]
 mod socket;
 #[cfg(all(feature = "conn", feature = "schema"))]

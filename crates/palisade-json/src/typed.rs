@@ -18,7 +18,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::code::{AppCode, ErrorReply, Outcome, ReplyError};
-use crate::describe::{DescribeErrors, MessageDescription};
+use crate::describe::{DescribeErrors, MessageDescription, ProtocolDescription};
+use crate::route::{NoPart, Tags};
 use crate::socket::{Incoming, JsonConfig, JsonSender, JsonSocket, RequestError, Responder};
 use crate::wire::EncodeError;
 
@@ -409,6 +410,41 @@ pub fn detail<T: DeserializeOwned>(reply: &ErrorReply, key: &str) -> Option<T> {
 /// An error reply's whole `details`, decoded.
 pub fn details_as<T: DeserializeOwned>(reply: &ErrorReply) -> Option<T> {
     T::deserialize(reply.details()?).ok()
+}
+
+/// A part of a protocol that another crate answers, served beside a typed protocol's own
+/// messages on the same connection: palisade-rooms' `Session` answers `room.join`,
+/// `room.leave`, `room.presence` and `user.send` this way. `serve_with(socket, &part)` (generated
+/// by `#[palisade::protocol]`) hands it each message whose tag it owns; [`ProtocolPart::describe`]
+/// adds those messages to the protocol's description, so that a client reads one description
+/// of everything the connection speaks.
+pub trait ProtocolPart: Sync {
+    /// Its messages, as the envelope's `event` and `data` decode (by tag: [`Tags`]).
+    type Message: DeserializeOwned + Tags + Send;
+
+    /// Answers one of its messages: a request has a responder, an event none. An `Err` ends
+    /// the connection (a send that failed: it is closed already).
+    fn handle(
+        &self,
+        message: Self::Message,
+        responder: Option<Responder>,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// `description` with this part's messages added.
+    fn describe(description: ProtocolDescription) -> ProtocolDescription;
+}
+
+/// No part: the protocol's own messages alone (what `serve` and `serve_socket` use).
+impl ProtocolPart for () {
+    type Message = NoPart;
+
+    async fn handle(&self, message: NoPart, _: Option<Responder>) -> Result<(), Error> {
+        match message {}
+    }
+
+    fn describe(description: ProtocolDescription) -> ProtocolDescription {
+        description
+    }
 }
 
 /// What a payload of a typed protocol must be: decodable from the envelope by the server,

@@ -637,8 +637,22 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
 
             /// [`Self::serve`] on a socket with a configuration of its own (limits, strikes).
             fn serve_socket(
+                self,
+                socket: ::palisade::__private::JsonSocket,
+            ) -> impl ::std::future::Future<Output = ::std::result::Result<(), ::palisade::__private::Error>> + ::std::marker::Send
+            where
+                Self: ::std::marker::Sized + ::std::marker::Send,
+            {
+                self.serve_with(socket, &())
+            }
+
+            /// [`Self::serve_socket`] with a part of the protocol that another crate answers
+            /// (a palisade-rooms `Session`: `room.join`, `room.leave`, …): each message whose
+            /// tag the part owns goes to it, the others to this value's handlers.
+            fn serve_with<Part: ::palisade::__private::ProtocolPart>(
                 mut self,
                 mut socket: ::palisade::__private::JsonSocket,
+                part: &Part,
             ) -> impl ::std::future::Future<Output = ::std::result::Result<(), ::palisade::__private::Error>> + ::std::marker::Send
             where
                 Self: ::std::marker::Sized + ::std::marker::Send,
@@ -647,7 +661,7 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
                     let cx = ::palisade::__private::Context::new(#push_ty::new(socket.sender()), socket.sender());
                     #on_connect
                     let ending = loop {
-                        let incoming = match socket.recv_validated::<#incoming_ty>().await {
+                        let incoming = match socket.recv_validated::<::palisade::__private::Routed<Part::Message, #incoming_ty>>().await {
                             ::std::result::Result::Ok(incoming) => incoming,
                             ::std::result::Result::Err(error) => break error,
                         };
@@ -657,7 +671,10 @@ fn generate(item: &ItemTrait, methods: &[Method]) -> TokenStream {
                                 (request.message, ::std::option::Option::Some(request.responder))
                             }
                         };
-                        let handled = match message { #(#dispatch)* };
+                        let handled = match message {
+                            ::palisade::__private::Routed::Part(message) => part.handle(message, responder).await,
+                            ::palisade::__private::Routed::App(message) => match message { #(#dispatch)* },
+                        };
                         if let ::std::result::Result::Err(error) = handled {
                             break error;
                         }

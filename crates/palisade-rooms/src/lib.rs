@@ -56,7 +56,11 @@
 //!
 //! ## Features
 //!
-//! None: the in-memory backend is always there; Redis is the `palisade-redis` crate.
+//! - `typed`: a [`Session`] is a `palisade_json::typed::ProtocolPart`, so that a protocol of
+//!   `#[palisade::protocol]` serves the room protocol beside its own messages
+//!   (`serve_with(socket, &session)`) and describes it with JSON Schemas.
+//!
+//! The in-memory backend is always there; Redis is the `palisade-redis` crate.
 
 mod backend;
 mod config;
@@ -64,6 +68,8 @@ mod error;
 mod member;
 pub mod protocol;
 mod rooms;
+#[cfg(feature = "typed")]
+mod typed;
 
 pub use backend::{
     Backend, BoxFuture, InMemory, Local, NotRecovered, PublishRequest, Recovered, RoomInfo, Target,
@@ -74,5 +80,5 @@ pub use config::{
 };
 pub use error::{BackendError, RoomsError};
 pub use member::{Member, MemberStats, Presence, SessionId};
-pub use protocol::{Publication, StreamPosition};
+pub use protocol::{Publication, RoomMessage, StreamPosition};
 pub use rooms::{Joined, RecoveryOutcome, Rooms, Session};

@@ -1,16 +1,14 @@
 //! The room protocol on palisade-json's envelope: the requests a client sends
 //! (`room.join`, `room.leave`, `room.presence`, `user.send`), the events it receives
-//! (`room.message`, `presence.join`, `presence.leave`, `user.message`), and a decoder that
-//! routes a frame to the rooms or to the application's own message type.
+//! (`room.message`, `presence.join`, `presence.leave`, `user.message`), and the decoded form of
+//! the requests ([`RoomMessage`]), which palisade-json's router hands to the rooms.
 
-use std::fmt;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
+use palisade_json::route::Tags;
 use palisade_json::{Codec, EncodeError, wire};
 use palisade_proto::message::{Message, Utf8Bytes};
-use serde::de::{self, DeserializeOwned, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -163,6 +161,7 @@ pub(crate) struct UserMessage<'a> {
 /// Where a publication stands in a room's history: the history's epoch (it changes when the
 /// history is lost) and an offset in it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "typed", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct StreamPosition {
     /// The history's epoch.
@@ -173,154 +172,64 @@ pub struct StreamPosition {
 
 /// A `room.join` request's data.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "typed", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct JoinData {
+    /// The room.
     pub(crate) room: String,
+    /// Where the client stood in the room when it lost its connection: the publications since
+    /// then come with the reply (rooms with recovery only).
     #[serde(default)]
     pub(crate) recover: Option<StreamPosition>,
 }
 
 /// The data of `room.leave` and `room.presence`.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "typed", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RoomData {
+    /// The room.
     pub(crate) room: String,
 }
 
 /// A `user.send` request's data.
 #[derive(Debug, Deserialize)]
+#[cfg_attr(feature = "typed", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SendData {
+    /// The user's name.
     pub(crate) to: String,
+    /// The `event` of the `user.message` they get.
     pub(crate) event: String,
+    /// Its `data`.
     #[serde(default)]
     pub(crate) data: Value,
 }
 
 /// A request of the room protocol.
-#[derive(Debug)]
+#[derive(Debug, Deserialize)]
+#[serde(tag = "event", content = "data")]
 pub(crate) enum Command {
+    #[serde(rename = "room.join")]
     Join(JoinData),
+    #[serde(rename = "room.leave")]
     Leave(RoomData),
+    #[serde(rename = "room.presence")]
     Presence(RoomData),
+    #[serde(rename = "user.send")]
     Send(SendData),
 }
 
-/// A frame for the rooms or for the application.
-#[derive(Debug)]
-pub(crate) enum Routed<M> {
-    Room(Command),
-    App(M),
-}
+/// A message of the room protocol as a client sends it (`room.join`, `room.leave`,
+/// `room.presence`, `user.send`), decoded beside the application's own messages by
+/// [`palisade_json::route::Routed`] and answered by the [`Session`](crate::Session).
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct RoomMessage(pub(crate) Command);
 
-impl<'de, M: DeserializeOwned> Deserialize<'de> for Routed<M> {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_map(RoutedVisitor(PhantomData))
-    }
-}
-
-struct RoutedVisitor<M>(PhantomData<M>);
-
-impl<'de, M: DeserializeOwned> Visitor<'de> for RoutedVisitor<M> {
-    type Value = Routed<M>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an event")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Routed<M>, A::Error> {
-        // palisade-json hands the envelope over as `event`, then `data`.
-        match map.next_key::<String>()?.as_deref() {
-            Some("event") => {}
-            _ => return Err(de::Error::missing_field("event")),
-        }
-        let event = map.next_value_seed(EventSeed::<M>(PhantomData))?;
-        let kind = match event.as_str() {
-            JOIN => Kind::Join,
-            LEAVE => Kind::Leave,
-            PRESENCE => Kind::Presence,
-            SEND => Kind::Send,
-            _ => {
-                return M::deserialize(de::value::MapAccessDeserializer::new(Replay {
-                    event: Some(event),
-                    rest: map,
-                }))
-                .map(Routed::App);
-            }
-        };
-        match map.next_key::<String>()?.as_deref() {
-            Some("data") => {}
-            _ => return Err(de::Error::missing_field("data")),
-        }
-        let command = match kind {
-            Kind::Join => Command::Join(map.next_value()?),
-            Kind::Leave => Command::Leave(map.next_value()?),
-            Kind::Presence => Command::Presence(map.next_value()?),
-            Kind::Send => Command::Send(map.next_value()?),
-        };
-        Ok(Routed::Room(command))
-    }
-}
-
-enum Kind {
-    Join,
-    Leave,
-    Presence,
-    Send,
-}
-
-/// Reads the event's name; an event that is neither ours nor one of the application's is
-/// refused here, at the `event` key, so that the peer gets `unknown_event` as it would
-/// without rooms.
-struct EventSeed<M>(PhantomData<M>);
-
-impl<'de, M: DeserializeOwned> DeserializeSeed<'de> for EventSeed<M> {
-    type Value = String;
-
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<String, D::Error> {
-        let event = String::deserialize(deserializer)?;
-        if [JOIN, LEAVE, PRESENCE, SEND].contains(&event.as_str()) {
-            return Ok(event);
-        }
-        // The application's tag alone: an unknown variant fails on it, a known one fails for
-        // want of `data` or succeeds (a unit variant), which is not our concern here.
-        let tag_only = de::value::MapDeserializer::<_, de::value::Error>::new(std::iter::once((
-            "event",
-            event.as_str(),
-        )));
-        match M::deserialize(tag_only) {
-            Err(err) if err.to_string().starts_with("unknown variant") => {
-                Err(de::Error::custom("unknown event"))
-            }
-            _ => Ok(event),
-        }
-    }
-}
-
-/// The envelope again, with the `event` entry already read put back in front.
-struct Replay<A> {
-    event: Option<String>,
-    rest: A,
-}
-
-impl<'de, A: MapAccess<'de>> MapAccess<'de> for Replay<A> {
-    type Error = A::Error;
-
-    fn next_key_seed<K: DeserializeSeed<'de>>(
-        &mut self,
-        seed: K,
-    ) -> Result<Option<K::Value>, A::Error> {
-        if self.event.is_some() {
-            return seed.deserialize("event".into_deserializer()).map(Some);
-        }
-        self.rest.next_key_seed(seed)
-    }
-
-    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
-        match self.event.take() {
-            Some(event) => seed.deserialize(event.into_deserializer()),
-            None => self.rest.next_value_seed(seed),
-        }
+impl Tags for RoomMessage {
+    fn owns(tag: &str) -> bool {
+        [JOIN, LEAVE, PRESENCE, SEND].contains(&tag)
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use palisade_error::Error;
+use palisade_json::route::Routed;
 use palisade_json::{Incoming, JsonSocket, Request, Responder};
 use palisade_proto::message::Utf8Bytes;
 use serde::Serialize;
@@ -19,7 +20,7 @@ use crate::config::{RoomsConfig, SessionPolicy};
 use crate::error::RoomsError;
 use crate::member::{Hold, Member, MemberInner, Outbox, Presence, SessionId, lock, write_loop};
 use crate::protocol::{
-    self, Command, JoinData, PresenceEvent, Publication, Routed, StreamPosition, UserMessage,
+    self, Command, JoinData, PresenceEvent, Publication, RoomMessage, StreamPosition, UserMessage,
 };
 
 /// The rooms of one node: who is in which room, broadcasts, private messages, presence and
@@ -513,21 +514,25 @@ impl Session {
         socket: &mut JsonSocket,
     ) -> Result<Incoming<M>, Error> {
         loop {
-            match socket.recv::<Routed<M>>().await? {
+            match socket.recv::<Routed<RoomMessage, M>>().await? {
                 Incoming::Event(Routed::App(message)) => return Ok(Incoming::Event(message)),
                 Incoming::Request(Request { message: Routed::App(message), responder }) => {
                     return Ok(Incoming::Request(Request { message, responder }));
                 }
-                Incoming::Request(Request { message: Routed::Room(command), responder }) => {
-                    self.handle(command, Some(responder)).await?;
+                Incoming::Request(Request { message: Routed::Part(message), responder }) => {
+                    self.answer(message, Some(responder)).await?;
                 }
-                Incoming::Event(Routed::Room(command)) => self.handle(command, None).await?,
+                Incoming::Event(Routed::Part(message)) => self.answer(message, None).await?,
             }
         }
     }
 
     /// Answers one request of the room protocol (as an event: does it, answers nothing).
-    async fn handle(&self, command: Command, responder: Option<Responder>) -> Result<(), Error> {
+    pub(crate) async fn answer(
+        &self,
+        RoomMessage(command): RoomMessage,
+        responder: Option<Responder>,
+    ) -> Result<(), Error> {
         match command {
             Command::Join(JoinData { room, recover }) => {
                 if let Err(refusal) = (self.rooms.inner.config.authorizer)(&self.member, &room) {

@@ -172,8 +172,10 @@ pub mod __private {
         DescribeErrors, ErrorDescription, MessageDescription, ProtocolDescription,
     };
     #[cfg(feature = "macros")]
+    pub use palisade_json::route::Routed;
+    #[cfg(feature = "macros")]
     pub use palisade_json::typed::{
-        self, CallError, Context, EventResult, FromReply, Pushes, RequestResult,
+        self, CallError, Context, EventResult, FromReply, ProtocolPart, Pushes, RequestResult,
     };
     #[cfg(feature = "macros")]
     pub use palisade_json::{

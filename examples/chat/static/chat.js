@@ -1,7 +1,11 @@
 // The chat page: logs in with POST /login, connects to /ws with palisade.js, and shows every
 // reply, push and close the server sends. No framework, no build step.
 
-import { PalisadeClient, ReplyError } from '/palisade.js';
+import { PalisadeClient, Protocol, ReplyError } from '/palisade.js';
+
+// What /ws speaks, as the server describes it: the client sends only the requests and events
+// declared there and listens only for its pushes.
+const protocol = await Protocol.fetch('/protocol.json');
 
 const $ = (id) => document.getElementById(id);
 
@@ -154,6 +158,7 @@ function connect() {
   // The token travels as a subprotocol (a page can set no header); `refusal=close` asks for
   // a refusal the page can read: accepted, then closed with 4001 or 4003 and the reason.
   const client = new PalisadeClient(`${scheme}://${location.host}/ws?refusal=close`, {
+    protocol,
     protocols: () => [`bearer.${state.token}`],
     reconnect: { base: 500, max: 8000 },
     onOpen: async ({ reconnected, rooms }) => {

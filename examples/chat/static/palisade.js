@@ -16,7 +16,11 @@
 // - it speaks palisade-rooms' join and leave (`join`, `leave`): it keeps each room's position
 //   (the epoch and offset of the join reply's `recovery`, advanced by every `room.message`)
 //   and passes it as `recover` when it joins again after a reconnection, so that the reply
-//   hands over exactly what was missed; `onOpen` lists the rooms to join again.
+//   hands over exactly what was missed; `onOpen` lists the rooms to join again;
+// - given the server's protocol description (`Protocol.fetch('/protocol.json')`, which
+//   `#[palisade::protocol]` generates), it sends only the requests and events the protocol
+//   declares and listens only for its pushes: a mistyped tag fails at once, in the caller,
+//   instead of as the server's `unknown_event` later.
 
 // ANCHOR: constants
 /** The subprotocol that names wire format v1. */
@@ -77,6 +81,60 @@ export class TimeoutError extends Error {
   }
 }
 
+/** A message that the server's protocol description does not declare (nothing was sent). */
+export class ProtocolError extends Error {
+  constructor(message) {
+    super(message);
+    this.name = 'ProtocolError';
+    this.code = 'not_in_protocol';
+  }
+}
+
+// ANCHOR: protocol
+/**
+ * A protocol's description, as a palisade server serves it: `{name, subprotocol, messages}`,
+ * each message `{tag, kind, doc?, payload, reply?, validated, errors}` where `kind` is
+ * `request`, `event` (client to server) or `push` (server to client), `payload` and `reply`
+ * are JSON Schemas, and `errors` lists the error replies (`{kind: 'reply', code, message}`)
+ * and closes (`{kind: 'close', code, reason}`) the message may end with.
+ */
+export class Protocol {
+  constructor(description) {
+    if (!Array.isArray(description?.messages)) throw new TypeError('not a protocol description');
+    this.name = description.name;
+    this.subprotocol = description.subprotocol ?? SUBPROTOCOL;
+    this.messages = new Map();
+    for (const message of description.messages) {
+      this.messages.set(`${message.kind} ${message.tag}`, message);
+    }
+  }
+
+  /** Fetches and reads the description at `url` (a palisade server's `/protocol.json`). */
+  static async fetch(url, fetchImpl = globalThis.fetch) {
+    const response = await fetchImpl(url, { headers: { accept: 'application/json' } });
+    if (!response.ok) throw new Error(`${url}: ${response.status}`);
+    return new Protocol(await response.json());
+  }
+
+  /** The message `tag` of `kind` (`request`, `event`, `push`), or undefined. */
+  message(kind, tag) {
+    return this.messages.get(`${kind} ${tag}`);
+  }
+
+  /** The client may send `tag` as a request: a request, or an event (acknowledged with null). */
+  requestable(tag) {
+    return this.message('request', tag) !== undefined || this.message('event', tag) !== undefined;
+  }
+
+  /** The codes of the error replies `tag` may get (besides the envelope's own, such as
+   * `validation_failed` for a validated payload). */
+  errorCodes(tag) {
+    const message = this.message('request', tag) ?? this.message('event', tag);
+    return (message?.errors ?? []).filter((e) => e.kind === 'reply').map((e) => e.code);
+  }
+}
+// ANCHOR_END: protocol
+
 /** The connection is not open, or closed before the reply came. */
 export class ClosedError extends Error {
   constructor(code, reason) {
@@ -105,7 +163,9 @@ const ROOM_MESSAGE = 'room.message';
  * - `reconnect`: `{ base, max, attempts }` for `backoffDelay`, or `false` to never reconnect;
  * - `onOpen({ reconnected, attempt, rooms })` (`rooms`: those joined before, to join again), `onClose({ code, reason, retryIn })` (`retryIn`
  *   is the delay in ms before the next attempt, or null when there is none), `onRefusal(error)`
- *   for error replies that answer no request.
+ *   for error replies that answer no request;
+ * - `protocol`: the server's `Protocol`; then `request`, `emit` and `on` refuse tags it does not
+ *   declare with a `ProtocolError`, and the subprotocol is the one it names.
  */
 export class PalisadeClient {
   constructor(url, options = {}) {
@@ -115,6 +175,7 @@ export class PalisadeClient {
       throw new TypeError('no WebSocket class: pass one as the `WebSocket` option');
     }
     this.protocols = options.protocols ?? [];
+    this.protocol = options.protocol ?? null;
     this.requestTimeout = options.requestTimeout ?? 10000;
     this.reconnect = options.reconnect === false ? null : { attempts: Infinity, ...options.reconnect };
     this.onOpen = options.onOpen ?? (() => {});
@@ -147,6 +208,9 @@ export class PalisadeClient {
 
   /** Calls `handler(data)` for each event `event` from the server; returns an unsubscribe function. */
   on(event, handler) {
+    if (this.protocol !== null && this.protocol.message('push', event) === undefined) {
+      throw new ProtocolError(`the server never pushes ${event}: the protocol has no such push`);
+    }
     if (!this.listeners.has(event)) this.listeners.set(event, new Set());
     this.listeners.get(event).add(handler);
     return () => this.listeners.get(event)?.delete(handler);
@@ -160,6 +224,9 @@ export class PalisadeClient {
   // ANCHOR: request
   /** Sends an event; nothing is answered. */
   emit(event, data = null) {
+    if (this.protocol !== null && this.protocol.message('event', event) === undefined) {
+      throw new ProtocolError(`${event} is not an event of the protocol`);
+    }
     this.send({ event, data });
   }
 
@@ -169,6 +236,9 @@ export class PalisadeClient {
    */
   request(event, data = null, { timeout = this.requestTimeout, onReply = null } = {}) {
     if (this.nextId > MAX_ID) return Promise.reject(new Error('request ids exhausted'));
+    if (this.protocol !== null && !this.protocol.requestable(event)) {
+      return Promise.reject(new ProtocolError(`${event} is not a request of the protocol`));
+    }
     const id = this.nextId;
     try {
       this.send({ event, id, data });
@@ -239,7 +309,8 @@ export class PalisadeClient {
     this.retryTimer = null;
     const url = typeof this.url === 'function' ? this.url() : this.url;
     const extra = typeof this.protocols === 'function' ? this.protocols() : this.protocols;
-    const socket = new this.WebSocket(url, [SUBPROTOCOL, ...extra]);
+    const subprotocol = this.protocol?.subprotocol ?? SUBPROTOCOL;
+    const socket = new this.WebSocket(url, [subprotocol, ...extra]);
     this.socket = socket;
     socket.onopen = () => {
       const reconnected = this.opened;

@@ -6,6 +6,7 @@
 // a picture of a page in SCREENSHOT_DIR/chat.png (the one in the README); on a failure, `FAILED <case>: …`, a screenshot of every open page in SCREENSHOT_DIR, exit 1.
 // Ends itself (and the servers it started) after 120 s whatever happens.
 
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
@@ -209,6 +210,38 @@ await test('private messages, and "no such user" beside the input', async () => 
   await bob.setViewportSize({ width: 960, height: 640 });
   await bob.screenshot({ path: join(screenshots, 'chat.png') });
   await bob.fill('#to', '');
+});
+
+await test('the page follows the protocol description: an undeclared message fails before it is sent', async () => {
+  const seen = await bob.evaluate(async () => {
+    const client = window.chat.client;
+    const outcome = async (promise) => promise.then(() => 'ok', (err) => err.code);
+    let push = 'ok';
+    try {
+      client.on('no.such.push', () => {});
+    } catch (err) {
+      push = err.code;
+    }
+    return {
+      undeclared: await outcome(client.request('shout', {})),
+      event: await outcome(Promise.resolve().then(() => client.emit('say', {}))),
+      push,
+      // Declared, and answered by the server: the request reaches it.
+      say: await outcome(client.request('say', { room: 'lobby', text: '' })),
+      sayErrors: client.protocol.errorCodes('say'),
+      joinErrors: client.protocol.errorCodes('room.join'),
+      open: client.isOpen,
+    };
+  });
+  assert.deepEqual(seen, {
+    undeclared: 'not_in_protocol',
+    event: 'not_in_protocol',
+    push: 'not_in_protocol',
+    say: 'validation_failed',
+    sayErrors: ['not_joined', 'no_such_user', 'rate_limited', 'unavailable'],
+    joinErrors: ['invalid_room', 'too_many_rooms', 'already_joined', 'unavailable'],
+    open: true,
+  });
 });
 
 await test('a too long and an empty message get their error replies; the connection stays up', async () => {

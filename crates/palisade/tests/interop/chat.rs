@@ -53,7 +53,8 @@ async fn palisade_js_speaks_the_envelope_and_reconnects_by_close_code() {
 /// input with the connection up; a bad and an expired token refused with the reason shown; a
 /// duplicate login refused; a dropped connection recovered with the missed message; a restart
 /// shown as 1001 "server restarting" and reconnected; a killed server shown as 1006 and its
-/// successor reconnected; a flood closed with 1008 and not retried; with `--redis`, two
+/// successor reconnected; a flood closed with 1008 and not retried; palisade.js refusing a tag
+/// the served protocol description does not declare; with `--redis`, two
 /// servers and a page on each seeing each other online and talking; an inactivity timeout shown. Screenshots of every page on a failure go to
 /// `target/chat-browser/`.
 #[tokio::test]
@@ -63,7 +64,7 @@ async fn the_page_in_headless_chromium() {
     let lines =
         node_script("browser.mjs", &[binary.to_str().unwrap(), screenshots.to_str().unwrap()])
             .await;
-    assert!(lines.len() >= 11, "{lines:?}");
+    assert!(lines.len() >= 12, "{lines:?}");
 }
 
 /// The chat server's contract, over real sockets: `POST /login`, `/ws` with a bearer token,
@@ -245,6 +246,84 @@ mod server {
     fn error_code(reply: &Value) -> &str {
         assert_eq!(reply["status"], "error", "{reply}");
         reply["error"]["code"].as_str().unwrap()
+    }
+
+    /// `GET /protocol.json`: the chat's messages (from `#[palisade::protocol]`) and the room
+    /// protocol served beside them, with JSON Schemas and error codes; and the server answers
+    /// what it describes.
+    #[tokio::test]
+    async fn the_protocol_description_is_served_and_kept() {
+        let chat = chat(&[]).await;
+        let mut tcp = tokio::net::TcpStream::connect(&chat.addr).await.unwrap();
+        let request = format!(
+            "GET /protocol.json HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            chat.addr
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        tokio::time::timeout(WAIT, tcp.read_to_string(&mut response)).await.unwrap().unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("content-type: application/json"), "{response}");
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        let description: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(description["name"], "Chat");
+        assert_eq!(description["subprotocol"], SUBPROTOCOL);
+        let messages = description["messages"].as_array().unwrap();
+        let listed: Vec<(&str, &str)> = messages
+            .iter()
+            .map(|m| (m["kind"].as_str().unwrap(), m["tag"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                ("request", "say"),
+                ("request", "private"),
+                ("event", "typing"),
+                ("push", "welcome"),
+                ("push", "private"),
+                ("push", "keepalive"),
+                ("request", "room.join"),
+                ("request", "room.leave"),
+                ("request", "room.presence"),
+                ("request", "user.send"),
+                ("push", "room.message"),
+                ("push", "presence.join"),
+                ("push", "presence.leave"),
+                ("push", "user.message"),
+            ]
+        );
+        let message = |tag: &str| messages.iter().find(|m| m["tag"] == tag).unwrap();
+        let say = message("say");
+        assert_eq!(say["validated"], true);
+        assert_eq!(say["payload"]["properties"]["text"]["maxLength"], 500);
+        let codes = |m: &Value| -> Vec<String> {
+            m["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(|e| e["code"].as_str().map(str::to_owned))
+                .collect()
+        };
+        assert_eq!(codes(say), ["not_joined", "no_such_user", "rate_limited", "unavailable"]);
+        let join = message("room.join");
+        assert!(join["payload"]["properties"]["recover"].is_object(), "{join}");
+        assert!(join["reply"]["properties"]["recovery"].is_object(), "{join}");
+        assert_eq!(
+            codes(join),
+            ["invalid_room", "too_many_rooms", "already_joined", "unavailable"]
+        );
+
+        // What is described is what is answered: the join reply has the described keys, an
+        // error reply's code is one of those listed.
+        let mut alice = User::connect(&chat.addr, "alice").await;
+        let joined = alice.request("room.join", json!({ "room": "lobby" })).await;
+        let keys: Vec<&String> = joined["data"].as_object().unwrap().keys().collect();
+        let described = join["reply"]["properties"].as_object().unwrap();
+        assert!(keys.iter().all(|k| described.contains_key(*k)), "{joined} vs {join}");
+        let again = alice.request("room.join", json!({ "room": "lobby" })).await;
+        assert!(codes(join).contains(&error_code(&again).to_owned()), "{again}");
+        let private = alice.request("private", json!({ "to": "nobody", "text": "hi" })).await;
+        assert!(codes(message("private")).contains(&error_code(&private).to_owned()));
     }
 
     /// `POST /login`: a token for a valid name, 400 with a JSON error for others.
