@@ -35,12 +35,22 @@ impl std::fmt::Display for Name {
 }
 // ANCHOR_END: name
 
-/// What a token says: whose it is and until when (seconds since the epoch).
+/// What a token says: whose it is and until when (seconds since the epoch). A resume token
+/// (see [`Tokens::resume`]) names a session too; a login token does not.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
     iat: u64,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
+}
+
+/// Who the upgrade let in: the name, and the session it takes over, if it proved one.
+#[derive(Clone, Debug)]
+pub(crate) struct Login {
+    pub(crate) name: Name,
+    pub(crate) resumes: Option<String>,
 }
 
 // ANCHOR: tokens
@@ -78,21 +88,48 @@ impl Tokens {
     }
 
     pub(crate) fn issue(&self, name: &Name) -> String {
+        self.sign(name, None)
+    }
+
+    /// A resume token: proof, for a connection that comes back after its predecessor
+    /// dropped, that it is that session's page and not a second login, so that it takes the
+    /// session over instead of being refused as a duplicate (see `Rooms::connect_replacing`).
+    /// Given to the page in `welcome`; it lives as long as a login token.
+    pub(crate) fn resume(&self, name: &Name, session: &str) -> String {
+        self.sign(name, Some(session.to_owned()))
+    }
+
+    fn sign(&self, name: &Name, sid: Option<String>) -> String {
         let iat = now();
-        let claims = Claims { sub: name.0.clone(), iat, exp: iat + self.lifetime.as_secs() };
+        let claims = Claims { sub: name.0.clone(), iat, exp: iat + self.lifetime.as_secs(), sid };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             // HS256 signing of a plain struct has no failure case: the key is any byte string.
             .expect("HS256 signs any claims")
     }
 
+    /// A login token's name. A resume token is not a login token.
     pub(crate) fn check(&self, token: &str) -> Result<Name, TokenError> {
+        let claims = self.decode(token)?;
+        if claims.sid.is_some() {
+            return Err(TokenError::Invalid);
+        }
+        // The signature is ours, but the name is checked again rather than trusted.
+        Name::parse(&claims.sub).ok_or(TokenError::Invalid)
+    }
+
+    /// The session a resume token of `name` names; `None` for anything else.
+    pub(crate) fn check_resume(&self, token: &str, name: &Name) -> Option<String> {
+        let claims = self.decode(token).ok()?;
+        claims.sid.filter(|_| claims.sub == name.0)
+    }
+
+    fn decode(&self, token: &str) -> Result<Claims, TokenError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|err| match err.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 _ => TokenError::Invalid,
             })?;
-        // The signature is ours, but the name is checked again rather than trusted.
-        Name::parse(&data.claims.sub).ok_or(TokenError::Invalid)
+        Ok(data.claims)
     }
 }
 // ANCHOR_END: tokens
@@ -106,7 +143,9 @@ fn now() -> u64 {
 /// 409) with a JSON body; the page, which can set no header and cannot read a refused
 /// handshake's status, sends its token as the subprotocol `bearer.TOKEN` next to
 /// `palisade.json.v1` and asks with `?refusal=close` for the accept-then-close variant: 4001
-/// (not authenticated) or 4003 (forbidden), with the reason.
+/// (not authenticated) or 4003 (forbidden), with the reason. A connection that comes back
+/// offers its last `welcome`'s resume token as the subprotocol `resume.TOKEN`: valid for this
+/// name, it takes its old session over rather than being refused as a second one.
 pub(crate) async fn decide(request: &HandshakeRequest, tokens: &Tokens, rooms: &Rooms) -> Decision {
     let browser = request.query_param("refusal").as_deref() == Some("close");
     let token = request.bearer_token().or_else(|| request.subprotocol_token("bearer."));
@@ -139,8 +178,10 @@ pub(crate) async fn decide(request: &HandshakeRequest, tokens: &Tokens, rooms: &
                 .into();
         }
     };
-    // A backend that cannot say lets the upgrade through: the session's own check follows.
-    if rooms.user_sessions(&name.0).await.unwrap_or(0) > 0 {
+    let resumes = request.subprotocol_token("resume.").and_then(|t| tokens.check_resume(t, &name));
+    // A backend that cannot say lets the upgrade through: the session's own check follows
+    // (which for a resumed session does not count the session it replaces).
+    if resumes.is_none() && rooms.user_sessions(&name.0).await.unwrap_or(0) > 0 {
         if browser {
             tracing::info!(%name, "refused after accept with 4003: name already connected");
             return close(CloseCode(4003), "name already connected");
@@ -153,7 +194,7 @@ pub(crate) async fn decide(request: &HandshakeRequest, tokens: &Tokens, rooms: &
             .with_log_reason("name already connected")
             .into();
     }
-    Accept::new().with_value(name).into()
+    Accept::new().with_value(Login { name, resumes }).into()
 }
 // ANCHOR_END: decide
 

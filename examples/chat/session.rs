@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade::json::{Invalid, JsonSocket, Validate};
-use palisade::rooms::{Member, Rooms, RoomsError};
+use palisade::rooms::{Member, Rooms, RoomsError, SessionId};
 use palisade::server::{Handshake, State};
 use palisade::{CloseCode, ReplyError, WebSocket};
 use schemars::JsonSchema;
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::ChatState;
-use crate::auth::Name;
+use crate::auth::{Login, Name};
 
 /// The longest message, in characters.
 pub(crate) const MAX_TEXT: usize = 500;
@@ -102,12 +102,25 @@ pub(crate) struct Delivered {
 pub(crate) struct Welcome {
     /// The session's user name.
     pub(crate) name: String,
-    /// Who is online (the session included).
-    pub(crate) online: Vec<String>,
+    /// Who is online: every session, this one included (a user may show twice for a moment
+    /// while a resumed session replaces its predecessor).
+    pub(crate) online: Vec<Online>,
+    /// The resume token: offered as the subprotocol `resume.TOKEN` by the page's next
+    /// connection, it takes this session over instead of being refused as a second login.
+    pub(crate) resume: String,
     /// A session that sends none of the chat's messages for this long is closed with 1000.
     pub(crate) inactivity_timeout_ms: u64,
     /// The longest message, in characters.
     pub(crate) max_text: usize,
+}
+
+/// One online session, in `welcome`.
+#[derive(Debug, Serialize, Deserialize, JsonSchema)]
+pub(crate) struct Online {
+    /// The user's name.
+    pub(crate) user: String,
+    /// The session's id, as `presence.join` and `presence.leave` in `@online` name it.
+    pub(crate) session: String,
 }
 
 /// The push `private`.
@@ -250,13 +263,22 @@ impl Bucket {
 /// The `/ws` handler: runs only for a valid token, whose name arrives from the handshake hook.
 pub(crate) async fn session(
     ws: WebSocket,
-    Handshake(name): Handshake<Name>,
+    Handshake(Login { name, resumes }): Handshake<Login>,
     State(chat): State<Arc<ChatState>>,
 ) -> Result<(), palisade::Error> {
     let socket = JsonSocket::new(ws);
     // One session per name (`SessionPolicy::Refuse`), on every node: the hook checked already;
-    // two upgrades of one name at the same moment meet here.
-    let session = match chat.rooms.connect(&socket, name.to_string(), json!({})).await {
+    // two upgrades of one name at the same moment meet here. A page that proved which session
+    // it had (its resume token) takes that one over: its connection may have dropped before
+    // the server noticed, or on a node that died.
+    let connected = match &resumes {
+        Some(previous) => {
+            let previous = SessionId::from(previous.clone());
+            chat.rooms.connect_replacing(&socket, name.to_string(), json!({}), &previous).await
+        }
+        None => chat.rooms.connect(&socket, name.to_string(), json!({})).await,
+    };
+    let session = match connected {
         Ok(session) => session,
         Err(RoomsError::SessionRefused) => {
             tracing::info!(%name, "closing with 4003: name already connected");
@@ -268,7 +290,11 @@ pub(crate) async fn session(
         }
     };
     let online = match session.join(ONLINE).await {
-        Ok(joined) => joined.presence.into_iter().map(|p| p.user).collect::<Vec<_>>(),
+        Ok(joined) => joined
+            .presence
+            .into_iter()
+            .map(|p| Online { user: p.user, session: p.session.to_string() })
+            .collect::<Vec<_>>(),
         Err(err) => {
             tracing::warn!(%name, %err, "closing with 1013: the rooms are unavailable");
             return socket.close(CloseCode::TRY_AGAIN_LATER, "try again later").await;
@@ -278,6 +304,7 @@ pub(crate) async fn session(
     let welcome = Welcome {
         name: name.to_string(),
         online,
+        resume: chat.tokens.resume(&name, session.member().session().as_str()),
         inactivity_timeout_ms: chat.inactivity.as_millis() as u64,
         max_text: MAX_TEXT,
     };

@@ -27,7 +27,9 @@
 //!   [`RedisConfig::node_timeout`]); entries of a node whose key has expired are left out of
 //!   listings at once, and the first live node to notice removes them and sends their
 //!   `presence.leave`: a dead node's members leave presence within `node_timeout` plus one
-//!   [`RedisConfig::heartbeat`].
+//!   [`RedisConfig::heartbeat`]. A session replaced by a newer connection of its user
+//!   (`Rooms::connect_replacing`) is unregistered at once; if its node is live, that node is
+//!   told through its inbox to close it.
 //! - **Requests between nodes** (the room listing) go out on a channel; every live node
 //!   answers into the asker's inbox within [`RedisConfig::request_timeout`], or the caller
 //!   gets [`BackendError::Timeout`].
@@ -218,16 +220,23 @@ local offset = redis.call('GET', KEYS[1]) or '0'
 return {epoch, offset}
 "#;
 
-/// Registers a session; with ARGV[3] = 1, only if the user has none on a live node.
+/// Registers a session; with ARGV[3] = 1, only if the user has none on a live node but the
+/// one it replaces (ARGV[5], or empty), which is unregistered. Answers 0 (refused) or 1, and
+/// the node of the replaced session when that node is live (to be told to end it).
 const OPEN_SCRIPT: &str = r#"
-if ARGV[3] == '1' then
-  local fields = redis.call('HGETALL', KEYS[1])
-  for i = 1, #fields, 2 do
-    if redis.call('EXISTS', ARGV[4] .. fields[i + 1]) == 1 then return 0 end
+local fields = redis.call('HGETALL', KEYS[1])
+local replaced = ''
+for i = 1, #fields, 2 do
+  local live = redis.call('EXISTS', ARGV[4] .. fields[i + 1]) == 1
+  if fields[i] == ARGV[5] then
+    if live then replaced = fields[i + 1] end
+  elseif live and ARGV[3] == '1' then
+    return {0, ''}
   end
 end
+if ARGV[5] ~= '' then redis.call('HDEL', KEYS[1], ARGV[5]) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return 1
+return {1, replaced}
 "#;
 
 impl RedisBackend {
@@ -353,6 +362,11 @@ impl Shared {
                     tracing::debug!("redis: could not answer a node request: {err}");
                 }
             }
+        } else if kind.starts_with("inbox:")
+            && let Some(session) = payload.strip_prefix("end\n")
+        {
+            // A newer connection of the session's user replaced it, on another node.
+            local.end_session(&SessionId::from(session.to_owned()));
         } else if kind.starts_with("inbox:")
             && let Some((id, answer)) = payload.split_once('\n')
         {
@@ -738,25 +752,43 @@ impl Backend for RedisBackend {
         &'a self,
         presence: &'a Presence,
         exclusive: bool,
+        replaces: Option<&'a SessionId>,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         Box::pin(async move {
             let shared = &self.shared;
             let node = shared.node();
-            let admitted: i64 = redis::Script::new(OPEN_SCRIPT)
+            let (admitted, replaced_on): (i64, String) = redis::Script::new(OPEN_SCRIPT)
                 .key(shared.key("user", &presence.user))
                 .arg(presence.session.as_str())
                 .arg(node)
                 .arg(if exclusive { "1" } else { "0" })
                 .arg(format!("{}:node:", shared.config.prefix))
+                .arg(replaces.map_or("", SessionId::as_str))
                 .invoke_async(&mut shared.conn())
                 .await
                 .map_err(failed)?;
+            if admitted != 1 {
+                return Ok(false);
+            }
             shared
                 .query::<()>(
                     redis::cmd("SADD").arg(shared.key("node-users", node)).arg(&presence.user),
                 )
                 .await?;
-            Ok(admitted == 1)
+            // Open on another live node: that node closes it (this node's own is closed by
+            // the rooms). A dead node's entries were left out already and go with it.
+            if let Some(replaced) = replaces
+                && !replaced_on.is_empty()
+                && replaced_on != node
+            {
+                let message = format!("end\n{replaced}");
+                shared
+                    .query::<()>(
+                        redis::cmd("PUBLISH").arg(shared.key("inbox", &replaced_on)).arg(message),
+                    )
+                    .await?;
+            }
+            Ok(true)
         })
     }
 

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use palisade_error::CloseCode;
 use palisade_proto::message::{Message, Utf8Bytes};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
@@ -66,11 +67,15 @@ pub trait Backend: Send + Sync + fmt::Debug + 'static {
     ) -> BoxFuture<'a, Result<(), BackendError>>;
 
     /// Registers a session across nodes. With `exclusive`, refuses (`Ok(false)`) when the user
-    /// has a session on another node.
+    /// has a session on another node. `replaces` (a session of the same user, see
+    /// [`Rooms::connect_replacing`](crate::Rooms::connect_replacing)) does not count, is
+    /// unregistered, and if it is open on another node, that node ends it with
+    /// [`Local::end_session`].
     fn open_session<'a>(
         &'a self,
         presence: &'a Presence,
         exclusive: bool,
+        replaces: Option<&'a SessionId>,
     ) -> BoxFuture<'a, Result<bool, BackendError>>;
 
     /// Unregisters a session.
@@ -379,15 +384,32 @@ impl Local {
         lock(&self.inner.state).sessions.get(session).cloned()
     }
 
-    /// Registers a session; with `exclusive`, refuses when the user has one on this node.
-    pub(crate) fn add_session(&self, member: &Member, exclusive: bool) -> bool {
+    /// Registers a session; with `exclusive`, refuses (`None`) when the user has one on this
+    /// node other than `replaces`. Admitted, it gives the replaced session's member if that
+    /// one is open on this node (still registered: it leaves when its handler drops it).
+    pub(crate) fn add_session(
+        &self,
+        member: &Member,
+        exclusive: bool,
+        replaces: Option<&SessionId>,
+    ) -> Option<Option<Member>> {
         let mut state = lock(&self.inner.state);
         let sessions = state.users.entry(member.0.user.clone()).or_default();
-        if exclusive && !sessions.is_empty() {
-            return false;
+        if exclusive && sessions.iter().any(|s| Some(s) != replaces) {
+            return None;
         }
+        let replaced = replaces.filter(|r| sessions.contains(r)).cloned();
         sessions.push(member.session().clone());
         state.sessions.insert(member.session().clone(), member.clone());
+        Some(replaced.and_then(|r| state.sessions.get(&r).cloned()))
+    }
+
+    /// Ends a session of this node that a newer connection of its user replaced (on another
+    /// node): closes its connection with 1000 "session replaced". Its handler then drops the
+    /// session, which leaves its rooms as on any close. False when no such session is here.
+    pub fn end_session(&self, session: &SessionId) -> bool {
+        let Some(member) = self.member(session) else { return false };
+        end_replaced(&member);
         true
     }
 
@@ -631,6 +653,7 @@ impl Backend for InMemory {
         &'a self,
         _: &'a Presence,
         _: bool,
+        _: Option<&'a SessionId>,
     ) -> BoxFuture<'a, Result<bool, BackendError>> {
         // The node's registry has checked already; there is no other node.
         Box::pin(async { Ok(true) })
@@ -669,6 +692,23 @@ impl Backend for InMemory {
         Box::pin(async move { Ok(self.local().map(|l| l.rooms()).unwrap_or_default()) })
     }
 }
+
+/// Closes a replaced session's connection (in a task: closing waits for the write).
+pub(crate) fn end_replaced(member: &Member) {
+    tracing::info!(user = %member.user(), session = %member.session(), "rooms: session replaced by a newer connection; closing it with 1000");
+    let sender = member.sender().raw().clone();
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                let _ = sender.close(CloseCode::NORMAL, REPLACED).await;
+            });
+        }
+        Err(_) => tracing::debug!("rooms: replaced session not closed outside a runtime"),
+    }
+}
+
+/// The close reason of a session replaced by [`Rooms::connect_replacing`](crate::Rooms::connect_replacing).
+pub const REPLACED: &str = "session replaced";
 
 #[cfg(test)]
 mod tests {

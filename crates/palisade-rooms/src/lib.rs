@@ -72,8 +72,8 @@ mod rooms;
 mod typed;
 
 pub use backend::{
-    Backend, BoxFuture, InMemory, Local, NotRecovered, PublishRequest, Recovered, RoomInfo, Target,
-    new_epoch,
+    Backend, BoxFuture, InMemory, Local, NotRecovered, PublishRequest, REPLACED, Recovered,
+    RoomInfo, Target, new_epoch,
 };
 pub use config::{
     Authorizer, Recovery, RoomOptions, RoomPolicy, RoomsConfig, SessionPolicy, SlowConsumer,

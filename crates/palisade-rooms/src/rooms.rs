@@ -157,8 +157,42 @@ impl Rooms {
         user: impl Into<String>,
         meta: Value,
     ) -> Result<Session, RoomsError> {
+        self.open(socket, user.into(), meta, None).await
+    }
+
+    /// [`connect`](Self::connect) for a client that comes back after its connection dropped,
+    /// perhaps before the server noticed (a half-open TCP connection on a live node, or a
+    /// node that died and whose sessions have not timed out yet): `previous`, the session it
+    /// had, if it is a session of `user`, does not count against [`SessionPolicy::Refuse`]
+    /// and is ended — closed with 1000 "session replaced" where it is still open, on this
+    /// node or another; unregistered at once where its node is dead.
+    ///
+    /// Only the application can tell that the client owned `previous` (session ids are not
+    /// secrets): give it a `previous` it proved, for example with a signed token naming it
+    /// that the client got from the old session (the chat example does so).
+    ///
+    /// # Errors
+    ///
+    /// As [`connect`](Self::connect).
+    pub async fn connect_replacing(
+        &self,
+        socket: &JsonSocket,
+        user: impl Into<String>,
+        meta: Value,
+        previous: &SessionId,
+    ) -> Result<Session, RoomsError> {
+        self.open(socket, user.into(), meta, Some(previous)).await
+    }
+
+    async fn open(
+        &self,
+        socket: &JsonSocket,
+        user: String,
+        meta: Value,
+        replaces: Option<&SessionId>,
+    ) -> Result<Session, RoomsError> {
         let config = &self.inner.config;
-        let user: Arc<str> = user.into().into();
+        let user: Arc<str> = user.into();
         let session = SessionId::new(self.node(), socket.id().get());
         let outbox = Arc::new(Outbox::new(config.queue_capacity, config.slow_consumer));
         let member = Member(Arc::new(MemberInner {
@@ -170,11 +204,11 @@ impl Rooms {
             rooms: Mutex::new(BTreeSet::new()),
         }));
         let exclusive = config.sessions == SessionPolicy::Refuse;
-        if !self.inner.local.add_session(&member, exclusive) {
+        let Some(replaced) = self.inner.local.add_session(&member, exclusive, replaces) else {
             return Err(RoomsError::SessionRefused);
-        }
+        };
         let presence = member.presence();
-        match self.inner.backend.open_session(&presence, exclusive).await {
+        match self.inner.backend.open_session(&presence, exclusive, replaces).await {
             Ok(true) => {}
             Ok(false) => {
                 self.inner.local.remove_session(&member);
@@ -187,6 +221,9 @@ impl Rooms {
             Err(err) => {
                 tracing::warn!(session = %member.session(), "rooms: session not registered with the backend: {err}");
             }
+        }
+        if let Some(replaced) = replaced {
+            crate::backend::end_replaced(&replaced);
         }
         tokio::spawn(write_loop(outbox, socket.sender().raw().clone()));
         Ok(Session { rooms: self.clone(), member })

@@ -14,7 +14,10 @@ const state = {
   token: sessionStorage.getItem('chat.token'),
   rooms: [],
   current: null,
-  online: new Set(),
+  // Who is online: user name → the ids of their sessions in `@online`.
+  online: new Map(),
+  // The resume token of the last `welcome`: the next connection takes that session over.
+  resume: null,
   typing: new Map(),
   client: null,
 };
@@ -54,8 +57,13 @@ function showMessage(publication, recovered = false) {
   return true;
 }
 
+function seen(user, session) {
+  if (!state.online.has(user)) state.online.set(user, new Set());
+  state.online.get(user).add(session);
+}
+
 function renderOnline() {
-  const names = [...state.online].sort();
+  const names = [...state.online.keys()].sort();
   $('online').replaceChildren(...names.map((n) => Object.assign(document.createElement('li'), { textContent: n })));
 }
 
@@ -128,9 +136,13 @@ function explainClose({ code, reason, retryIn }) {
     case 1008:
       return [`closed by the server: ${reason || 'policy violation'} (1008); not reconnecting`, false];
     case 1000:
-      return reason === 'inactivity timeout'
-        ? ['closed after inactivity (1000 inactivity timeout): log in again to continue', true]
-        : [`closed (1000${reason ? ` ${reason}` : ''})`, false];
+      if (reason === 'inactivity timeout') {
+        return ['closed after inactivity (1000 inactivity timeout): log in again to continue', true];
+      }
+      if (reason === 'session replaced') {
+        return ['closed: this session goes on in a newer connection (1000 session replaced)', false];
+      }
+      return [`closed (1000${reason ? ` ${reason}` : ''})`, false];
     default:
       return [`closed (${code}${reason ? ` ${reason}` : ''}); not reconnecting`, false];
   }
@@ -140,6 +152,7 @@ function explainClose({ code, reason, retryIn }) {
 function showLogin(message) {
   sessionStorage.removeItem('chat.token');
   state.token = null;
+  state.resume = null;
   // A new login starts afresh: its connection joins the lobby, as the first one did.
   state.rooms = [];
   state.current = null;
@@ -159,7 +172,7 @@ function connect() {
   // a refusal the page can read: accepted, then closed with 4001 or 4003 and the reason.
   const client = new PalisadeClient(`${scheme}://${location.host}/ws?refusal=close`, {
     protocol,
-    protocols: () => [`bearer.${state.token}`],
+    protocols: () => [`bearer.${state.token}`, ...(state.resume ? [`resume.${state.resume}`] : [])],
     reconnect: { base: 500, max: 8000 },
     onOpen: async ({ reconnected, rooms }) => {
       setStatus('online', 'online');
@@ -182,10 +195,12 @@ function connect() {
   // ANCHOR_END: connect
   state.client = client;
 
-  client.on('welcome', ({ name, online }) => {
+  client.on('welcome', ({ name, online, resume }) => {
     state.name = name;
+    state.resume = resume;
     $('me').textContent = name;
-    state.online = new Set(online);
+    state.online = new Map();
+    for (const { user, session } of online) seen(user, session);
     renderOnline();
   });
   // ANCHOR: events
@@ -194,18 +209,21 @@ function connect() {
     else showMessage(publication);
   });
   client.on('private', ({ from, text }) => line([['from', `from ${from}:`], ['text', text]], 'private'));
-  // Presence in `@online`, the room every session is in, is who is online.
-  client.on('presence.join', ({ room, user }) => {
+  // Presence in `@online`, the room every session is in, is who is online. By session: when a
+  // page comes back, its new session may join before its old one is seen leaving.
+  client.on('presence.join', ({ room, user, session }) => {
     if (room === '@online') {
-      state.online.add(user);
+      seen(user, session);
       renderOnline();
     } else if (user !== state.name) {
       line([[null, `${user} joined #${room}`]], 'notice');
     }
   });
-  client.on('presence.leave', ({ room, user }) => {
+  client.on('presence.leave', ({ room, user, session }) => {
     if (room === '@online') {
-      state.online.delete(user);
+      const sessions = state.online.get(user);
+      sessions?.delete(session);
+      if (sessions?.size === 0) state.online.delete(user);
       renderOnline();
     } else {
       line([[null, `${user} left #${room}`]], 'notice');

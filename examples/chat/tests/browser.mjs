@@ -351,7 +351,9 @@ await test('with --redis, two servers and a page on each see each other online a
     if (tries > 500) throw new Error('redis-server did not start');
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  const one = await startChat(['--addr', '127.0.0.1:0', '--redis', url]);
+  // Server one on a port of its own, so that its successor serves the page's URL again.
+  const oneArgs = ['--addr', `127.0.0.1:${await freePort()}`, '--redis', url];
+  let one = await startChat(oneArgs);
   const two = await startChat(['--addr', '127.0.0.1:0', '--redis', url]);
   const carol = await open('carol', one.url);
   const erin = await open('erin', two.url);
@@ -366,6 +368,29 @@ await test('with --redis, two servers and a page on each see each other online a
   await erin.fill('#text', 'and back from two');
   await erin.click('#send-form button');
   await waitText(carol, '#messages li.private', 'from erin:');
+
+  // Server one killed: Redis still counts carol's session as online until one's heartbeat
+  // expires (5 s), yet her page, back within that time, takes its session over with its resume
+  // token rather than being refused as a second login, and recovers from the room's stream
+  // what erin said meanwhile.
+  await new Promise((resolve) => {
+    one.child.on('exit', resolve);
+    one.child.kill('SIGKILL');
+  });
+  await waitText(carol, '#notice', 'disconnected (1006): reconnecting in');
+  await erin.fill('#to', '');
+  await erin.fill('#text', 'said while server one was down');
+  await erin.click('#send-form button');
+  await waitText(erin, '#messages li.message', 'said while server one was down');
+  one = await startChat(oneArgs);
+  await waitText(carol, '#notice', 'reconnected');
+  await waitText(carol, '#messages li.recovered', 'said while server one was down');
+  await waitText(carol, '#messages li.notice', 'recovered 1 missed message in #lobby');
+  await waitText(carol, '#status', 'online');
+  await waitText(carol, '#online li', 'erin');
+  await erin.fill('#text', 'welcome back');
+  await erin.click('#send-form button');
+  await waitText(carol, '#messages li.message', 'welcome back');
   await stopChat(one.child);
   await stopChat(two.child);
   redis.kill('SIGKILL');

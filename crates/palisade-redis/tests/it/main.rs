@@ -11,10 +11,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use palisade_conn::{Config, WebSocket};
+use palisade_error::CloseCode;
 use palisade_json::{Incoming, JsonConfig, JsonSocket, Request, StrikePolicy};
 use palisade_proto::message::Message;
 use palisade_redis::{RedisBackend, RedisConfig};
-use palisade_rooms::{Recovery, RoomOptions, Rooms, RoomsConfig};
+use palisade_rooms::{Recovery, RoomOptions, Rooms, RoomsConfig, SessionId, SessionPolicy};
 use palisade_server::{BoxError, Path, Running, Server, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -118,7 +119,16 @@ async fn chat(
 ) -> Result<(), BoxError> {
     let config = JsonConfig::default().with_strike_policy(StrikePolicy::off());
     let mut socket = JsonSocket::with_config(ws, config);
-    let session = rooms.connect(&socket, &user, json!({ "node": rooms.node() })).await?;
+    // `/alice+SESSION`: alice, taking over her session SESSION.
+    let (user, previous) = match user.split_once('+') {
+        Some((user, previous)) => (user.to_owned(), Some(SessionId::from(previous.to_owned()))),
+        None => (user, None),
+    };
+    let meta = json!({ "node": rooms.node() });
+    let session = match &previous {
+        Some(previous) => rooms.connect_replacing(&socket, &user, meta, previous).await?,
+        None => rooms.connect(&socket, &user, meta).await?,
+    };
     socket.emit("welcome", &json!({ "session": session.member().session() })).await?;
     loop {
         match session.recv::<App>(&mut socket).await? {
@@ -156,8 +166,12 @@ struct Node {
 
 impl Node {
     async fn start(url: &str) -> Self {
+        Self::with_config(url, rooms_config()).await
+    }
+
+    async fn with_config(url: &str, config: RoomsConfig) -> Self {
         let backend = RedisBackend::connect(redis_config(url)).await.unwrap();
-        let rooms = Rooms::with_backend(rooms_config(), backend);
+        let rooms = Rooms::with_backend(config, backend);
         let running = Server::builder()
             .route("/{user}", chat)
             .with_state(rooms.clone())

@@ -190,3 +190,61 @@ async fn recovery_through_the_stream_on_another_node() {
     }
     publisher.abort();
 }
+
+/// The connection's close code, once it closes.
+async fn closed_with(peer: &Peer) -> CloseCode {
+    loop {
+        match tokio::time::timeout(WAIT, peer.ws.recv()).await.expect("closed within the wait") {
+            Ok(_) => {}
+            Err(err) => return err.connection_closed().expect("a close").code(),
+        }
+    }
+}
+
+/// One session per user across nodes, and a client that comes back on another node takes its
+/// session over at once: on a live node, that node closes the old connection with 1000; on a
+/// node that has just died (its heartbeat not yet expired), the session is unregistered and
+/// leaves presence with its node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_taken_over_across_nodes() {
+    let redis = RedisServer::start();
+    let refuse = || rooms_config().with_sessions(SessionPolicy::Refuse);
+    let a = Node::with_config(&redis.url(), refuse()).await;
+    let b = Node::with_config(&redis.url(), refuse()).await;
+    let mut old = Peer::open(a.addr(), "alice").await;
+    old.join("lobby").await;
+    assert_eq!(b.rooms.user_sessions("alice").await.unwrap(), 1);
+
+    let mut new = Peer::open(b.addr(), &format!("alice+{}", old.session)).await;
+    assert_eq!(closed_with(&old).await, CloseCode::NORMAL);
+    new.join("lobby").await;
+    eventually("a single session of alice", || async {
+        a.rooms.user_sessions("alice").await.unwrap() == 1
+    })
+    .await;
+
+    // Node C dies with carol on it; she comes back on A before C's heartbeat has expired.
+    let runtime_c =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let url = redis.url();
+    let c = runtime_c.spawn(async move { Node::with_config(&url, refuse()).await }).await.unwrap();
+    let mut carol = Peer::open(c.addr(), "carol").await;
+    carol.join("lobby").await;
+    while new.next_event().await["data"]["user"] != "carol" {}
+    let gone = carol.session.clone();
+    runtime_c.shutdown_background();
+    let mut back = Peer::open(a.addr(), &format!("carol+{gone}")).await;
+    back.join("lobby").await;
+    // The old session leaves presence with its node; the new one stays.
+    loop {
+        let event = new.next_event().await;
+        if event["event"] == "presence.leave" && event["data"]["session"] == gone.as_str() {
+            break;
+        }
+    }
+    let present = b.rooms.presence("lobby").await.unwrap();
+    let carols: Vec<_> = present.iter().filter(|p| p.user == "carol").collect();
+    assert_eq!(carols.len(), 1);
+    assert_eq!(carols[0].session.as_str(), back.session);
+    drop(c);
+}

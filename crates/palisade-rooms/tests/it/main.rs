@@ -14,7 +14,7 @@ use palisade_conn::{Config, WebSocket};
 use palisade_error::{CloseCode, Error};
 use palisade_json::{Incoming, JsonConfig, JsonSocket, Request, StrikePolicy};
 use palisade_proto::message::Message;
-use palisade_rooms::{Rooms, RoomsConfig};
+use palisade_rooms::{Rooms, RoomsConfig, SessionId};
 use palisade_server::{BoxError, Path, Running, Server, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -55,7 +55,17 @@ async fn chat(
     let config = JsonConfig::default().with_strike_policy(StrikePolicy::off());
     let mut socket = JsonSocket::with_config(ws, config);
     let role = if user.starts_with("guest") { "guest" } else { "member" };
-    let session = match rooms.connect(&socket, &user, json!({ "role": role })).await {
+    // `/alice+SESSION`: alice, taking over her session SESSION.
+    let (user, previous) = match user.split_once('+') {
+        Some((user, previous)) => (user.to_owned(), Some(SessionId::from(previous.to_owned()))),
+        None => (user, None),
+    };
+    let meta = json!({ "role": role });
+    let connected = match &previous {
+        Some(previous) => rooms.connect_replacing(&socket, &user, meta, previous).await,
+        None => rooms.connect(&socket, &user, meta).await,
+    };
+    let session = match connected {
         Ok(session) => session,
         Err(err) => {
             socket.emit("refused", &err.reply()).await?;

@@ -123,6 +123,42 @@ async fn one_session_per_user_when_the_policy_says_so() {
     Peer::open(node.addr(), "alice").await;
 }
 
+/// A client that comes back (its old connection perhaps half-open) takes its session over:
+/// the old one is closed with 1000 "session replaced" and leaves its rooms; a session of
+/// another user is never replaced; the policy still refuses a second live session.
+#[tokio::test]
+async fn a_session_is_taken_over_by_its_successor() {
+    let node = Node::start(RoomsConfig::default().with_sessions(SessionPolicy::Refuse)).await;
+    let mut old = Peer::open(node.addr(), "alice").await;
+    old.join("r").await;
+    let mut bob = Peer::open(node.addr(), "bob").await;
+    bob.join("r").await;
+
+    // Carol naming alice's session is carol: alice's session stays.
+    let mut carol = Peer::open(node.addr(), &format!("carol+{}", old.session)).await;
+    carol.join("r").await;
+    old.join("s").await;
+
+    let mut new = Peer::open(node.addr(), &format!("alice+{}", old.session)).await;
+    assert_ne!(new.session, old.session);
+    assert_eq!(old.closed_with().await, CloseCode::NORMAL);
+    loop {
+        let event = bob.next_event().await;
+        if event["event"] == "presence.leave" && event["data"]["session"] == old.session.as_str() {
+            assert_eq!(event["data"]["user"], "alice");
+            break;
+        }
+    }
+    new.join("r").await;
+    assert_eq!(node.rooms.user_sessions("alice").await.unwrap(), 1);
+
+    // Naming a session that is gone replaces nothing: alice has a live one.
+    let mut again = Peer::connect(node.addr(), &format!("alice+{}", old.session)).await;
+    assert_eq!(again.event("refused").await["code"], "session_refused");
+    assert_eq!(again.closed_with().await, CloseCode::POLICY_VIOLATION);
+    new.ok("room.presence", json!({"room": "r"})).await;
+}
+
 #[tokio::test]
 async fn every_limit_is_an_error_reply() {
     let config = RoomsConfig::default().with_max_room_name(8).with_max_rooms_per_session(2);

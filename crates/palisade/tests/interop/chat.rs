@@ -550,6 +550,47 @@ mod server {
         assert_eq!(free_again(&chat.addr, "alice").await, 200);
     }
 
+    /// A page that comes back proves with its last `welcome`'s resume token which session it
+    /// had, and takes that session over instead of being refused as a second login: the old
+    /// connection (perhaps half-open, or on a dead node) is closed with 1000 "session
+    /// replaced". The resume token is no login token, serves its own user only, and replaces
+    /// only the session it names.
+    #[tokio::test]
+    async fn a_resume_token_takes_its_session_over() {
+        let chat = chat(&[]).await;
+        let url = format!("ws://{}/ws", chat.addr);
+        let alice = token(&chat.addr, "alice").await;
+        let resuming = |token: &str, resume: &str| {
+            client(Some(token))
+                .with_subprotocols([SUBPROTOCOL.to_owned(), format!("resume.{resume}")])
+        };
+        let user = |ws: WebSocket| User { ws, pushes: VecDeque::new(), next_id: 0 };
+        let mut old = user(client(Some(&alice)).connect(&url).await.unwrap().into_socket());
+        let resume = old.event("welcome").await["resume"].as_str().unwrap().to_owned();
+
+        assert_eq!(refused(&chat.addr, Some(&alice)).await.0, 409);
+        assert_eq!(refused(&chat.addr, Some(&resume)).await.0, 401, "a resume token is no login");
+        // Bob offering alice's resume token is just bob: alice's session stays.
+        let bob = token(&chat.addr, "bob").await;
+        let mut bob = user(resuming(&bob, &resume).connect(&url).await.unwrap().into_socket());
+        assert_eq!(bob.event("welcome").await["name"], "bob");
+        let joined = old.request("room.join", json!({ "room": "lobby" })).await;
+        assert_eq!(joined["status"], "ok", "{joined}");
+
+        let mut new = user(resuming(&alice, &resume).connect(&url).await.unwrap().into_socket());
+        let welcome = new.event("welcome").await;
+        assert_eq!(welcome["name"], "alice");
+        assert_eq!(old.closed().await, (CloseCode::NORMAL, "session replaced".to_owned()));
+        let joined = new.request("room.join", json!({ "room": "lobby" })).await;
+        assert_eq!(joined["status"], "ok", "{joined}");
+
+        // The same resume token again: its session is gone, the new one counts.
+        let mut again = user(resuming(&alice, &resume).connect(&url).await.unwrap().into_socket());
+        assert_eq!(again.closed().await, (CloseCode(4003), "name already connected".to_owned()));
+        let said = new.request("say", json!({ "room": "lobby", "text": "still here" })).await;
+        assert_eq!(said["status"], "ok", "{said}");
+    }
+
     /// The user names in a presence list.
     fn users(presence: &Value) -> Vec<&str> {
         presence.as_array().unwrap().iter().map(|p| p["user"].as_str().unwrap()).collect()
