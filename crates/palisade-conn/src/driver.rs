@@ -924,6 +924,27 @@ impl Shared {
         Ok(())
     }
 
+    /// Queues a message without writing anything: the caller flushes (or sends) after a
+    /// batch, which then leaves in one gathered write.
+    pub(crate) fn feed(&self, message: Message) -> Result<(), TrySendError> {
+        let mut guard = self.lock();
+        let inner = &mut **guard;
+        if inner.terminated || inner.io_dead {
+            return Err(TrySendError::Closed(inner.conn.closed_error()));
+        }
+        if inner.conn.pending_transmit() > self.config.write_high_water {
+            return Err(TrySendError::Full(message));
+        }
+        match inner.conn.send(&message) {
+            Ok(()) => {
+                inner.stats.messages_out += 1;
+                Ok(())
+            }
+            Err(Error::InvalidState(_)) => Err(TrySendError::Closed(inner.conn.closed_error())),
+            Err(err) => Err(TrySendError::Closed(err)),
+        }
+    }
+
     pub(crate) async fn flush(&self) -> Result<(), Error> {
         poll_fn(|cx| self.poll_flush_writer(cx, 0)).await
     }

@@ -184,6 +184,12 @@ impl WebSocket {
         self.shared.try_send(message.into())
     }
 
+    /// Queues a message without writing anything, for a batch that a [`send`](Self::send)
+    /// or [`flush`](Self::flush) then writes at once; see [`Sender::feed`].
+    pub fn feed(&self, message: impl Into<Message>) -> Result<(), TrySendError> {
+        self.shared.feed(message.into())
+    }
+
     /// Writes everything queued.
     pub async fn flush(&self) -> Result<(), Error> {
         self.shared.flush().await
@@ -364,6 +370,23 @@ impl WriteHalf {
         self.shared.try_send(message.into())
     }
 
+    /// Queues a message without writing anything, for a batch: the next
+    /// [`send`](Self::send) or [`flush`](Self::flush) writes every fed message at once, in
+    /// one gathered write where the transport takes it. Fails as
+    /// [`try_send`](Self::try_send) does: [`TrySendError::Full`] above the write buffer's
+    /// high-water mark (flush, then feed the message again).
+    ///
+    /// Nothing fed is written until then, so a batch must end with a `send` or `flush`;
+    /// `try_send`, by contrast, writes what the transport takes at once.
+    pub fn feed(&self, message: impl Into<Message>) -> Result<(), TrySendError> {
+        self.shared.feed(message.into())
+    }
+
+    /// Writes everything queued (what [`feed`](Self::feed) queued included).
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.shared.flush().await
+    }
+
     /// Sends a ping.
     pub async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
         self.shared.ping(payload).await
@@ -419,6 +442,23 @@ impl Sender {
     /// Queues a message without waiting; see [`WebSocket::try_send`].
     pub fn try_send(&self, message: impl Into<Message>) -> Result<(), TrySendError> {
         self.shared.try_send(message.into())
+    }
+
+    /// Queues a message without writing anything, for a batch: the next
+    /// [`send`](Self::send) or [`flush`](Self::flush) writes every fed message at once, in
+    /// one gathered write where the transport takes it. Fails as
+    /// [`try_send`](Self::try_send) does: [`TrySendError::Full`] above the write buffer's
+    /// high-water mark (flush, then feed the message again).
+    ///
+    /// Nothing fed is written until then, so a batch must end with a `send` or `flush`;
+    /// `try_send`, by contrast, writes what the transport takes at once.
+    pub fn feed(&self, message: impl Into<Message>) -> Result<(), TrySendError> {
+        self.shared.feed(message.into())
+    }
+
+    /// Writes everything queued (what [`feed`](Self::feed) queued included).
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.shared.flush().await
     }
 
     /// Runs the close handshake and waits for its end; see [`WebSocket::close`]. A server's

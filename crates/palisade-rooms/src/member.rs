@@ -292,10 +292,10 @@ pub(crate) async fn write_loop(outbox: Arc<Outbox>, sender: Sender) {
         };
         let last = batch.len().saturating_sub(1);
         for (i, message) in batch.into_iter().enumerate() {
-            // Queued without a flush but the last, which flushes them all: frames that wait
-            // together leave together.
+            // Fed without a write but the last, which flushes them all: frames that wait
+            // together leave together, in one gathered write.
             let sent = if i < last {
-                match sender.try_send(message) {
+                match sender.feed(message) {
                     Ok(()) => Ok(()),
                     Err(TrySendError::Full(message)) => sender.send(message).await,
                     Err(TrySendError::Closed(err)) => Err(err),

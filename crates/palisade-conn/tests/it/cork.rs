@@ -255,3 +255,34 @@ async fn frames_queued_while_the_socket_was_full_leave_together() {
     let after = counts.writes() - at_full;
     assert!(after <= 12, "{after} writes for the frames queued while the socket was full");
 }
+
+/// Fed messages wait, unwritten, for the flush, and then leave in one write; `try_send`
+/// writes at once. (The rooms layer feeds a member's queued broadcasts this way.)
+#[tokio::test]
+async fn fed_messages_leave_together_at_the_flush() {
+    const N: usize = 32;
+    let (mut peer, server, counts) = raw_pair(quiet()).await;
+    let sender = server.sender();
+    let batch: Vec<_> = (0..N).map(|i| Message::text(format!("fed {i}"))).collect();
+    for message in &batch {
+        sender.feed(message.clone()).unwrap();
+    }
+    assert_eq!(counts.writes(), 0, "nothing is written before the flush");
+    sender.flush().await.unwrap();
+    assert_eq!(counts.writes(), 1, "the batch left in one write");
+    for expected in &batch {
+        assert_eq!(&peer.recv().await, expected);
+    }
+    assert_eq!(server.stats().messages_out, N as u64);
+
+    sender.try_send(Message::text("at once")).unwrap();
+    assert_eq!(counts.writes(), 2, "try_send writes what the transport takes");
+    assert_eq!(peer.recv().await, Message::text("at once"));
+
+    // Above the high-water mark, feeding gives the message back.
+    let config = quiet().with_write_buffer(64, 16);
+    let (_peer, server, _counts) = raw_pair(config).await;
+    let big = Message::text("x".repeat(100));
+    server.feed(big.clone()).unwrap();
+    assert!(matches!(server.feed(big.clone()), Err(TrySendError::Full(back)) if back == big));
+}
