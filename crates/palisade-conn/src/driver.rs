@@ -945,6 +945,28 @@ impl Shared {
         }
     }
 
+    /// Feeds from `messages`, under one lock, while the write buffer is below its high-water
+    /// mark; `Ok(true)` once `messages` is exhausted, `Ok(false)` when it stopped for room.
+    pub(crate) fn feed_from(
+        &self,
+        messages: &mut dyn Iterator<Item = Message>,
+    ) -> Result<bool, Error> {
+        let mut guard = self.lock();
+        let inner = &mut **guard;
+        if inner.terminated || inner.io_dead {
+            return Err(inner.conn.closed_error());
+        }
+        while inner.conn.pending_transmit() <= self.config.write_high_water {
+            let Some(message) = messages.next() else { return Ok(true) };
+            match inner.conn.send(&message) {
+                Ok(()) => inner.stats.messages_out += 1,
+                Err(Error::InvalidState(_)) => return Err(inner.conn.closed_error()),
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(false)
+    }
+
     pub(crate) async fn flush(&self) -> Result<(), Error> {
         poll_fn(|cx| self.poll_flush_writer(cx, 0)).await
     }

@@ -387,6 +387,25 @@ impl WriteHalf {
         self.shared.flush().await
     }
 
+    /// Sends every message of `messages`, in order, in as few writes as the transport takes:
+    /// they are queued together (up to the write buffer's high-water mark, then flushed, and
+    /// so on) and flushed once at the end. For a batch that waited together, such as a room
+    /// member's queued broadcasts. An error ends the batch: the messages not yet queued are
+    /// dropped with the iterator.
+    pub async fn send_all<I>(&self, messages: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = Message>,
+    {
+        let mut messages = messages.into_iter();
+        loop {
+            let done = self.shared.feed_from(&mut messages)?;
+            self.shared.flush().await?;
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
     /// Sends a ping.
     pub async fn ping(&self, payload: &[u8]) -> Result<(), Error> {
         self.shared.ping(payload).await
@@ -459,6 +478,25 @@ impl Sender {
     /// Writes everything queued (what [`feed`](Self::feed) queued included).
     pub async fn flush(&self) -> Result<(), Error> {
         self.shared.flush().await
+    }
+
+    /// Sends every message of `messages`, in order, in as few writes as the transport takes:
+    /// they are queued together (up to the write buffer's high-water mark, then flushed, and
+    /// so on) and flushed once at the end. For a batch that waited together, such as a room
+    /// member's queued broadcasts. An error ends the batch: the messages not yet queued are
+    /// dropped with the iterator.
+    pub async fn send_all<I>(&self, messages: I) -> Result<(), Error>
+    where
+        I: IntoIterator<Item = Message>,
+    {
+        let mut messages = messages.into_iter();
+        loop {
+            let done = self.shared.feed_from(&mut messages)?;
+            self.shared.flush().await?;
+            if done {
+                return Ok(());
+            }
+        }
     }
 
     /// Runs the close handshake and waits for its end; see [`WebSocket::close`]. A server's

@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use palisade_conn::{Sender, TrySendError};
+use palisade_conn::Sender;
 use palisade_error::CloseCode;
 use palisade_json::JsonSender;
 use palisade_proto::message::Message;
@@ -224,10 +224,15 @@ impl Outbox {
                 }
             }
         }
+        // The writer takes the whole queue at once: a queue that was not empty has a wake-up
+        // on its way already.
+        let wake = state.queue.is_empty();
         state.queue.push_back(message);
         state.stats.max_queued = state.stats.max_queued.max(state.queue.len());
         drop(state);
-        self.notify.notify_one();
+        if wake {
+            self.notify.notify_one();
+        }
     }
 
     /// Holds the writer until the guard is dropped.
@@ -290,27 +295,10 @@ pub(crate) async fn write_loop(outbox: Arc<Outbox>, sender: Sender) {
             }
             Next::End => return,
         };
-        let last = batch.len().saturating_sub(1);
-        for (i, message) in batch.into_iter().enumerate() {
-            // Fed without a write but the last, which flushes them all: frames that wait
-            // together leave together, in one gathered write.
-            let sent = if i < last {
-                match sender.feed(message) {
-                    Ok(()) => Ok(()),
-                    Err(TrySendError::Full(message)) => sender.send(message).await,
-                    Err(TrySendError::Closed(err)) => Err(err),
-                    Err(err) => {
-                        tracing::debug!(conn = %sender.id(), "rooms: send failed: {err}");
-                        return;
-                    }
-                }
-            } else {
-                sender.send(message).await
-            };
-            if sent.is_err() {
-                // The connection is over; its handler sees why.
-                return;
-            }
+        // Everything that waited together leaves together, in one gathered write.
+        if sender.send_all(batch).await.is_err() {
+            // The connection is over; its handler sees why.
+            return;
         }
     }
 }

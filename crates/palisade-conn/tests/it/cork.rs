@@ -286,3 +286,31 @@ async fn fed_messages_leave_together_at_the_flush() {
     server.feed(big.clone()).unwrap();
     assert!(matches!(server.feed(big.clone()), Err(TrySendError::Full(back)) if back == big));
 }
+
+/// `send_all` sends a batch in order in one write, and a batch past the high-water mark in
+/// several, each up to the mark, with nothing lost.
+#[tokio::test]
+async fn send_all_writes_a_batch_in_as_few_writes_as_it_may() {
+    let (mut peer, server, counts) = raw_pair(quiet()).await;
+    let batch: Vec<_> = (0..40).map(|i| Message::text(format!("b{i}"))).collect();
+    server.sender().send_all(batch.clone()).await.unwrap();
+    assert_eq!(counts.writes(), 1);
+    for expected in &batch {
+        assert_eq!(&peer.recv().await, expected);
+    }
+
+    let (mut peer, server, counts) = raw_pair(quiet().with_write_buffer(1024, 256)).await;
+    let big: Vec<_> =
+        (0..64).map(|i| Message::text(format!("{i:>3}{}", "y".repeat(200)))).collect();
+    let reader = tokio::spawn(async move {
+        let mut got = Vec::new();
+        for _ in 0..64 {
+            got.push(peer.recv().await);
+        }
+        got
+    });
+    server.sender().send_all(big.clone()).await.unwrap();
+    assert_eq!(reader.await.unwrap(), big);
+    // About 13.5 KiB in batches of at most 1 KiB (plus one message) each.
+    assert!(counts.writes() >= 10, "{} writes", counts.writes());
+}
