@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use palisade::WebSocket;
 use palisade::json::{Incoming, JsonSocket, SUBPROTOCOL};
-use palisade::rooms::{Rooms, RoomsConfig, SlowConsumer};
+use palisade::rooms::{RoomOptions, Rooms, RoomsConfig, SlowConsumer};
 use palisade::server::{BoxError, Server, State};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -47,9 +47,14 @@ struct Tick {
 
 // ANCHOR: config
 /// The benchmark's rooms: a member that falls 1,024 messages behind loses its oldest ones
-/// (counted as lost by the load generator) instead of being closed.
+/// (counted as lost by the load generator) instead of being closed, and the room has no
+/// presence (a broadcast room of thousands where nobody reads who is there: joining stays
+/// linear, and the hand-written peers have none either).
 fn config() -> RoomsConfig {
-    RoomsConfig::default().with_queue_capacity(1024).with_slow_consumer(SlowConsumer::DropOldest)
+    RoomsConfig::default()
+        .with_queue_capacity(1024)
+        .with_slow_consumer(SlowConsumer::DropOldest)
+        .with_room_policy(|_| RoomOptions::default().without_presence())
 }
 // ANCHOR_END: config
 

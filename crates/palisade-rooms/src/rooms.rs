@@ -412,14 +412,20 @@ impl Rooms {
                 Some(merge(position, outcome, buffered))
             }
         };
-        let presence_list = match backend.presence(room).await {
-            Ok(list) => list,
-            Err(err) => {
-                tracing::warn!(%room, "rooms: presence from this node only: {err}");
-                local.presence(room)
+        let presence_list = if !options.presence {
+            Vec::new()
+        } else {
+            match backend.presence(room).await {
+                Ok(list) => list,
+                Err(err) => {
+                    tracing::warn!(%room, "rooms: presence from this node only: {err}");
+                    local.presence(room)
+                }
             }
         };
-        self.signal(room, protocol::PRESENCE_JOIN, &presence, Some(member.session())).await;
+        if options.presence {
+            self.signal(room, protocol::PRESENCE_JOIN, &presence, Some(member.session())).await;
+        }
         let joined = Joined { room: room.to_owned(), presence: presence_list, recovery };
         Ok((joined, hold))
     }
@@ -431,7 +437,9 @@ impl Rooms {
         if let Err(err) = self.inner.backend.presence_leave(room, &presence, last_local).await {
             tracing::warn!(%room, session = %member.session(), "rooms: presence not shared: {err}");
         }
-        self.signal(room, protocol::PRESENCE_LEAVE, &presence, None).await;
+        if (self.inner.config.room_policy)(room).presence {
+            self.signal(room, protocol::PRESENCE_LEAVE, &presence, None).await;
+        }
     }
 
     /// Sends a presence event to a room's members (but `except`), on every node.

@@ -1,7 +1,7 @@
 //! Rooms, presence, private messages, policies and limits.
 
 use palisade_json::{AppCode, ErrorReply};
-use palisade_rooms::{RoomsConfig, SessionPolicy};
+use palisade_rooms::{RoomOptions, RoomsConfig, SessionPolicy};
 
 use super::*;
 
@@ -157,6 +157,33 @@ async fn a_session_is_taken_over_by_its_successor() {
     assert_eq!(again.event("refused").await["code"], "session_refused");
     assert_eq!(again.closed_with().await, CloseCode::POLICY_VIOLATION);
     new.ok("room.presence", json!({"room": "r"})).await;
+}
+
+/// A room without presence: no presence list in the join's reply, no `presence.join` or
+/// `presence.leave` to its members (joining N members sends O(N) frames), and its traffic as
+/// usual; `room.presence` still answers. Other rooms keep theirs.
+#[tokio::test]
+async fn a_room_without_presence_sends_none() {
+    let config = RoomsConfig::default().with_room_policy(|room| {
+        let options = RoomOptions::default();
+        if room.starts_with("wide") { options.without_presence() } else { options }
+    });
+    let node = Node::start(config).await;
+    let mut alice = Peer::open(node.addr(), "alice").await;
+    let mut bob = Peer::open(node.addr(), "bob").await;
+    assert_eq!(alice.join("wide").await["presence"], json!([]));
+    assert_eq!(bob.join("wide").await["presence"], json!([]));
+    alice.send(json!({"event": "say", "data": {"room": "wide", "text": "hi"}})).await;
+    // The first thing alice's room sends bob is the message: no presence event before it.
+    assert_eq!(bob.event("room.message").await["data"]["text"], "hi");
+    let listed = bob.ok("room.presence", json!({"room": "wide"})).await;
+    assert_eq!(listed["presence"].as_array().map(Vec::len), Some(2), "{listed}");
+    bob.ok("room.leave", json!({"room": "wide"})).await;
+    alice.quiet().await;
+
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    assert_eq!(alice.event("presence.join").await["user"], "bob");
 }
 
 #[tokio::test]
