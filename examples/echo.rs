@@ -11,7 +11,8 @@
 //! and close (set `RUST_LOG=debug` for more), and on Ctrl-C or SIGTERM shuts down gracefully:
 //! every client receives 1001 Going Away. Options: `--threads N` (default 1: one core, as in
 //! the benchmarks); `--deflate` accepts permessage-deflate (RFC 7692) from clients that offer
-//! it, `--deflate-lean` the same with the memory-lean preset.
+//! it, `--deflate-lean` the same with the memory-lean preset, `--deflate-retained` with zlib's
+//! streams kept between messages (faster per message, about 370 KiB more per connection).
 
 use std::time::Duration;
 
@@ -36,7 +37,7 @@ async fn echo(ws: WebSocket) -> Result<(), palisade::Error> {
 mod args;
 
 const USAGE: &str = "\
-usage: echo [--addr HOST:PORT] [--threads N] [--deflate | --deflate-lean]
+usage: echo [--addr HOST:PORT] [--threads N] [--deflate | --deflate-lean | --deflate-retained]
 
 The echo server: every message comes back as it arrived.
 
@@ -44,6 +45,7 @@ The echo server: every message comes back as it arrived.
   --threads N        worker threads (default 1)
   --deflate          accept permessage-deflate from clients that offer it
   --deflate-lean     the same, with the memory-lean preset
+  --deflate-retained the same as --deflate, keeping zlib's streams between messages
   -h, --help         print this and exit
 ";
 
@@ -58,6 +60,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--threads" => threads = args.parsed("--threads"),
             "--deflate" => deflate = Some(DeflateConfig::default()),
             "--deflate-lean" => deflate = Some(DeflateConfig::lean()),
+            "--deflate-retained" => {
+                deflate = Some(DeflateConfig::default().with_retained_streams(true))
+            }
             other => args.unknown(other),
         }
     }

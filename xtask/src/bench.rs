@@ -8,8 +8,11 @@
 //! `palisade-load report` to render the chapter. Every process it starts is killed by its
 //! process id when the run ends, whether it succeeded or not.
 //!
-//! Compressed runs follow: palisade's echo example uncompressed, with permessage-deflate and with
-//! the lean preset, driven with compressible text ([`COMPRESSION`]).
+//! Compressed runs follow: palisade's echo example uncompressed, with permessage-deflate, with
+//! the lean preset and with zlib's streams kept between messages, driven with compressible text
+//! ([`COMPRESSION`]), then their memory per idle connection after one message and after more
+//! than a window's worth of messages each way ([`IDLE_MESSAGES`]). `--compression` runs that
+//! part alone and writes its chapter to `target/bench-compression/`.
 //!
 //! Typed JSON runs follow: palisade's `json_echo` example (palisade-json's envelope) beside
 //! the same typed echo written by hand with tokio-tungstenite and serde_json ([`JSON_SERVERS`]).
@@ -47,11 +50,17 @@ const SERVERS: [(&str, &str); 3] = [
 /// load generator offers permessage-deflate). Neither peer supports permessage-deflate
 /// (tokio-tungstenite 0.29 and fastwebsockets 0.10 have no such feature), so palisade is
 /// compared with itself, uncompressed, on the same compressible text.
-const COMPRESSION: [(&str, &[&str], bool); 3] = [
+const COMPRESSION: [(&str, &[&str], bool); 4] = [
     ("uncompressed", &[], false),
     ("deflate", &["--deflate"], true),
     ("deflate lean", &["--deflate-lean"], true),
+    ("deflate retained", &["--deflate-retained"], true),
 ];
+
+/// Messages each idle compressed connection exchanges before it goes quiet: one, and 40 of
+/// 1 KiB, more than the 32 KiB a 15-bit window holds, so that a connection keeping only its
+/// windows' bytes holds all it ever will.
+const IDLE_MESSAGES: [u64; 2] = [1, 40];
 
 /// The typed JSON echo: palisade's through palisade-json, and the same by hand (parse into a
 /// typed event with serde, answer, keep going on bad input), as (name, binary).
@@ -115,6 +124,15 @@ impl Matrix {
                 window: 1,
                 out: root.join("target/bench-smoke"),
             },
+            "compression" => Matrix {
+                mode: "compression",
+                cases: Vec::new(),
+                pipelined: Vec::new(),
+                idle: Vec::new(),
+                json: Vec::new(),
+                out: root.join("target/bench-compression"),
+                ..Matrix::new("full", root)
+            },
             "quick" => Matrix {
                 mode: "quick",
                 cases: vec![(64, 16), (512, 16), (64, KIB), (64, 64 * KIB), (1, 16)],
@@ -165,10 +183,12 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         ["--smoke"] => "smoke",
         ["--micro"] => "micro",
         ["--fanout"] => "fanout",
+        ["--compression"] => "compression",
         ["--fanout-page"] => "fanout-page",
         _ => {
             eprintln!(
-                "usage: cargo xtask bench [--quick | --smoke | --micro | --fanout | --fanout-page]"
+                "usage: cargo xtask bench [--quick | --smoke | --micro | --compression | --fanout \
+                 | --fanout-page]"
             );
             return ExitCode::from(2);
         }
@@ -200,7 +220,11 @@ fn bench(mode: &str) -> Result<(), String> {
     build()?;
     let release = target_dir(&root).join("release");
     let load = release.join("palisade-load");
-    let work = target_dir(&root).join(if mode == "smoke" { "bench-smoke" } else { "bench" });
+    let work = target_dir(&root).join(match mode {
+        "smoke" => "bench-smoke",
+        "compression" => "bench-compression",
+        _ => "bench",
+    });
     std::fs::create_dir_all(work.join("logs")).map_err(|e| format!("{}: {e}", work.display()))?;
     let pin = Pinning::detect();
 
@@ -240,7 +264,7 @@ fn bench(mode: &str) -> Result<(), String> {
 
     // Throughput: all three servers up at once, each case run against each in turn, so that
     // noise from the machine spreads over the servers alike.
-    {
+    if !matrix.cases.is_empty() || !matrix.pipelined.is_empty() {
         let mut servers = Vec::new();
         for (name, binary) in SERVERS {
             servers.push(Server::start(name, &release.join(binary), &[], &load, &pin, &work)?);
@@ -315,7 +339,7 @@ fn bench(mode: &str) -> Result<(), String> {
             let server = Server::start(name, &release.join(binary), &[], &load, &pin, &work)?;
             // Let the server finish starting before its memory is read.
             std::thread::sleep(Duration::from_millis(300));
-            let mut run = idle_case(&pin, &load, &server, count, false, next_source)?;
+            let mut run = idle_case(&pin, &load, &server, count, None, next_source)?;
             next_source += (count as u32).div_ceil(20_000) + 1;
             if run["opened"].as_u64() != Some(count) {
                 problems.push(format!("{name} idle {count}: {}", run));
@@ -368,10 +392,19 @@ fn bench(mode: &str) -> Result<(), String> {
         }
     }
     for &count in &matrix.idle_compressed {
-        for (name, flags, deflate) in COMPRESSION {
-            println!("bench: {count} idle connections to palisade {name}");
+        for (messages, (name, flags, deflate)) in
+            IDLE_MESSAGES.iter().flat_map(|&m| COMPRESSION.iter().map(move |v| (m, *v)))
+        {
+            if !deflate && messages > 1 {
+                // Without the extension the messages change nothing between them.
+                continue;
+            }
+            println!(
+                "bench: {count} idle connections to palisade {name} after {messages} message(s)"
+            );
             let server = Server::start(name, &echo, flags, &load, &pin, &work)?;
             std::thread::sleep(Duration::from_millis(300));
+            let deflate = deflate.then_some(messages);
             let mut run = idle_case(&pin, &load, &server, count, deflate, next_source)?;
             next_source += (count as u32).div_ceil(20_000) + 1;
             if run["opened"].as_u64() != Some(count) {
@@ -432,7 +465,9 @@ fn bench(mode: &str) -> Result<(), String> {
         started.elapsed().as_secs_f64()
     );
     // The fan-out section writes a page of its own.
-    if let Err(e) = fanout::run(matrix.mode) {
+    if matrix.mode != "compression"
+        && let Err(e) = fanout::run(matrix.mode)
+    {
         problems.push(e);
     }
     if problems.is_empty() {
@@ -491,22 +526,22 @@ fn failed(run: &Value, name: &str, (conns, size): (u64, u64)) -> Option<String> 
     bad.then(|| format!("{name} {conns}×{size}: {}", summary(run)))
 }
 
-/// One `palisade-load idle` run of `count` connections to `server`; prints the memory per
-/// connection.
+/// One `palisade-load idle` run of `count` connections to `server`, each exchanging `deflate`
+/// compressed messages if given; prints the memory per connection.
 fn idle_case(
     pin: &Pinning,
     load: &Path,
     server: &Server,
     count: u64,
-    deflate: bool,
+    deflate: Option<u64>,
     source: u32,
 ) -> Result<Value, String> {
     let mut command = pin.load_command(load);
     command.args(["idle", "--url", &server.url, "-n", &count.to_string()]);
     command.args(["--server-pid", &server.pid().to_string()]);
     command.args(["--first-source", &source.to_string()]);
-    if deflate {
-        command.arg("--deflate");
+    if let Some(messages) = deflate {
+        command.args(["--deflate", "--messages", &messages.to_string()]);
     }
     let run = json_line(&mut command)?;
     let per = run["bytes_per_connection"].as_f64().unwrap_or(0.0) / 1024.0;

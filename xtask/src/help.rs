@@ -21,6 +21,8 @@ Tasks:
   bench           echo throughput and idle memory of palisade, tokio-tungstenite and
                   fastwebsockets, written to docs/src/benchmarks.md (--quick: a subset
                   in under 3 minutes; --micro: the criterion benches of the protocol core;
+                  --compression: only palisade with and without permessage-deflate,
+                  written to target/bench-compression/;
                   --fanout: only the fan-out of one room to 100-10,000 members against
                   hand-written peers and across two nodes through Redis, written to
                   docs/src/bench/fanout.md; --fanout-page: that page again from the

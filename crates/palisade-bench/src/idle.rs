@@ -1,7 +1,8 @@
 //! Idle memory: open N connections, complete each handshake, then send nothing, and read the
 //! server's resident memory before and after. With [`Plan::deflate`], each connection agrees
-//! to permessage-deflate and exchanges one compressed message before it goes quiet, so that the
-//! server holds whatever compression state it keeps between messages.
+//! to permessage-deflate and exchanges [`Plan::messages`] compressed messages (one by default)
+//! before it goes quiet, so that the server holds whatever compression state it keeps between
+//! messages: with 40 messages of 1 KiB, more than a 32 KiB window has passed each way.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,8 +31,10 @@ pub struct Plan {
     pub settle: Duration,
     /// The first loopback source address, as in [`load::Plan::first_source`].
     pub first_source: u32,
-    /// Agree to permessage-deflate and exchange one 1 KiB compressed message first.
+    /// Agree to permessage-deflate and exchange 1 KiB compressed messages first.
     pub deflate: bool,
+    /// How many, one after the other, with [`Plan::deflate`].
+    pub messages: usize,
 }
 
 /// What one run measured.
@@ -65,6 +68,7 @@ impl Outcome {
         json!({
             "connections": plan.connections,
             "deflate": plan.deflate,
+            "messages": if plan.deflate { plan.messages } else { 0 },
             "opened": self.opened,
             "failed": self.failed,
             "first_error": self.first_error,
@@ -91,12 +95,16 @@ pub async fn run(plan: Plan) -> Result<Outcome, String> {
     for i in 0..plan.connections {
         let (permits, addr, source) = (permits.clone(), plan.addr, sources[i % sources.len()]);
         let frames = frames.as_ref().map(|f| f.starting_at(i));
+        let messages = plan.messages;
         tasks.push(tokio::spawn(async move {
             let _permit = permits.acquire_owned().await.map_err(|e| e.to_string())?;
             let opening = async {
                 let (mut stream, leftover) = load::connect(addr, source, frames.is_some()).await?;
                 if let Some(mut frames) = frames {
-                    exchange(&mut stream, leftover, frames.next_frame()).await?;
+                    let mut leftover = leftover;
+                    for _ in 0..messages {
+                        leftover = exchange(&mut stream, leftover, frames.next_frame()).await?;
+                    }
                 }
                 Ok(stream)
             };
@@ -130,14 +138,19 @@ pub async fn run(plan: Plan) -> Result<Outcome, String> {
     Ok(outcome)
 }
 
-/// Sends `frame` and reads until the echo of it has arrived whole.
-async fn exchange(stream: &mut TcpStream, leftover: Vec<u8>, frame: &[u8]) -> Result<(), String> {
+/// Sends `frame` and reads until the echo of it has arrived whole; returns what was read
+/// beyond it (nothing, as the server sends nothing else).
+async fn exchange(
+    stream: &mut TcpStream,
+    leftover: Vec<u8>,
+    frame: &[u8],
+) -> Result<Vec<u8>, String> {
     stream.write_all(frame).await.map_err(|e| format!("write: {e}"))?;
     let mut buf = leftover;
     loop {
         if let Some(len) = load::complete_frame(&buf) {
             return if buf[0] & 0x0f == 0x2 && len == buf.len() {
-                Ok(())
+                Ok(Vec::new())
             } else {
                 Err(format!("unexpected reply: first byte {:#04x}, {} bytes", buf[0], buf.len()))
             };

@@ -73,6 +73,9 @@ pub struct Outcome {
     pub seconds: f64,
     /// Round-trip latency over the measured interval, in nanoseconds.
     pub latency: Histogram<u64>,
+    /// Payload bytes of the replies counted in `round_trips`, as they came on the wire
+    /// (compressed, with permessage-deflate).
+    pub reply_bytes: u64,
     /// Connections that failed (connect, handshake, unexpected frame, EOF, stall).
     pub errors: u64,
     /// The first error, for the log.
@@ -118,6 +121,7 @@ impl Outcome {
             "server_cpu": self.server_cpu,
             "server_segments": self.server_segments,
             "segments_per_echo": per_echo(self.server_segments),
+            "reply_bytes_per_echo": per_echo(Some(self.reply_bytes)),
         })
     }
 }
@@ -140,6 +144,7 @@ struct Shared {
 struct ConnStats {
     round_trips: u64,
     latency: Histogram<u64>,
+    reply_bytes: u64,
 }
 
 /// A histogram of latencies in nanoseconds, from 1 ns to 100 s at 3 significant figures.
@@ -199,6 +204,7 @@ pub async fn run(plan: Plan) -> Outcome {
         round_trips: 0,
         seconds,
         latency: new_histogram(),
+        reply_bytes: 0,
         errors: 0,
         first_error: None,
         client_cpu: share(client_before, client_after),
@@ -215,6 +221,7 @@ pub async fn run(plan: Plan) -> Outcome {
         match result {
             Ok(stats) => {
                 outcome.round_trips += stats.round_trips;
+                outcome.reply_bytes += stats.reply_bytes;
                 // Both histograms have the same bounds, so adding cannot fail.
                 let _ = outcome.latency.add(&stats.latency);
             }
@@ -453,7 +460,7 @@ async fn reader(
     window: usize,
     shared: &Shared,
 ) -> Result<ConnStats, String> {
-    let mut stats = ConnStats { round_trips: 0, latency: new_histogram() };
+    let mut stats = ConnStats { round_trips: 0, latency: new_histogram(), reply_bytes: 0 };
     let mut in_flight: VecDeque<Instant> = VecDeque::with_capacity(window);
     let now = Instant::now();
     in_flight.extend(std::iter::repeat_n(now, window));
@@ -464,7 +471,7 @@ async fn reader(
     let (mut start, mut end) = (0usize, leftover.len());
     let mut current: Option<InFrame> = None;
     loop {
-        let mut done = 0usize;
+        let (mut done, mut done_bytes) = (0usize, 0u64);
         loop {
             let frame = match current {
                 Some(frame) => frame,
@@ -489,7 +496,8 @@ async fn reader(
                     && frame.fin
                     && reply_len.is_none_or(|len| frame.len == len) =>
                 {
-                    done += 1
+                    done += 1;
+                    done_bytes += frame.len;
                 }
                 // Pings and pongs from a keepalive: nothing to do within a short run.
                 0x9 | 0xA => {}
@@ -514,6 +522,9 @@ async fn reader(
         if done > 0 {
             let now = Instant::now();
             let phase = shared.phase.load(Ordering::Relaxed);
+            if phase == MEASURE {
+                stats.reply_bytes += done_bytes;
+            }
             for _ in 0..done {
                 let sent = in_flight.pop_front().ok_or("more replies than messages sent")?;
                 if phase == MEASURE {

@@ -86,7 +86,8 @@ struct Results<'a> {
     /// The compression variants, and their cases and idle counts.
     variants: Vec<String>,
     compressed_cases: Vec<(u64, u64)>,
-    idle_compressed_counts: Vec<u64>,
+    /// (connections, messages exchanged before going quiet).
+    idle_compressed_counts: Vec<(u64, u64)>,
 }
 
 impl<'a> Results<'a> {
@@ -118,8 +119,12 @@ impl<'a> Results<'a> {
             }
         }
         let idle = raw["idle_compressed"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let idle_compressed_counts: BTreeSet<u64> =
-            idle.iter().filter_map(|r| r["connections"].as_u64()).collect();
+        // Runs from before `messages` was recorded exchanged one message.
+        let idle_compressed_counts: BTreeSet<(u64, u64)> = idle
+            .iter()
+            .filter_map(|r| Some((r["connections"].as_u64()?, r["messages"].as_u64().unwrap_or(1))))
+            .filter(|&(_, messages)| messages > 0)
+            .collect();
         Self {
             raw,
             servers,
@@ -142,11 +147,15 @@ impl<'a> Results<'a> {
         self.compressed(variant, case)?[field].as_f64()
     }
 
-    fn idle_compressed(&self, variant: &str, conns: u64) -> Option<f64> {
-        let run = self.raw["idle_compressed"]
-            .as_array()?
-            .iter()
-            .find(|r| r["variant"] == variant && r["connections"] == conns)?;
+    /// Bytes per idle connection of `variant` after `messages` (uncompressed connections
+    /// exchange none, so their one run stands for every count of messages).
+    fn idle_compressed(&self, variant: &str, conns: u64, messages: u64) -> Option<f64> {
+        let run = self.raw["idle_compressed"].as_array()?.iter().find(|r| {
+            let exchanged = r["messages"].as_u64().unwrap_or(1);
+            r["variant"] == variant
+                && r["connections"] == conns
+                && (exchanged == messages || (exchanged == 0 && r["deflate"] == false))
+        })?;
         (run["opened"].as_u64()? > 0).then(|| run["bytes_per_connection"].as_f64())?
     }
 
@@ -475,8 +484,9 @@ fn compression(md: &mut String, r: &Results<'_>, images: &[&str]) {
         md,
         "## Compression\n\n\
          palisade's `echo` example uncompressed, with permessage-deflate (`--deflate`: 15-bit \
-         windows, context takeover, level 1) and with the lean preset (`--deflate-lean`: 10-bit \
-         windows, no context takeover). The load generator sends JSON-like text that zlib \
+         windows, context takeover, level 1, only the windows' bytes kept between messages), \
+         with the lean preset (`--deflate-lean`: 10-bit windows, no context takeover) and with \
+         zlib's streams kept between messages (`--deflate-retained`). The load generator sends JSON-like text that zlib \
          compresses about 3:1, rotating through {} different messages per connection, each \
          compressed once before the run; it never inflates the echoes, so the server's cost is \
          what shows. Neither peer supports permessage-deflate, so the comparison is with \
@@ -495,10 +505,14 @@ fn compression(md: &mut String, r: &Results<'_>, images: &[&str]) {
             rule.push_str("---:|");
         }
         for v in &r.variants {
-            let _ = write!(header, " CPU {v} |");
+            let _ = write!(header, " CPU µs/msg {v} |");
             rule.push_str("---:|");
         }
-        let _ = writeln!(md, "Round trips per second (higher is better), and the server's CPU.\n");
+        let _ = writeln!(
+            md,
+            "Round trips per second (higher is better), and the server's CPU time per round \
+             trip (lower is better).\n"
+        );
         let _ = writeln!(md, "{header}\n{rule}");
         for &case in &r.compressed_cases {
             let mut row = format!("| {} | {} |", case.0, size_label(case.1));
@@ -515,8 +529,35 @@ fn compression(md: &mut String, r: &Results<'_>, images: &[&str]) {
                 let _ = write!(row, " {} |", or_dash(ratio));
             }
             for v in &r.variants {
-                let cpu = r.compressed_number(v, case, "server_cpu").map(|c| format!("{c:.2}"));
+                let cpu = r
+                    .compressed_number(v, case, "server_cpu")
+                    .zip(r.compressed_number(v, case, "rps"))
+                    .filter(|(_, rps)| *rps > 0.0)
+                    .map(|(cpu, rps)| format!("{:.1}", cpu / rps * 1e6));
                 let _ = write!(row, " {} |", or_dash(cpu));
+            }
+            let _ = writeln!(md, "{row}");
+        }
+        let _ = writeln!(md);
+        // What the echoes weigh on the wire: the server's compression ratio.
+        let mut header = "| connections | size |".to_owned();
+        let mut rule = "|---:|---:|".to_owned();
+        for v in &r.variants {
+            let _ = write!(header, " wire / text {v} |");
+            rule.push_str("---:|");
+        }
+        let _ = writeln!(
+            md,
+            "The server's echoes on the wire, as a share of the text they carry (payload bytes; \
+             lower is better).\n\n{header}\n{rule}"
+        );
+        for &case in &r.compressed_cases {
+            let mut row = format!("| {} | {} |", case.0, size_label(case.1));
+            for v in &r.variants {
+                let share = r
+                    .compressed_number(v, case, "reply_bytes_per_echo")
+                    .map(|bytes| format!("{:.1}%", bytes / case.1 as f64 * 100.0));
+                let _ = write!(row, " {} |", or_dash(share));
             }
             let _ = writeln!(md, "{row}");
         }
@@ -548,20 +589,22 @@ fn compression(md: &mut String, r: &Results<'_>, images: &[&str]) {
         let _ = writeln!(
             md,
             "Memory per idle connection: each connection agrees to the extension (or not, \
-             uncompressed), exchanges one 1 KiB message, and goes quiet, so the server holds \
-             whatever compression state it keeps between messages.\n"
+             uncompressed), exchanges 1 KiB messages one at a time, and goes quiet, so the \
+             server holds whatever compression state it keeps between messages. After 40 \
+             messages more than a 32 KiB window has passed each way.\n"
         );
-        let mut header = "| connections |".to_owned();
-        let mut rule = "|---:|".to_owned();
+        let mut header = "| connections | messages |".to_owned();
+        let mut rule = "|---:|---:|".to_owned();
         for v in &r.variants {
             let _ = write!(header, " {v} |");
             rule.push_str("---:|");
         }
         let _ = writeln!(md, "{header}\n{rule}");
-        for &n in &r.idle_compressed_counts {
-            let mut row = format!("| {} |", thousands(n as f64));
+        for &(n, messages) in &r.idle_compressed_counts {
+            let mut row = format!("| {} | {messages} |", thousands(n as f64));
             for v in &r.variants {
-                let cell = r.idle_compressed(v, n).map(|b| format!("{:.1} KiB", b / 1024.0));
+                let cell =
+                    r.idle_compressed(v, n, messages).map(|b| format!("{:.1} KiB", b / 1024.0));
                 let _ = write!(row, " {} |", or_dash(cell));
             }
             let _ = writeln!(md, "{row}");
@@ -814,13 +857,17 @@ mod tests {
                 json!({ "variant": "uncompressed", "connections": 64, "size": 1024, "rps": 1000.0,
                         "p50_us": 50.0, "p99_us": 90.0, "server_cpu": 1.0, "errors": 0 }),
                 json!({ "variant": "deflate", "connections": 64, "size": 1024, "rps": 500.0,
-                        "p50_us": 80.0, "p99_us": 150.0, "server_cpu": 1.0, "errors": 0 }),
+                        "p50_us": 80.0, "p99_us": 150.0, "server_cpu": 1.0, "errors": 0,
+                        "reply_bytes_per_echo": 300.0 }),
                 json!({ "variant": "deflate lean", "connections": 64, "size": 1024, "rps": 250.0,
                         "p50_us": 90.0, "p99_us": 200.0, "server_cpu": 1.0, "errors": 0 }),
             ],
             "idle_compressed": [
-                json!({ "variant": "uncompressed", "connections": 1000, "opened": 1000, "bytes_per_connection": 9216.0 }),
+                json!({ "variant": "uncompressed", "connections": 1000, "opened": 1000, "bytes_per_connection": 9216.0,
+                        "deflate": false, "messages": 0 }),
                 json!({ "variant": "deflate", "connections": 1000, "opened": 1000, "bytes_per_connection": 307_200.0 }),
+                json!({ "variant": "deflate", "connections": 1000, "opened": 1000, "bytes_per_connection": 40_960.0,
+                        "deflate": true, "messages": 40 }),
                 json!({ "variant": "deflate lean", "connections": 1000, "opened": 1000, "bytes_per_connection": 10_240.0 }),
             ],
         });
@@ -834,10 +881,15 @@ mod tests {
         assert!(md.contains("| 1,000 | 2.0 KiB |"), "{md}");
         assert!(md.contains("Test CPU"));
         assert!(
-            md.contains("| 64 | 1 KiB | 1,000 | 500 | 250 | 0.50× | 0.25× | 1.00 | 1.00 | 1.00 |"),
+            md.contains(
+                "| 64 | 1 KiB | 1,000 | 500 | 250 | 0.50× | 0.25× | 1000.0 | 2000.0 | 4000.0 |"
+            ),
             "{md}"
         );
-        assert!(md.contains("| 1,000 | 9.0 KiB | 300.0 KiB | 10.0 KiB |"), "{md}");
+        assert!(md.contains("| 64 | 1 KiB | – | 29.3% | – |"), "{md}");
+        // Runs without `messages` exchanged one; uncompressed ones stand for every count.
+        assert!(md.contains("| 1,000 | 1 | 9.0 KiB | 300.0 KiB | 10.0 KiB |"), "{md}");
+        assert!(md.contains("| 1,000 | 40 | 9.0 KiB | 40.0 KiB | – |"), "{md}");
         assert!(md.contains("{{#include bench/micro.md}}"), "{md}");
         assert!(!md.contains("flate-backends.md"), "{md}");
         for chart in ["throughput", "latency", "memory", "compression"] {

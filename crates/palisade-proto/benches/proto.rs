@@ -457,8 +457,13 @@ const DEFLATE_SIZES: [usize; 3] = [1024, 16 * 1024, 64 * 1024];
 
 /// permessage-deflate (RFC 7692) with the default parameters (context takeover, 15-bit windows,
 /// level 1), throughput in bytes of *uncompressed* payload. Rows are `compress-SIZE` and
-/// `inflate-SIZE`; `palisade_lean` is the same codec under `DeflateConfig::lean` (no context
-/// takeover, 10-bit windows), which sets up and drops zlib's state for every message.
+/// `inflate-SIZE`. `palisade` keeps only the windows' bytes between messages and rebuilds zlib's
+/// streams from them for each message; `palisade_retained` keeps the streams
+/// (`DeflateConfig::with_retained_streams`); `palisade_64` is 64 default codecs compressing in
+/// turn, more than a thread keeps compressors for, so that every message rebuilds its stream
+/// from the window's bytes; `palisade_lean` is the codec under
+/// `DeflateConfig::lean` (no context takeover, 10-bit windows), which starts every message
+/// from a reset compressor and a new decompressor.
 ///
 /// palisade's codec is driven through the `Extension` hook exactly as `Connection::send` and
 /// the receive path call it (a fresh output buffer per message); the contender is flate2 (the
@@ -476,6 +481,8 @@ fn bench_deflate(c: &mut Criterion) {
 
     let config = DeflateConfig::default();
     let codec = |role| Deflate::new(role, DeflateParams::default(), &config);
+    let retained = DeflateConfig::default().with_retained_streams(true);
+    let retained_codec = |role| Deflate::new(role, DeflateParams::default(), &retained);
     let mut group = c.benchmark_group("deflate");
     for size in DEFLATE_SIZES {
         let messages = json_messages(size, ((1 << 20) / size).max(16));
@@ -542,6 +549,31 @@ fn bench_deflate(c: &mut Criterion) {
                 out
             })
         });
+        group.bench_function(BenchmarkId::new("palisade_64", &row), |b| {
+            // 64 connections sending in turn: more than a thread keeps compressors for, so each
+            // message rebuilds its stream from the window's bytes.
+            let mut senders: Vec<Deflate> =
+                (0..64).map(|_| codec(palisade_proto::Role::Server)).collect();
+            let mut turn = (0..senders.len()).cycle();
+            let mut next = messages.iter().cycle();
+            b.iter(|| {
+                let message = next.next().expect("cycling a non-empty list");
+                let sender = &mut senders[turn.next().expect("cycling a non-empty range")];
+                let mut out = bytes::BytesMut::new();
+                sender.encode(black_box(message), &mut out).expect("compressing cannot fail");
+                out
+            })
+        });
+        group.bench_function(BenchmarkId::new("palisade_retained", &row), |b| {
+            let mut sender = retained_codec(palisade_proto::Role::Server);
+            let mut next = messages.iter().cycle();
+            b.iter(|| {
+                let message = next.next().expect("cycling a non-empty list");
+                let mut out = bytes::BytesMut::new();
+                sender.encode(black_box(message), &mut out).expect("compressing cannot fail");
+                out
+            })
+        });
         group.bench_function(BenchmarkId::new("flate2", &row), |b| {
             // The same level as palisade's default, so that the codec is what differs.
             let level = Compression::new(config.level);
@@ -587,6 +619,16 @@ fn bench_deflate(c: &mut Criterion) {
             receiver.decode(&compressed[0], true, &mut check, 1 << 24).expect("valid data");
             assert_eq!(check[..], messages[0][..], "inflating restores the message");
             let mut receiver = codec(palisade_proto::Role::Client);
+            let mut next = compressed.iter().cycle();
+            b.iter(|| {
+                let payload = next.next().expect("cycling a non-empty list");
+                let mut out = bytes::BytesMut::new();
+                receiver.decode(black_box(payload), true, &mut out, 1 << 24).expect("valid data");
+                out
+            })
+        });
+        group.bench_function(BenchmarkId::new("palisade_retained", &row), |b| {
+            let mut receiver = retained_codec(palisade_proto::Role::Client);
             let mut next = compressed.iter().cycle();
             b.iter(|| {
                 let payload = next.next().expect("cycling a non-empty list");

@@ -1,6 +1,7 @@
 //! Allocation-free steady state: decoding a stream of small messages allocates nothing per
-//! message beyond the payload `Bytes` (which share the read buffer's allocation). And a
-//! permessage-deflate bomb costs at most the message limit plus zlib's fixed state.
+//! message beyond the payload `Bytes` (which share the read buffer's allocation). A
+//! permessage-deflate bomb costs at most the message limit plus zlib's fixed state. And an idle
+//! connection with context takeover holds its windows' bytes, not zlib's streams.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,7 +18,8 @@ use palisade_proto::message::Message;
 #[global_allocator]
 static ALLOC: dhat::Alloc = dhat::Alloc;
 
-/// dhat allows one profiler at a time; the tests take turns.
+/// dhat allows one profiler at a time, and counts every thread's allocations while one runs:
+/// the tests take turns, from their first allocation to their last.
 static PROFILER: Mutex<()> = Mutex::new(());
 
 fn masked_text_frame(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
@@ -64,6 +66,7 @@ fn reading_small_messages_allocates_nothing_per_message() {
 
 #[test]
 fn deflate_bomb_heap_stays_near_the_limit() {
+    let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
     const LIMIT: usize = 1 << 20;
     // 10 MB of zeros, deflated to about 10 KB, in one masked compressed frame.
     let zeros = vec![0u8; 10_000_000];
@@ -81,7 +84,6 @@ fn deflate_bomb_heap_stays_near_the_limit() {
     wire.extend_from_slice(&bomb);
     apply_mask(&mut wire[start..], key, 0);
 
-    let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
     let _profiler = dhat::Profiler::builder().testing().build();
     let mut conn =
         Connection::server(ProtocolConfig::default().with_max_message_size(LIMIT), Instant::now());
@@ -98,4 +100,108 @@ fn deflate_bomb_heap_stays_near_the_limit() {
     // frame read, zlib's 32 KiB window and tables: nowhere near the 10 MB inflated.
     assert!(peak < LIMIT * 3 / 2 + 256 * 1024, "peak heap {peak} bytes for a {LIMIT}-byte limit");
     eprintln!("bomb: peak heap {peak} bytes for a {LIMIT}-byte limit");
+}
+
+/// A masked compressed text frame carrying `payload`, compressed on its own (as a peer's first
+/// message, or any message of a peer without context takeover, is).
+fn masked_compressed_frame(payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut c = Compress::new(Compression::default(), false);
+    let mut data = Vec::with_capacity(payload.len() + 1024);
+    c.compress_vec(payload, &mut data, FlushCompress::Sync).unwrap();
+    assert!(data.ends_with(&[0, 0, 0xff, 0xff]));
+    data.truncate(data.len() - 4);
+    let mut f = vec![0xC1, 0x80 | 126];
+    f.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    f.extend_from_slice(&key);
+    let start = f.len();
+    f.extend_from_slice(&data);
+    apply_mask(&mut f[start..], key, 0);
+    f
+}
+
+/// Text that compresses about 3:1, different for each `seed`.
+fn chat(seed: usize, len: usize) -> String {
+    let words = ["alpha", "bravo", "charlie", "delta", "echo", "golf", "kilo", "lima", "oscar"];
+    let mut out = String::with_capacity(len + 64);
+    let mut i = seed;
+    while out.len() < len {
+        i = i.wrapping_mul(2_654_435_761).wrapping_add(97) % 1_000_003;
+        out.push_str(&format!(
+            "{{\"user\":\"{}\",\"seq\":{i},\"text\":\"{}\"}},",
+            words[i % 9],
+            words[(i / 9) % 9]
+        ));
+    }
+    out.truncate(len);
+    out
+}
+
+/// Heap bytes each of `n` server connections holds after `messages` 1 KiB compressed messages
+/// each way, beside the same connections without the extension (`config: None`).
+fn heap_per_connection(config: Option<&DeflateConfig>, n: usize, messages: usize) -> usize {
+    let open = |config: Option<&DeflateConfig>| {
+        let mut conn = Connection::server(ProtocolConfig::default(), Instant::now());
+        if let Some(config) = config {
+            conn.set_extension(Box::new(Deflate::new(
+                Role::Server,
+                DeflateParams::default(),
+                config,
+            )));
+        }
+        for m in 0..messages {
+            let text = chat(m, 1024);
+            let frame = if config.is_some() {
+                masked_compressed_frame(text.as_bytes(), [1, 2, 3, m as u8])
+            } else {
+                let mut f = vec![0x81, 0x80 | 126];
+                f.extend_from_slice(&(text.len() as u16).to_be_bytes());
+                f.extend_from_slice(&[0; 4]);
+                f.extend_from_slice(text.as_bytes());
+                f
+            };
+            conn.handle_bytes(&frame);
+            let Some(Ok(Event::Message(got))) = conn.poll_event() else { panic!("no message") };
+            // The echo, compressed with context takeover.
+            conn.send(&got).unwrap();
+            while conn.poll_transmit().is_some() {}
+        }
+        conn
+    };
+    // The first connections fill this thread's compressors (16 at most), which all of them
+    // share: they are not counted per connection.
+    let warm: Vec<Connection> = (0..20).map(|_| open(config)).collect();
+    let before = dhat::HeapStats::get().curr_bytes;
+    let held: Vec<Connection> = (0..n).map(|_| open(config)).collect();
+    let after = dhat::HeapStats::get().curr_bytes;
+    drop((warm, held));
+    (after - before) / n
+}
+
+#[test]
+fn idle_takeover_connection_holds_its_windows_not_zlib_streams() {
+    const KIB: usize = 1024;
+    let _turn = PROFILER.lock().unwrap_or_else(|e| e.into_inner());
+    let _profiler = dhat::Profiler::builder().testing().build();
+    let default = DeflateConfig::default();
+    let retained = DeflateConfig::default().with_retained_streams(true);
+    assert!(!default.retain_streams);
+
+    let plain = heap_per_connection(None, 100, 1);
+    let one = heap_per_connection(Some(&default), 100, 1);
+    let full = heap_per_connection(Some(&default), 100, 40);
+    let kept = heap_per_connection(Some(&retained), 20, 1);
+    eprintln!(
+        "heap per connection: {plain} B uncompressed; deflate after one message {one} B, \
+         after 40 {full} B; with retained streams {kept} B"
+    );
+    // (An uncompressed connection may hold more than a compressed one: its larger frames leave
+    // it a larger read buffer. So the figures are compared with each other.)
+    // After one message each way: those bytes and the connection, no zlib stream (a
+    // decompressor alone is about 40 KiB).
+    assert!(one < 16 * KIB, "{one} B after one message");
+    // However much has passed, the windows add at most their 2 × 32 KiB.
+    assert!(full <= one + 64 * KIB, "{full} B after 40 messages, {one} B after one");
+    assert!(full > one + 60 * KIB, "the windows fill: {full} B");
+    // Keeping zlib's streams crosses the 64 KiB per connection this mode stays under.
+    assert!(kept > one + 256 * KIB, "retained streams: {kept} B");
 }

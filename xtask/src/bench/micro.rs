@@ -61,8 +61,12 @@ const GROUPS: [(&str, &str); 8] = [
         "deflate",
         "permessage-deflate with context takeover, 15-bit windows, level 1 (the default), over \
          distinct JSON-like messages, in bytes of uncompressed payload. `flate2` is the same \
-         zlib-rs backend called directly at the same level; `palisade_lean` is the lean preset \
-         (no context takeover, 10-bit windows). tungstenite has no permessage-deflate.",
+         zlib-rs backend called directly at the same level; `palisade` keeps only the windows' \
+         bytes between messages and finds its compressor again on the thread, \
+         `palisade_64` is 64 such connections compressing in turn (each message rebuilds its \
+         stream from the window's bytes), `palisade_retained` keeps zlib's streams, \
+         `palisade_lean` is the lean preset (no context takeover, 10-bit windows). \
+         tungstenite has no permessage-deflate.",
     ),
     (
         "json_decode",

@@ -4,7 +4,7 @@
 //! palisade-load load --url ws://127.0.0.1:9001/ -c 64 -s 16 [-w 1] [--warmup 1] [--duration 5]
 //!                    [--server-pid PID] [--first-source 1] [--deflate | --json]
 //! palisade-load idle --url ws://127.0.0.1:9001/ -n 10000 --server-pid PID [--settle 2]
-//!                    [--first-source 1] [--deflate]
+//!                    [--first-source 1] [--deflate [--messages 1]]
 //! palisade-load report --results FILE --out DIR
 //! palisade-load exec [--nofile N] -- PROGRAM ARGS...
 //! ```
@@ -123,6 +123,7 @@ fn run_idle(args: &[String]) -> Result<(), String> {
         settle: flags.seconds("--settle", 2.0)?,
         first_source: flags.parse(&["--first-source"], Some(1))?,
         deflate: flags.has("--deflate"),
+        messages: flags.parse(&["--messages"], Some(1))?,
     };
     let limit = raise_nofile();
     if limit < plan.connections as u64 + 100 {

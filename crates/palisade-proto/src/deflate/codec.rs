@@ -8,6 +8,8 @@ use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, 
 use palisade_error::{Error, PayloadTooBig, ProtocolError, SizeLimit};
 
 use super::negotiation::DeflateParams;
+use super::spare::{self, Position};
+use super::window::History;
 use super::{DeflateConfig, TAIL};
 use crate::Role;
 use crate::connection::Extension;
@@ -20,8 +22,10 @@ const INFLATE_STEP: usize = 32 * 1024;
 /// permessage-deflate for one connection, in one role: install it with
 /// [`crate::Connection::set_extension`] after the handshake agreed on `params`.
 ///
-/// Without context takeover in a direction, its zlib state is dropped after each message, so
-/// an idle connection under [`DeflateConfig::lean`] holds none.
+/// Between messages it holds no zlib stream unless [`DeflateConfig::retain_streams`] is set:
+/// without context takeover in a direction there is nothing to keep, and with it only the
+/// window's bytes are kept (see the [module docs](super#memory-between-messages)). Compressors
+/// come from the thread's and go back to it after each message.
 pub struct Deflate {
     level: Compression,
     threshold: usize,
@@ -30,8 +34,18 @@ pub struct Deflate {
     compress_reset: bool,
     decompress_bits: u8,
     decompress_reset: bool,
+    /// Keep the zlib streams of takeover directions between messages.
+    retain: bool,
+    /// Only while a message is compressed, or between messages when `retain` is set.
     compressor: Option<Compress>,
+    /// Only while a message is inflated, or between messages when `retain` is set.
     decompressor: Option<Decompress>,
+    /// With context takeover and without `retain`: the last bytes we compressed, and the last
+    /// bytes we inflated, from which the next message's stream is rebuilt.
+    sent: Option<History>,
+    received: Option<History>,
+    /// With `sent`: where our stream is, to find its compressor again among the thread's.
+    position: Option<Position>,
     /// The peer ended its deflate stream (BFINAL) in the current message: the rest of the
     /// message must be empty, and the next one starts a new stream.
     stream_ended: bool,
@@ -46,6 +60,7 @@ impl fmt::Debug for Deflate {
             .field("compress_reset", &self.compress_reset)
             .field("decompress_bits", &self.decompress_bits)
             .field("decompress_reset", &self.decompress_reset)
+            .field("retain", &self.retain)
             .finish_non_exhaustive()
     }
 }
@@ -63,17 +78,27 @@ impl Deflate {
                 (params.server_max_window_bits, params.server_no_context_takeover),
             ),
         };
+        let compress_bits = ours.0.clamp(8, 15);
+        // A larger window inflates every stream a smaller one does; zlib's smallest raw window
+        // is 9 bits.
+        let decompress_bits = theirs.0.clamp(9, 15);
+        let retain = config.retain_streams;
+        let sent = (!ours.1 && !retain && compress_bits >= 9).then(|| History::new(compress_bits));
         Self {
             level: Compression::new(config.level.min(9)),
             threshold: config.threshold,
-            compress_bits: ours.0.clamp(8, 15),
+            compress_bits,
             compress_reset: ours.1,
-            // A larger window inflates every stream a smaller one does; zlib's smallest raw
-            // window is 9 bits.
-            decompress_bits: theirs.0.clamp(9, 15),
+            decompress_bits,
             decompress_reset: theirs.1,
+            retain,
             compressor: None,
             decompressor: None,
+            // The peer's window bounds how far back its inflater can look, and ours bounds how
+            // far back we refer: 2^bits bytes of the stream are all the context there is.
+            position: sent.is_some().then(Position::new),
+            sent,
+            received: (!theirs.1 && !retain).then(|| History::new(decompress_bits)),
             stream_ended: false,
         }
     }
@@ -81,26 +106,33 @@ impl Deflate {
     /// Compresses `payload` into `out` with a sync flush, leaving the trailer on.
     fn deflate(&mut self, payload: &[u8], out: &mut BytesMut) -> Result<(), Error> {
         let (level, bits) = (self.level, self.compress_bits);
-        let c = self
-            .compressor
-            .get_or_insert_with(|| Compress::new_with_window_bits(level, false, bits));
-        let mut input = payload;
-        loop {
-            let start = out.len();
-            let room = (input.len() / 2).max(1024);
-            out.resize(start + room, 0);
-            let (in_before, out_before) = (c.total_in(), c.total_out());
-            let result = c.compress(input, &mut out[start..], FlushCompress::Sync);
-            let consumed = (c.total_in() - in_before) as usize;
-            let produced = (c.total_out() - out_before) as usize;
-            out.truncate(start + produced);
-            input = &input[consumed..];
-            result.map_err(|_| ProtocolError::InvalidCompressedData)?;
-            // The flush is complete once all input is in and zlib left output space unused.
-            if input.is_empty() && produced < room {
-                return Ok(());
+        let mut c = match self.compressor.take() {
+            Some(c) => c,
+            None => {
+                let (mut c, continued) = spare::take(self.position, level, bits);
+                // Context takeover without our stream at hand: the new stream starts from the
+                // bytes the peer's inflater still has in its window.
+                if !continued && let Some(sent) = self.sent.as_mut().filter(|h| !h.is_empty()) {
+                    c.set_dictionary(sent.as_slice())
+                        .map_err(|_| ProtocolError::InvalidCompressedData)?;
+                }
+                c
             }
+        };
+        // On failure the connection fails: the compressor is dropped, not reused.
+        compress_sync(&mut c, payload, out)?;
+        if let Some(sent) = self.sent.as_mut() {
+            sent.extend(payload);
         }
+        if self.retain && !self.compress_reset {
+            self.compressor = Some(c);
+        } else {
+            if let Some(position) = self.position.as_mut() {
+                position.messages += 1;
+            }
+            spare::give_back(self.position, level, bits, c);
+        }
+        Ok(())
     }
 
     /// Inflates `input` into `out`, never letting `out` grow past `max_len`.
@@ -111,8 +143,17 @@ impl Deflate {
         max_len: usize,
     ) -> Result<(), Error> {
         let bits = self.decompress_bits;
-        let d =
-            self.decompressor.get_or_insert_with(|| Decompress::new_with_window_bits(false, bits));
+        if self.decompressor.is_none() {
+            let mut d = Decompress::new_with_window_bits(false, bits);
+            // Context takeover without a kept stream: the peer's next message may refer back
+            // into what we inflated before.
+            if let Some(received) = self.received.as_mut().filter(|h| !h.is_empty()) {
+                d.set_dictionary(received.as_slice())
+                    .map_err(|_| ProtocolError::InvalidCompressedData)?;
+            }
+            self.decompressor = Some(d);
+        }
+        let d = self.decompressor.as_mut().expect("invariant: set just above");
         while !input.is_empty() || !self.stream_ended {
             if self.stream_ended {
                 // RFC 7692 §7.2.2: after a final block only the appended trailer may follow;
@@ -174,6 +215,14 @@ impl Deflate {
     }
 }
 
+impl Drop for Deflate {
+    fn drop(&mut self) {
+        if let Some(position) = self.position {
+            spare::forget(position.owner);
+        }
+    }
+}
+
 /// Makes room for `additional` more bytes in `out` without ever giving it a capacity beyond
 /// `max_len` (`BytesMut::reserve` may double it, to almost twice the limit). The buffer doubles
 /// up to the limit by a copy, so the peak while growing is 1.5 times the limit at most.
@@ -186,6 +235,27 @@ fn grow(out: &mut BytesMut, additional: usize, max_len: usize) {
     let mut bigger = BytesMut::with_capacity(target);
     bigger.extend_from_slice(out);
     *out = bigger;
+}
+
+/// Compresses all of `payload` into `out` with a sync flush, leaving the trailer on.
+fn compress_sync(c: &mut Compress, payload: &[u8], out: &mut BytesMut) -> Result<(), Error> {
+    let mut input = payload;
+    loop {
+        let start = out.len();
+        let room = (input.len() / 2).max(1024);
+        out.resize(start + room, 0);
+        let (in_before, out_before) = (c.total_in(), c.total_out());
+        let result = c.compress(input, &mut out[start..], FlushCompress::Sync);
+        let consumed = (c.total_in() - in_before) as usize;
+        let produced = (c.total_out() - out_before) as usize;
+        out.truncate(start + produced);
+        input = &input[consumed..];
+        result.map_err(|_| ProtocolError::InvalidCompressedData)?;
+        // The flush is complete once all input is in and zlib left output space unused.
+        if input.is_empty() && produced < room {
+            return Ok(());
+        }
+    }
 }
 
 fn too_big(max_len: usize) -> Error {
@@ -207,19 +277,29 @@ impl Extension for Deflate {
         if self.stream_ended && !payload.is_empty() {
             return Err(ProtocolError::InvalidCompressedData.into());
         }
+        let before = out.len();
         if !self.stream_ended {
             self.inflate(payload, out, max_len)?;
+        }
+        // RFC 7692 §7.2.2: append 0x00 0x00 0xff 0xff to the message's payload, then inflate.
+        if fin && !self.stream_ended {
+            self.inflate(&TAIL, out, max_len)?;
+        }
+        if let Some(received) = self.received.as_mut() {
+            received.extend(&out[before..]);
         }
         if !fin {
             return Ok(());
         }
-        // RFC 7692 §7.2.2: append 0x00 0x00 0xff 0xff to the message's payload, then inflate.
-        if !self.stream_ended {
-            self.inflate(&TAIL, out, max_len)?;
-        }
         if self.decompress_reset || self.stream_ended {
             // No context takeover: the next message starts a fresh stream. After a final block,
-            // zlib cannot continue either way.
+            // zlib cannot continue either way, and nothing before it may be referred to.
+            self.decompressor = None;
+            if let Some(received) = self.received.as_mut() {
+                received.clear();
+            }
+        } else if !self.retain {
+            // The window's bytes are in `received`; the stream is rebuilt from them.
             self.decompressor = None;
         }
         self.stream_ended = false;
@@ -241,7 +321,6 @@ impl Extension for Deflate {
             out.truncate(out.len() - TAIL.len());
         }
         if self.compress_reset {
-            self.compressor = None;
             // Without context takeover nothing depends on this message having been
             // compressed, so it may go out as it is when deflate did not help.
             if out.len() >= payload.len() {

@@ -682,3 +682,138 @@ fn small_messages_do_not_pin_large_buffers() {
     assert_eq!(&out[..], text);
     assert!(out.capacity() <= 4096, "capacity {}", out.capacity());
 }
+
+// ----- context takeover without kept streams (`DeflateConfig::retain_streams` off) -----
+
+/// JSON-like records from a small vocabulary, different for each `seed`: they repeat within
+/// and across messages, as chat traffic does.
+fn records(seed: u64, len: usize) -> String {
+    const WORDS: [&str; 8] = ["alpha", "bravo", "charlie", "delta", "echo", "golf", "kilo", "lima"];
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut out = String::with_capacity(len + 64);
+    while out.len() < len {
+        let n = next();
+        out.push_str(&format!(
+            "{{\"user\":\"{}\",\"seq\":{},\"text\":\"{} {}\"}},",
+            WORDS[(n % 8) as usize],
+            n % 10_000,
+            WORDS[((n >> 8) % 8) as usize],
+            WORDS[((n >> 16) % 8) as usize],
+        ));
+    }
+    out.truncate(len);
+    out
+}
+
+/// The payload length of the one frame in `bytes` (unmasked or masked).
+fn payload_len(bytes: &[u8]) -> usize {
+    let mask = if bytes[1] & 0x80 != 0 { 4 } else { 0 };
+    match bytes[1] & 0x7f {
+        126 => bytes.len() - 4 - mask,
+        127 => bytes.len() - 10 - mask,
+        _ => bytes.len() - 2 - mask,
+    }
+}
+
+#[test]
+fn rebuilt_streams_continue_the_peers_stream_in_both_directions() {
+    // One end keeps only the windows' bytes, the other keeps zlib's streams: every message,
+    // over many windows' worth of traffic, must inflate on both, with back-references into
+    // earlier messages (a repeat comes out far smaller than its first copy).
+    for bits in [9, 12, 15] {
+        for compact_role in [Role::Client, Role::Server] {
+            let p = params(false, false, bits, bits);
+            let compact = DeflateConfig::default().with_threshold(0);
+            let retained = compact.clone().with_retained_streams(true);
+            let (client_config, server_config) = match compact_role {
+                Role::Client => (&compact, &retained),
+                Role::Server => (&retained, &compact),
+            };
+            let now = Instant::now();
+            let conn = ProtocolConfig::default().with_keepalive(None, None);
+            let mut client = Connection::client(conn.clone(), || [1, 2, 3, 4], now);
+            let mut server = Connection::server(conn, now);
+            client.set_extension(Box::new(Deflate::new(Role::Client, p, client_config)));
+            server.set_extension(Box::new(Deflate::new(Role::Server, p, server_config)));
+            let window = 1usize << bits;
+            let mut total = 0;
+            let mut seed = 0;
+            while total < 4 * window + 100_000 {
+                seed += 1;
+                // Sizes from a few bytes to twice the window, so that history is cut at
+                // every place.
+                let len = [7, 300, 1000, window / 2, window + 10, 2 * window][seed as usize % 6];
+                let text = records(seed % 5, len);
+                total += len;
+                client.send(&Message::text(text.clone())).unwrap();
+                let c2s = wire(&mut client);
+                assert_eq!(message(events(&mut server, &c2s)), Message::text(text.clone()));
+                server.send(&Message::text(text.clone())).unwrap();
+                let s2c = wire(&mut server);
+                assert_eq!(message(events(&mut client, &s2c)), Message::text(text.clone()));
+            }
+            // A message the window still holds whole goes out as little more than references.
+            let text = records(99, window / 4);
+            let mut sizes = Vec::new();
+            for _ in 0..2 {
+                client.send(&Message::text(text.clone())).unwrap();
+                let c2s = wire(&mut client);
+                assert_eq!(message(events(&mut server, &c2s)), Message::text(text.clone()));
+                server.send(&Message::text(text.clone())).unwrap();
+                let s2c = wire(&mut server);
+                assert_eq!(message(events(&mut client, &s2c)), Message::text(text.clone()));
+                sizes.push((payload_len(&c2s), payload_len(&s2c)));
+            }
+            assert!(
+                sizes[1].0 * 4 < sizes[0].0 && sizes[1].1 * 4 < sizes[0].1,
+                "{bits} bits, compact {compact_role:?}: {sizes:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn rebuilt_streams_inflate_fragments_and_forget_after_a_final_block() {
+    // A peer's continuous stream, fragmented, arriving at an end that keeps only the window.
+    let (mut client, _server) = pair(DeflateParams::default());
+    let mut peer = Compress::new_with_window_bits(Compression::default(), false, 15);
+    let mut sync = |data: &[u8]| {
+        let mut out = Vec::with_capacity(data.len() + 1024);
+        let start = peer.total_in();
+        while peer.total_in() - start < data.len() as u64 || out.len() == out.capacity() {
+            let done = (peer.total_in() - start) as usize;
+            out.reserve(1024);
+            peer.compress_vec(&data[done..], &mut out, FlushCompress::Sync).unwrap();
+        }
+        assert!(out.ends_with(&TAIL));
+        out.truncate(out.len() - 4);
+        out
+    };
+    for seed in 0..20 {
+        let text = records(seed % 3, 3000);
+        let data = sync(text.as_bytes());
+        let (a, b) = data.split_at(data.len() / 2);
+        let mut bytes = frame(false, true, 1, a);
+        bytes.extend(frame(true, false, 0, b));
+        assert_eq!(message(events(&mut client, &bytes)), Message::text(text));
+    }
+    // After a message that ends its stream, the next one starts from nothing.
+    let mut finisher = Compress::new(Compression::default(), false);
+    let mut data = Vec::with_capacity(4096);
+    finisher.compress_vec(records(1, 500).as_bytes(), &mut data, FlushCompress::Finish).unwrap();
+    assert_eq!(
+        message(events(&mut client, &frame(true, true, 1, &data))),
+        Message::text(records(1, 500))
+    );
+    let fresh = compress(records(2, 500).as_bytes());
+    assert_eq!(
+        message(events(&mut client, &frame(true, true, 1, &fresh))),
+        Message::text(records(2, 500))
+    );
+}
