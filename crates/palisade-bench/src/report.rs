@@ -392,6 +392,8 @@ fn markdown(r: &Results<'_>, images: &[&str]) -> String {
          cargo xtask bench            # the full matrix, about 15 minutes\n\
          cargo xtask bench --quick    # a subset, under 3 minutes\n\
          cargo xtask bench --micro    # the criterion benchmarks below, about 10 minutes\n\
+         cargo xtask bench --compression   # the compression section alone, written to \
+         target/bench-compression/\n\
          crates/palisade-bench/flate-backends/run.sh   # the flate2 backends (needs cmake)\n\
          ```\n\n\
          The peer servers are `crates/palisade-bench/src/bin/echo-tungstenite.rs` and \
