@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use palisade_proto::message::Utf8Bytes;
 use palisade_rooms::{
     Backend, BackendError, BoxFuture, Local, NotRecovered, Presence, Publication, PublishRequest,
@@ -313,6 +313,14 @@ impl Shared {
         }
     }
 
+    /// One message from the pub/sub connection.
+    async fn received_message(&self, message: redis::Msg) {
+        let channel = message.get_channel_name().to_owned();
+        if let Ok(payload) = message.get_payload::<String>() {
+            self.received(&channel, payload).await;
+        }
+    }
+
     /// One message from a channel.
     async fn received(&self, channel: &str, payload: String) {
         let Some(local) = self.local() else { return };
@@ -528,9 +536,13 @@ async fn pubsub_loop(shared: Arc<Shared>) {
                 up = true;
                 backoff = first;
                 while let Some(message) = stream.next().await {
-                    let channel = message.get_channel_name().to_owned();
-                    let Ok(payload) = message.get_payload::<String>() else { continue };
-                    shared.received(&channel, payload).await;
+                    shared.received_message(message).await;
+                    // What has arrived with it is delivered in the same turn, before the
+                    // members' writers run: each then writes its share in one batch, not one
+                    // write per publication.
+                    while let Some(Some(message)) = stream.next().now_or_never() {
+                        shared.received_message(message).await;
+                    }
                 }
                 *shared.sink.lock().await = None;
                 tracing::warn!("redis: pub/sub connection lost; reconnecting with backoff");
