@@ -222,13 +222,17 @@ return {epoch, offset}
 
 /// Registers a session; with ARGV[3] = 1, only if the user has none on a live node but the
 /// one it replaces (ARGV[5], or empty), which is unregistered. Answers 0 (refused) or 1, and
-/// the node of the replaced session when that node is live (to be told to end it).
+/// the node of the replaced session when that node is live (to be told to end it). The
+/// session itself may be there already: a heartbeat that found the node's key gone registers
+/// every local session again, this one included if it came first.
 const OPEN_SCRIPT: &str = r#"
 local fields = redis.call('HGETALL', KEYS[1])
 local replaced = ''
 for i = 1, #fields, 2 do
   local live = redis.call('EXISTS', ARGV[4] .. fields[i + 1]) == 1
-  if fields[i] == ARGV[5] then
+  if fields[i] == ARGV[1] then
+    -- this very session
+  elseif fields[i] == ARGV[5] then
     if live then replaced = fields[i + 1] end
   elseif live and ARGV[3] == '1' then
     return {0, ''}
