@@ -577,6 +577,18 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Delivers a publication Redis did not take to this node's members all the same, without an
+/// offset.
+fn deliver_locally(shared: &Shared, request: &PublishRequest<'_>) {
+    if let Some(local) = shared.local() {
+        let except = request.except.cloned();
+        if let Ok(p) = Publication::encode(request.room, None, request.event, request.data, except)
+        {
+            local.deliver(&p);
+        }
+    }
+}
+
 impl Backend for RedisBackend {
     fn name(&self) -> &'static str {
         BACKEND
@@ -602,6 +614,17 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let shared = &self.shared;
+            // This node's members get a publication back through the pub/sub connection.
+            // While that is down (Redis gone, or back but the subscriptions not yet restored),
+            // a publication Redis accepted would reach the other nodes and never this node's
+            // members, silently: deliver it here and report the outage instead.
+            if shared.sink.lock().await.is_none() {
+                deliver_locally(shared, &request);
+                return Err(BackendError::Unavailable {
+                    backend: BACKEND,
+                    detail: "pub/sub is down".into(),
+                });
+            }
             let except = request.except.map_or("", SessionId::as_str);
             let channel = shared.key("room", request.room);
             let sent = match request.recovery {
@@ -639,15 +662,7 @@ impl Backend for RedisBackend {
                 }
             };
             if let Err(err) = sent {
-                // This node's members get it all the same, without an offset.
-                if let Some(local) = shared.local() {
-                    let except = request.except.cloned();
-                    if let Ok(p) =
-                        Publication::encode(request.room, None, request.event, request.data, except)
-                    {
-                        local.deliver(&p);
-                    }
-                }
+                deliver_locally(shared, &request);
                 return Err(err);
             }
             Ok(())
