@@ -164,6 +164,9 @@ struct Shared {
     rooms: Mutex<HashSet<String>>,
     /// The pub/sub connection's sending half, while it is up.
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// Whether the pub/sub connection has been up since the backend started: before, a
+    /// publication waits for it (see `publish`).
+    pubsub_started: tokio::sync::watch::Sender<bool>,
     /// Requests between nodes waiting for answers.
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<String>>>,
     next_request: AtomicU64,
@@ -253,6 +256,7 @@ impl RedisBackend {
             local: OnceLock::new(),
             rooms: Mutex::new(HashSet::new()),
             sink: tokio::sync::Mutex::new(None),
+            pubsub_started: tokio::sync::watch::Sender::new(false),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
@@ -552,6 +556,7 @@ async fn connect_pubsub(shared: &Shared) -> Result<redis::aio::PubSubStream, Bac
         sink.subscribe(channel).await.map_err(failed)?;
     }
     *slot = Some(sink);
+    shared.pubsub_started.send_replace(true);
     Ok(stream)
 }
 
@@ -617,7 +622,11 @@ impl Backend for RedisBackend {
             // This node's members get a publication back through the pub/sub connection.
             // While that is down (Redis gone, or back but the subscriptions not yet restored),
             // a publication Redis accepted would reach the other nodes and never this node's
-            // members, silently: deliver it here and report the outage instead.
+            // members, silently: deliver it here and report the outage instead. Only at the
+            // start, before the first connection, is it worth waiting for (a little).
+            let mut started = shared.pubsub_started.subscribe();
+            let timeout = shared.config.command_timeout;
+            let _ = tokio::time::timeout(timeout, started.wait_for(|up| *up)).await;
             if shared.sink.lock().await.is_none() {
                 deliver_locally(shared, &request);
                 return Err(BackendError::Unavailable {
