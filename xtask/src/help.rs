@@ -25,6 +25,11 @@ Tasks:
                   hand-written peers and across two nodes through Redis, written to
                   docs/src/bench/fanout.md; --fanout-page: that page again from the
                   last run's results)
+  soak            echo and room broadcast over 2,000 connections for 60 s against the
+                  soak example (--connections N, --seconds S): every message numbered
+                  and checked; fails on any message lost, duplicated or reordered, any
+                  unexpected close, or the server's memory growing; the last line is
+                  `soak: N connections, S s, … RSS A → B MiB`
   help            print this text
 
 Stages of `ci`:"

@@ -12,6 +12,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod help;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(&args[1..]),
         Some("autobahn") => autobahn::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         None | Some("help" | "--help" | "-h") => help::run(),
         Some(unknown) => {
             eprintln!("error: unknown task `{unknown}`\n");

@@ -166,6 +166,9 @@ struct Shared {
     rooms: Mutex<HashSet<String>>,
     /// The pub/sub connection's sending half, while it is up.
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// Whether the pub/sub connection has been up since the backend started: before, a
+    /// publication waits for it (see `publish`).
+    pubsub_started: tokio::sync::watch::Sender<bool>,
     /// Requests between nodes waiting for answers.
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<String>>>,
     next_request: AtomicU64,
@@ -266,6 +269,7 @@ impl RedisBackend {
             local: OnceLock::new(),
             rooms: Mutex::new(HashSet::new()),
             sink: tokio::sync::Mutex::new(None),
+            pubsub_started: tokio::sync::watch::Sender::new(false),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
@@ -582,6 +586,7 @@ async fn connect_pubsub(shared: &Shared) -> Result<redis::aio::PubSubStream, Bac
         sink.subscribe(channel).await.map_err(failed)?;
     }
     *slot = Some(sink);
+    shared.pubsub_started.send_replace(true);
     Ok(stream)
 }
 
@@ -603,6 +608,18 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
                     tracing::warn!("redis: heartbeat failed ({err}); local delivery goes on");
                 }
             }
+        }
+    }
+}
+
+/// Delivers a publication Redis did not take to this node's members all the same, without an
+/// offset.
+fn deliver_locally(shared: &Shared, request: &PublishRequest<'_>) {
+    if let Some(local) = shared.local() {
+        let except = request.except.cloned();
+        if let Ok(p) = Publication::encode(request.room, None, request.event, request.data, except)
+        {
+            local.deliver(&p);
         }
     }
 }
@@ -632,6 +649,21 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let shared = &self.shared;
+            // This node's members get a publication back through the pub/sub connection.
+            // While that is down (Redis gone, or back but the subscriptions not yet restored),
+            // a publication Redis accepted would reach the other nodes and never this node's
+            // members, silently: deliver it here and report the outage instead. Only at the
+            // start, before the first connection, is it worth waiting for (a little).
+            let mut started = shared.pubsub_started.subscribe();
+            let timeout = shared.config.command_timeout;
+            let _ = tokio::time::timeout(timeout, started.wait_for(|up| *up)).await;
+            if shared.sink.lock().await.is_none() {
+                deliver_locally(shared, &request);
+                return Err(BackendError::Unavailable {
+                    backend: BACKEND,
+                    detail: "pub/sub is down".into(),
+                });
+            }
             let except = request.except.map_or("", SessionId::as_str);
             let channel = shared.key("room", request.room);
             let sent = match request.recovery {
@@ -669,15 +701,7 @@ impl Backend for RedisBackend {
                 }
             };
             if let Err(err) = sent {
-                // This node's members get it all the same, without an offset.
-                if let Some(local) = shared.local() {
-                    let except = request.except.cloned();
-                    if let Ok(p) =
-                        Publication::encode(request.room, None, request.event, request.data, except)
-                    {
-                        local.deliver(&p);
-                    }
-                }
+                deliver_locally(shared, &request);
                 return Err(err);
             }
             Ok(())
