@@ -77,7 +77,7 @@ impl Setup {
 }
 
 /// xorshift32: deterministic, and never zero from a non-zero state.
-fn xorshift(x: &mut u32) -> u32 {
+pub(super) fn xorshift(x: &mut u32) -> u32 {
     *x ^= *x << 13;
     *x ^= *x >> 17;
     *x ^= *x << 5;
