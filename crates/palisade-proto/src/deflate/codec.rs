@@ -228,8 +228,11 @@ impl Extension for Deflate {
 
     fn encode(&mut self, payload: &[u8], out: &mut BytesMut) -> Result<Option<u8>, Error> {
         // RFC 7692 §6.1: a message may always go uncompressed (RSV1 clear). We do so for short
-        // messages, and for all when the agreed window is one zlib cannot compress with.
-        if payload.len() < self.threshold || self.compress_bits < 9 {
+        // messages, and for all when the agreed window is one zlib cannot compress with. An
+        // empty one too, whatever the threshold: a sync flush with no new input after an
+        // earlier one produces nothing at all (zlib refuses to flush twice in a row), not the
+        // empty stored block the trailer is cut from.
+        if payload.is_empty() || payload.len() < self.threshold || self.compress_bits < 9 {
             return Ok(None);
         }
         out.reserve(payload.len() / 2 + 16);

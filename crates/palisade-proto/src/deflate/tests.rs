@@ -474,6 +474,24 @@ fn messages_round_trip_both_ways_with_rsv1_on_the_wire() {
     }
 }
 
+/// An empty message after a compressed one, with context takeover and no threshold: zlib's
+/// second sync flush in a row produced no bytes, and a debug assertion (that a sync flush
+/// ends with the trailer) panicked. Found by the `connection` fuzz target, which echoes an
+/// empty message. It now goes out uncompressed.
+#[test]
+fn an_empty_message_after_a_compressed_one_goes_out_uncompressed() {
+    for p in [params(false, false, 15, 15), params(true, true, 9, 9)] {
+        let (mut client, mut server) = pair(p);
+        let long = "a message long and repetitive enough to compress, ".repeat(4);
+        for text in [long.as_str(), "", "", long.as_str()] {
+            client.send(&Message::text(text.to_owned())).unwrap();
+            let bytes = wire(&mut client);
+            assert_eq!(bytes[0] & 0x40 == 0, text.is_empty(), "RSV1 on {text:?}");
+            assert_eq!(message(events(&mut server, &bytes)), Message::text(text.to_owned()));
+        }
+    }
+}
+
 #[test]
 fn context_takeover_shrinks_repeats_and_no_takeover_does_not() {
     let text = "a message that repeats across messages, with enough entropy: 0123456789";
