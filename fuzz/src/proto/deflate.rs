@@ -28,16 +28,17 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 ///
 /// Two references inflate the same frames with the same context carried across messages: zlib
 /// (zlib-rs, the engine under our codec) driven the plain way — whole frames into a large
-/// buffer, no limit — and miniz_oxide, an independent inflater (more lenient: it accepts
-/// distances reaching before the start of the stream, which zlib refuses).
+/// buffer, no limit — and miniz_oxide, an independent inflater (which accepts distances
+/// reaching before the start of the stream, where zlib refuses them, and refuses some invalid
+/// codes earlier than zlib, which waits for more input).
 ///
-/// Checks that the inflater never lets a message grow past the limit — neither its length
-/// nor its buffer's capacity — and fails only with 1009 (too big) or 1002 (bad data); that
-/// what it inflates equals what both references make of the same bytes; that a message failed
-/// as too big inflates past the limit in plain zlib, and one refused as invalid is refused by
-/// plain zlib with the same window too (or has data after its final block); and that every
-/// message inflated, compressed again by our own encoder with the same parameters, inflates
-/// back to itself.
+/// Checks that the inflater never lets a message grow past the limit — neither its length nor
+/// its buffer's capacity — and fails only with 1009 (too big) or 1002 (bad data); that what it
+/// inflates equals what plain zlib makes of the same bytes, and what miniz_oxide makes of them
+/// wherever it inflates them at all; that a message failed as too big inflates past the limit
+/// in plain zlib, and one refused as invalid is refused by plain zlib with the same window too
+/// (or has data after its final block); and that every message inflated, compressed again by
+/// our own encoder with the same parameters, inflates back to itself.
 pub fn deflate_inflate(data: &[u8]) {
     let [setup, limits, stream @ ..] = data else { return };
     let bits = 8 + (setup & 0b111);
@@ -87,14 +88,12 @@ pub fn deflate_inflate(data: &[u8]) {
                     panic!("we inflated {} bytes, plain zlib says {e:?}", out.len())
                 });
                 assert_eq!(out[..], expected[..], "the inflated bytes differ from plain zlib's");
-                let independent = miniz.message(&message, max_len).unwrap_or_else(|e| {
-                    panic!("we inflated {} bytes, miniz_oxide says {e:?}", out.len())
-                });
-                assert_eq!(
-                    out[..],
-                    independent[..],
-                    "the inflated bytes differ from miniz_oxide's"
-                );
+                // Where miniz_oxide inflates too, it inflates the same bytes. It may refuse
+                // where zlib waits for more input (it judges some invalid codes earlier), and
+                // then its stream is over for the messages after.
+                if let Ok(independent) = miniz.message(&message, max_len) {
+                    assert_eq!(out[..], independent[..], "the bytes differ from miniz_oxide's");
+                }
                 round_trip(role, params, &config, &out);
             }
             Err(err) => {
