@@ -492,6 +492,21 @@ fn an_empty_message_after_a_compressed_one_goes_out_uncompressed() {
     }
 }
 
+/// A message whose first inflated byte is already past the limit, with bad data after it in the
+/// same frame, fails as too big (1009): that comes first in the stream. It failed as invalid
+/// (1002), because zlib reported the bad data from the same call that wrote the byte. Found by
+/// the `deflate_inflate` fuzz target, whose plain-zlib reference saw the byte first.
+#[test]
+fn a_byte_past_the_limit_before_bad_data_is_too_big() {
+    // A fixed-Huffman block with a literal, then a stored block whose lengths do not match.
+    let payload = [0x62, 0x07, 0x00, 0x00, 0x0c, 0x72, 0x62, 0x61, 0x23, 0x61, 0x23, 0x67, 0x65];
+    let mut codec = Deflate::new(Role::Server, DeflateParams::default(), &DeflateConfig::default());
+    let mut out = BytesMut::new();
+    let err = codec.decode(&payload, false, &mut out, 0).unwrap_err();
+    assert_eq!(err.close_code(), Some(CloseCode::MESSAGE_TOO_BIG), "{err}");
+    assert!(out.is_empty());
+}
+
 #[test]
 fn context_takeover_shrinks_repeats_and_no_takeover_does_not() {
     let text = "a message that repeats across messages, with enough entropy: 0123456789";
