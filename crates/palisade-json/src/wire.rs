@@ -268,14 +268,77 @@ impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let mut keys = std::collections::HashSet::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if !keys.insert(key) {
+        // The fast path must not allocate more than serde_json alone (`tests/alloc.rs`): the
+        // first keys of an object are kept on the stack, borrowed from the frame where they
+        // have no escapes; only a larger object spills into a set.
+        let mut few: [Option<Key<'de>>; FEW_KEYS] = Default::default();
+        let mut many: Option<std::collections::HashSet<String>> = None;
+        let mut count = 0;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let duplicate = match &mut many {
+                Some(many) => !many.insert(key.as_str().to_owned()),
+                None if count < FEW_KEYS => {
+                    let seen = few[..count].iter().flatten().any(|k| k.as_str() == key.as_str());
+                    few[count] = Some(key);
+                    seen
+                }
+                None => {
+                    let mut set: std::collections::HashSet<String> =
+                        few.iter().flatten().map(|k| k.as_str().to_owned()).collect();
+                    let seen = !set.insert(key.as_str().to_owned());
+                    many = Some(set);
+                    seen
+                }
+            };
+            if duplicate {
                 return Err(serde::de::Error::custom(DUPLICATE_KEY));
             }
+            count += 1;
             map.next_value::<UniqueKeys>()?;
         }
         Ok(())
+    }
+}
+
+/// How many keys of an object [`UniqueKeysVisitor`] compares on the stack.
+const FEW_KEYS: usize = 16;
+
+/// An object's key, borrowed from the frame unless it has escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(key) => key,
+            Key::Owned(key) => key,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key::Borrowed(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(key.to_owned()))
     }
 }
 

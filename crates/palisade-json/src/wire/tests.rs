@@ -413,6 +413,11 @@ fn duplicate_keys_are_refused() {
     }
     let fine = r#"{"event":"a","data":{"a":{"k":1},"b":{"k":"{"}}}"#;
     assert!(decode_typed::<Free>(&text(fine), Codec::Json, &Limits::default()).is_some());
+    // Past the keys compared on the stack, and with an escaped key.
+    let many: Vec<String> = (0..20).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    let many = format!(r#"{{"event":"m","data":{{{},"k\u0033":1}}}}"#, many.join(","));
+    assert_eq!(decode_typed::<Free>(&text(&many), Codec::Json, &Limits::default()), None);
+    assert_eq!(refused(&many).error().code(), &ErrorCode::Malformed);
     // The same key in two objects is fine.
     assert!(
         decode(&text(r#"{"event":"a","data":[{"k":1},{"k":2}]}"#), Codec::Json, &Limits::default())
