@@ -18,6 +18,8 @@ Tasks:
                   autobahn_client example (--client), both by default; every case
                   (over an hour), or --quick (CI's cases, ~4 minutes), or --cases \"1.*,2.*\";
                   --url ws://HOST:PORT tests a running server instead
+  conformance     docs/src/conformance.md from the last autobahn run's reports
+                  (--check: only compare)
   bench           echo throughput and idle memory of palisade, tokio-tungstenite and
                   fastwebsockets, written to docs/src/benchmarks.md (--quick: a subset
                   in under 3 minutes; --micro: the criterion benches of the protocol core;
