@@ -20,6 +20,9 @@
 //!   leaves out the [`HEAVY`] ones, as `cargo xtask ci` does.
 //! - `--setup` only makes the virtualenv and prints the suite's version (`.ci/run` uses it).
 //!
+//! `cargo xtask conformance` then writes the book's Conformance chapter from the reports
+//! ([`conformance`]); in CI, this stage checks the committed chapter against its own run.
+//!
 //! Each side's reports go to `target/autobahn/{server,client,blocking-server,blocking-client}/` (open `index.html` there), with
 //! the logs of wstest and of our example. The verdict follows [`report`]: every case OK, unless
 //! `autobahn/expected.json` lists it with a reason.
@@ -38,6 +41,7 @@
 //! `autobahn/expected.json` as the tokio ones (`server` and `client`): the protocol core is the
 //! same, so they must behave the same.
 
+pub(crate) mod conformance;
 mod process;
 mod report;
 mod venv;
@@ -128,7 +132,9 @@ pub(crate) fn ci() -> Result<(), String> {
         quick: true,
         ci: true,
         ..Options::default()
-    })
+    })?;
+    // The Conformance chapter must say what these reports say (no run of its own).
+    conformance::check_against(&Workspace::read()?.target.join("autobahn"))
 }
 
 #[derive(Debug, Default)]

@@ -70,7 +70,7 @@ const JSON_SERVERS: [(&str, &str); 2] = [
 ];
 
 /// CPU the servers run on; the load generator gets [`LOAD_CPU`].
-const SERVER_CPU: &str = "0";
+pub(crate) const SERVER_CPU: &str = "0";
 const LOAD_CPU: &str = "1";
 
 /// What one invocation measures.
@@ -583,7 +583,7 @@ fn push(list: &mut Value, item: Value) {
 
 /// Open files a process may hold, at most: the hard limit, which only a process with
 /// `CAP_SYS_RESOURCE` may raise.
-fn nofile_hard_limit() -> Option<u64> {
+pub(crate) fn nofile_hard_limit() -> Option<u64> {
     let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     let hard = line.split_whitespace().nth(4)?;
@@ -640,20 +640,20 @@ fn build() -> Result<(), String> {
     ]))
 }
 
-fn target_dir(root: &Path) -> PathBuf {
+pub(crate) fn target_dir(root: &Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 /// How processes are pinned to CPUs.
 #[derive(Debug)]
-enum Pinning {
+pub(crate) enum Pinning {
     Taskset,
     /// No `taskset` (or fewer than two CPUs): the kernel schedules everything.
     None,
 }
 
 impl Pinning {
-    fn detect() -> Self {
+    pub(crate) fn detect() -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         if cpus >= 2 && cmd::succeeds(Command::new("taskset").arg("--version")) {
             Pinning::Taskset
@@ -672,7 +672,7 @@ impl Pinning {
         }
     }
 
-    fn command(&self, cpu: &str, program: &Path) -> Command {
+    pub(crate) fn command(&self, cpu: &str, program: &Path) -> Command {
         match self {
             Pinning::Taskset => {
                 let mut command = Command::new("taskset");
@@ -683,23 +683,23 @@ impl Pinning {
         }
     }
 
-    fn load_command(&self, load: &Path) -> Command {
+    pub(crate) fn load_command(&self, load: &Path) -> Command {
         self.command(LOAD_CPU, load)
     }
 }
 
 /// A server process, killed by its process id when dropped.
-struct Server {
-    name: &'static str,
+pub(crate) struct Server {
+    pub(crate) name: &'static str,
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Server {
     /// Starts `binary` with `flags` through `palisade-load exec` (which raises the open-file
     /// limit and then becomes the server, keeping the process id) on an ephemeral port, and
     /// waits for its `listening on ws://ADDR` line.
-    fn start(
+    pub(crate) fn start(
         name: &'static str,
         binary: &Path,
         flags: &[&str],
@@ -742,11 +742,11 @@ impl Server {
         Ok(server)
     }
 
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    fn alive(&mut self) -> bool {
+    pub(crate) fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
 }

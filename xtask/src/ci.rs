@@ -82,6 +82,12 @@ pub(crate) const STAGES: &[Stage] = &[
                 servers (no timing assertions; writes to target/bench-smoke/)",
         run: bench_smoke,
     },
+    Stage {
+        name: "soak-smoke",
+        about: "cargo xtask soak --connections 100 --seconds 5: echo and room broadcast, every \
+                message checked, the server's memory bounded",
+        run: soak_smoke,
+    },
 ];
 
 /// How a stage ended.
@@ -190,4 +196,8 @@ fn autobahn(_: &mut Context) -> Result<(), String> {
 
 fn bench_smoke(_: &mut Context) -> Result<(), String> {
     crate::bench::smoke()
+}
+
+fn soak_smoke(_: &mut Context) -> Result<(), String> {
+    crate::soak::smoke()
 }

@@ -18,6 +18,8 @@ Tasks:
                   autobahn_client example (--client), both by default; every case
                   (over an hour), or --quick (CI's cases, ~4 minutes), or --cases \"1.*,2.*\";
                   --url ws://HOST:PORT tests a running server instead
+  conformance     docs/src/conformance.md from the last autobahn run's reports
+                  (--check: only compare)
   bench           echo throughput and idle memory of palisade, tokio-tungstenite and
                   fastwebsockets, written to docs/src/benchmarks.md (--quick: a subset
                   in under 3 minutes; --micro: the criterion benches of the protocol core;
@@ -27,6 +29,11 @@ Tasks:
                   hand-written peers and across two nodes through Redis, written to
                   docs/src/bench/fanout.md; --fanout-page: that page again from the
                   last run's results)
+  soak            echo and room broadcast over 2,000 connections for 60 s against the
+                  soak example (--connections N, --seconds S): every message numbered
+                  and checked; fails on any message lost, duplicated or reordered, any
+                  unexpected close, or the server's memory growing; the last line is
+                  `soak: N connections, S s, … RSS A → B MiB`
   help            print this text
 
 Stages of `ci`:"

@@ -12,6 +12,7 @@ mod bench;
 mod ci;
 mod cmd;
 mod help;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -20,7 +21,9 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
         Some("autobahn") => autobahn::run(&args[1..]),
+        Some("conformance") => autobahn::conformance::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         None | Some("help" | "--help" | "-h") => help::run(),
         Some(unknown) => {
             eprintln!("error: unknown task `{unknown}`\n");

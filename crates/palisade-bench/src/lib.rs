@@ -16,6 +16,9 @@
 //!   delivery, delivery latency, messages lost.
 //! - [`fanout_peer`]: what the hand-written fan-out servers `fanout-tungstenite` and
 //!   `fanout-fastwebsockets` share (a registry of per-member queues, naive and expert writers).
+//! - [`soak`]: the soak generator behind `palisade-load soak` and `cargo xtask soak`: echo and
+//!   room broadcast at once over many connections for a long time, every message numbered and
+//!   checked (lost, duplicated, reordered), the server's memory at the start and the end.
 //!
 //! The peer echo servers, `echo-tungstenite` and `echo-fastwebsockets`, are binaries of this
 //! crate with the shape of palisade's `examples/echo.rs`.
@@ -29,3 +32,4 @@ pub mod load;
 pub mod peer;
 pub mod procfs;
 pub mod report;
+pub mod soak;

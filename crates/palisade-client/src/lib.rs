@@ -69,7 +69,7 @@ use palisade_error::Error;
 pub use palisade_proto::deflate::{DeflateConfig, DeflateParams};
 pub use palisade_proto::handshake::{ExtensionOffer, HeadLimits};
 pub use proxy::{Proxy, ProxyKind};
-pub use reconnect::{Attempt, Backoff, Reconnecting, STABLE_AFTER};
+pub use reconnect::{Attempt, Backoff, Gap, Reconnecting, STABLE_AFTER};
 /// The rustls crate this one is built with, for [`Client::with_tls_config`].
 #[cfg(feature = "rustls")]
 pub use rustls;

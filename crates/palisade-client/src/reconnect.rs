@@ -125,6 +125,26 @@ pub struct Attempt<'a> {
 
 type OnAttempt = Box<dyn FnMut(&Attempt<'_>) + Send>;
 
+/// The outage a [`Reconnecting`] client rode through before its current connection, from
+/// [`Reconnecting::gap`].
+///
+/// The client keeps no copy of what was sent: messages written to the old connection that the
+/// server never answered are the application's to count and send again (numbering them, as an
+/// acknowledged protocol does, tells which). The gap says how long that window was open and
+/// what it took to close it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Gap {
+    /// Which reconnection this was: 1 for the first connection after the initial one.
+    pub reconnection: u64,
+    /// From the call of `next()` that followed the previous connection (when the application
+    /// had seen it end) to the opening of the current one: the time without a connection,
+    /// as far as the application could tell.
+    pub down_for: Duration,
+    /// Attempts that failed in that time.
+    pub failed_attempts: u64,
+}
+
 /// A client that connects again when connecting fails or the connection ends.
 ///
 /// ```no_run
@@ -186,6 +206,10 @@ pub struct Reconnecting {
     last_connection: Option<palisade_conn::Sender>,
     /// [`Reconnecting::connection_ended`] was told about the last connection.
     told: bool,
+    /// Connections opened after the first one.
+    reconnections: u64,
+    /// The outage before the current connection, when it is not the first.
+    gap: Option<Gap>,
 }
 
 /// How long a connection must stay up for its end to reset the backoff.
@@ -230,6 +254,8 @@ impl Reconnecting {
             finished: false,
             last_connection: None,
             told: false,
+            reconnections: 0,
+            gap: None,
         }
     }
 
@@ -281,6 +307,12 @@ impl Reconnecting {
         self.attempts
     }
 
+    /// The outage before the connection `next()` returned last: `None` while that is the
+    /// first connection. See [`Gap`].
+    pub fn gap(&self) -> Option<Gap> {
+        self.gap
+    }
+
     /// Connects, retrying as described on the type. `None` once a failure is not retryable
     /// or the attempt limit is reached ([`Reconnecting::last_error`] says which); every later
     /// call returns `None` too.
@@ -304,6 +336,8 @@ impl Reconnecting {
                 return None;
             }
         };
+        let down_since = tokio::time::Instant::now();
+        let mut failed_attempts = 0u64;
         let mut delay = if self.connected_before {
             // A connection that ended soon after opening is as good as a failed attempt.
             let stable = self.connected_at.is_some_and(|t| t.elapsed() >= STABLE_AFTER);
@@ -333,6 +367,16 @@ impl Reconnecting {
             }
             match self.client.connect_url(url.clone()).await {
                 Ok(connected) => {
+                    if self.connected_before {
+                        self.reconnections += 1;
+                        let gap = Gap {
+                            reconnection: self.reconnections,
+                            down_for: down_since.elapsed(),
+                            failed_attempts,
+                        };
+                        tracing::info!(url = %url, reconnection = gap.reconnection, down_for = ?gap.down_for, failed_attempts, "reconnected");
+                        self.gap = Some(gap);
+                    }
                     self.connected_before = true;
                     self.connected_at = Some(tokio::time::Instant::now());
                     self.last_error = None;
@@ -342,6 +386,7 @@ impl Reconnecting {
                     return Some(connected);
                 }
                 Err(err) => {
+                    failed_attempts += 1;
                     let consecutive = u64::from(self.failures) + 1;
                     let limit_reached = self.max_attempts.is_some_and(|max| consecutive >= max);
                     let retry_in = if !err.is_retryable() || limit_reached {

@@ -885,37 +885,13 @@ impl Shared {
         if inner.terminated || inner.io_dead {
             return Err(inner.conn.closed_error());
         }
-        let sent = if compress {
-            inner.conn.send(&message)
-        } else {
-            inner.conn.send_uncompressed(&message)
-        };
-        match sent {
-            Ok(()) => {
-                inner.stats.messages_out += 1;
-                Ok(())
-            }
-            Err(Error::InvalidState(_)) => Err(inner.conn.closed_error()),
-            Err(err) => Err(err),
-        }
+        queue_message(&mut inner, &message, compress)
     }
 
     pub(crate) fn try_send(&self, message: Message) -> Result<(), TrySendError> {
         let mut guard = self.lock();
         let inner = &mut **guard;
-        if inner.terminated || inner.io_dead {
-            return Err(TrySendError::Closed(inner.conn.closed_error()));
-        }
-        if inner.conn.pending_transmit() > self.config.write_high_water {
-            return Err(TrySendError::Full(message));
-        }
-        match inner.conn.send(&message) {
-            Ok(()) => inner.stats.messages_out += 1,
-            Err(Error::InvalidState(_)) => {
-                return Err(TrySendError::Closed(inner.conn.closed_error()));
-            }
-            Err(err) => return Err(TrySendError::Closed(err)),
-        }
+        self.try_queue(inner, message)?;
         // Write what the transport takes now; the rest goes out with the next operation.
         let mut wcx = Context::from_waker(&self.write_waker);
         if let Poll::Ready(Err(err)) = poll_write_out(inner, &mut wcx) {
@@ -927,22 +903,7 @@ impl Shared {
     /// Queues a message without writing anything: the caller flushes (or sends) after a
     /// batch, which then leaves in one gathered write.
     pub(crate) fn feed(&self, message: Message) -> Result<(), TrySendError> {
-        let mut guard = self.lock();
-        let inner = &mut **guard;
-        if inner.terminated || inner.io_dead {
-            return Err(TrySendError::Closed(inner.conn.closed_error()));
-        }
-        if inner.conn.pending_transmit() > self.config.write_high_water {
-            return Err(TrySendError::Full(message));
-        }
-        match inner.conn.send(&message) {
-            Ok(()) => {
-                inner.stats.messages_out += 1;
-                Ok(())
-            }
-            Err(Error::InvalidState(_)) => Err(TrySendError::Closed(inner.conn.closed_error())),
-            Err(err) => Err(TrySendError::Closed(err)),
-        }
+        self.try_queue(&mut self.lock(), message)
     }
 
     /// Feeds from `messages`, under one lock, while the write buffer is below its high-water
@@ -958,13 +919,21 @@ impl Shared {
         }
         while inner.conn.pending_transmit() <= self.config.write_high_water {
             let Some(message) = messages.next() else { return Ok(true) };
-            match inner.conn.send(&message) {
-                Ok(()) => inner.stats.messages_out += 1,
-                Err(Error::InvalidState(_)) => return Err(inner.conn.closed_error()),
-                Err(err) => return Err(err),
-            }
+            queue_message(inner, &message, true)?;
         }
         Ok(false)
+    }
+
+    /// One message into the core's output, unless the connection is over or the write
+    /// buffer is above its high-water mark (then the message comes back).
+    fn try_queue(&self, inner: &mut Inner, message: Message) -> Result<(), TrySendError> {
+        if inner.terminated || inner.io_dead {
+            return Err(TrySendError::Closed(inner.conn.closed_error()));
+        }
+        if inner.conn.pending_transmit() > self.config.write_high_water {
+            return Err(TrySendError::Full(message));
+        }
+        queue_message(inner, &message, true).map_err(TrySendError::Closed)
     }
 
     pub(crate) async fn flush(&self) -> Result<(), Error> {
@@ -1284,4 +1253,19 @@ fn poll_write_out(inner: &mut Inner, cx: &mut Context<'_>) -> Poll<Result<(), st
         }
     }
     Pin::new(&mut inner.io).poll_flush(cx)
+}
+
+/// Hands a data message to the core and counts it; a core past its close says why the
+/// connection ended.
+fn queue_message(inner: &mut Inner, message: &Message, compress: bool) -> Result<(), Error> {
+    let sent =
+        if compress { inner.conn.send(message) } else { inner.conn.send_uncompressed(message) };
+    match sent {
+        Ok(()) => {
+            inner.stats.messages_out += 1;
+            Ok(())
+        }
+        Err(Error::InvalidState(_)) => Err(inner.conn.closed_error()),
+        Err(err) => Err(err),
+    }
 }

@@ -178,9 +178,9 @@ impl EncodeError {
 /// anything else (a reply, a frame that breaks a rule, a payload of the wrong shape): then
 /// [`decode`] and [`decode_message`] take the frame again and say precisely what is wrong.
 ///
-/// It accepts exactly what those two accept together: the envelope's keys are the same and
-/// unknown ones refused, an id is a plain integer up to [`MAX_ID`], and duplicate keys (which
-/// the full path resolves, the last one winning) send the frame the full way.
+/// It accepts nothing those two refuse: the envelope's keys are the same and unknown ones
+/// refused, an id is a plain integer up to [`MAX_ID`], and a duplicate key anywhere (which the
+/// full path refuses as `malformed`) sends the frame the full way.
 pub fn decode_typed<M: DeserializeOwned>(
     frame: &Message,
     codec: Codec,
@@ -201,7 +201,145 @@ pub fn decode_typed<M: DeserializeOwned>(
     let access =
         EnvelopeAccess { event: Some(&envelope.event), data: Some(envelope.data.unwrap_or(null)) };
     let message = M::deserialize(serde::de::value::MapAccessDeserializer::new(access)).ok()?;
+    // A payload decoded into a map or a `Value` keeps the last of two equal keys where the full
+    // path refuses the frame (`StrictValue`): such a frame goes the full way, to be refused.
+    // (A struct's derived `Deserialize` refuses a duplicate field itself.)
+    if envelope.data.is_some_and(has_duplicate_key) {
+        return None;
+    }
     Some((id, message))
+}
+
+/// Whether `data` holds an object with a key twice, at any depth (or is not JSON after all).
+/// Its nesting was bounded by the depth limit before parsing, so the recursion is too.
+fn has_duplicate_key(data: &serde_json::value::RawValue) -> bool {
+    // Without an opening brace anywhere there is no object; most payloads are one small one.
+    if memchr::memchr(b'{', data.get().as_bytes()).is_none() {
+        return false;
+    }
+    serde_json::from_str::<UniqueKeys>(data.get()).is_err()
+}
+
+/// Walks a JSON value without keeping it, failing on an object with a key twice.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_any(UniqueKeysVisitor).map(|()| UniqueKeys)
+    }
+}
+
+struct UniqueKeysVisitor;
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeysVisitor {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // The fast path must not allocate more than serde_json alone (`tests/alloc.rs`): the
+        // first keys of an object are kept on the stack, borrowed from the frame where they
+        // have no escapes; only a larger object spills into a set.
+        let mut few: [Option<Key<'de>>; FEW_KEYS] = Default::default();
+        let mut many: Option<std::collections::HashSet<String>> = None;
+        let mut count = 0;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let duplicate = match &mut many {
+                Some(many) => !many.insert(key.as_str().to_owned()),
+                None if count < FEW_KEYS => {
+                    let seen = few[..count].iter().flatten().any(|k| k.as_str() == key.as_str());
+                    few[count] = Some(key);
+                    seen
+                }
+                None => {
+                    let mut set: std::collections::HashSet<String> =
+                        few.iter().flatten().map(|k| k.as_str().to_owned()).collect();
+                    let seen = !set.insert(key.as_str().to_owned());
+                    many = Some(set);
+                    seen
+                }
+            };
+            if duplicate {
+                return Err(serde::de::Error::custom(DUPLICATE_KEY));
+            }
+            count += 1;
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(())
+    }
+}
+
+/// How many keys of an object [`UniqueKeysVisitor`] compares on the stack.
+const FEW_KEYS: usize = 16;
+
+/// An object's key, borrowed from the frame unless it has escapes.
+enum Key<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Key<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Key::Borrowed(key) => key,
+            Key::Owned(key) => key,
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        de.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key::Borrowed(key))
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+        Ok(Key::Owned(key.to_owned()))
+    }
 }
 
 /// An event or request envelope, borrowed from the frame.

@@ -56,7 +56,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use palisade_proto::message::Utf8Bytes;
 use palisade_rooms::{
     Backend, BackendError, BoxFuture, Local, NotRecovered, Presence, Publication, PublishRequest,
@@ -166,6 +166,9 @@ struct Shared {
     rooms: Mutex<HashSet<String>>,
     /// The pub/sub connection's sending half, while it is up.
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// Whether the pub/sub connection has been up since the backend started: before, a
+    /// publication waits for it (see `publish`).
+    pubsub_started: tokio::sync::watch::Sender<bool>,
     /// Requests between nodes waiting for answers.
     pending: Mutex<HashMap<u64, mpsc::UnboundedSender<String>>>,
     next_request: AtomicU64,
@@ -222,13 +225,17 @@ return {epoch, offset}
 
 /// Registers a session; with ARGV[3] = 1, only if the user has none on a live node but the
 /// one it replaces (ARGV[5], or empty), which is unregistered. Answers 0 (refused) or 1, and
-/// the node of the replaced session when that node is live (to be told to end it).
+/// the node of the replaced session when that node is live (to be told to end it). The
+/// session itself may be there already: a heartbeat that found the node's key gone registers
+/// every local session again, this one included if it came first.
 const OPEN_SCRIPT: &str = r#"
 local fields = redis.call('HGETALL', KEYS[1])
 local replaced = ''
 for i = 1, #fields, 2 do
   local live = redis.call('EXISTS', ARGV[4] .. fields[i + 1]) == 1
-  if fields[i] == ARGV[5] then
+  if fields[i] == ARGV[1] then
+    -- this very session
+  elseif fields[i] == ARGV[5] then
     if live then replaced = fields[i + 1] end
   elseif live and ARGV[3] == '1' then
     return {0, ''}
@@ -262,6 +269,7 @@ impl RedisBackend {
             local: OnceLock::new(),
             rooms: Mutex::new(HashSet::new()),
             sink: tokio::sync::Mutex::new(None),
+            pubsub_started: tokio::sync::watch::Sender::new(false),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
@@ -310,6 +318,14 @@ impl Shared {
         lock(&self.rooms).remove(channel);
         if let Some(sink) = self.sink.lock().await.as_mut() {
             let _ = sink.unsubscribe(channel).await;
+        }
+    }
+
+    /// One message from the pub/sub connection.
+    async fn received_message(&self, message: redis::Msg) {
+        let channel = message.get_channel_name().to_owned();
+        if let Ok(payload) = message.get_payload::<String>() {
+            self.received(&channel, payload).await;
         }
     }
 
@@ -528,9 +544,13 @@ async fn pubsub_loop(shared: Arc<Shared>) {
                 up = true;
                 backoff = first;
                 while let Some(message) = stream.next().await {
-                    let channel = message.get_channel_name().to_owned();
-                    let Ok(payload) = message.get_payload::<String>() else { continue };
-                    shared.received(&channel, payload).await;
+                    shared.received_message(message).await;
+                    // What has arrived with it is delivered in the same turn, before the
+                    // members' writers run: each then writes its share in one batch, not one
+                    // write per publication.
+                    while let Some(Some(message)) = stream.next().now_or_never() {
+                        shared.received_message(message).await;
+                    }
                 }
                 *shared.sink.lock().await = None;
                 tracing::warn!("redis: pub/sub connection lost; reconnecting with backoff");
@@ -566,6 +586,7 @@ async fn connect_pubsub(shared: &Shared) -> Result<redis::aio::PubSubStream, Bac
         sink.subscribe(channel).await.map_err(failed)?;
     }
     *slot = Some(sink);
+    shared.pubsub_started.send_replace(true);
     Ok(stream)
 }
 
@@ -587,6 +608,18 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
                     tracing::warn!("redis: heartbeat failed ({err}); local delivery goes on");
                 }
             }
+        }
+    }
+}
+
+/// Delivers a publication Redis did not take to this node's members all the same, without an
+/// offset.
+fn deliver_locally(shared: &Shared, request: &PublishRequest<'_>) {
+    if let Some(local) = shared.local() {
+        let except = request.except.cloned();
+        if let Ok(p) = Publication::encode(request.room, None, request.event, request.data, except)
+        {
+            local.deliver(&p);
         }
     }
 }
@@ -616,6 +649,21 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let shared = &self.shared;
+            // This node's members get a publication back through the pub/sub connection.
+            // While that is down (Redis gone, or back but the subscriptions not yet restored),
+            // a publication Redis accepted would reach the other nodes and never this node's
+            // members, silently: deliver it here and report the outage instead. Only at the
+            // start, before the first connection, is it worth waiting for (a little).
+            let mut started = shared.pubsub_started.subscribe();
+            let timeout = shared.config.command_timeout;
+            let _ = tokio::time::timeout(timeout, started.wait_for(|up| *up)).await;
+            if shared.sink.lock().await.is_none() {
+                deliver_locally(shared, &request);
+                return Err(BackendError::Unavailable {
+                    backend: BACKEND,
+                    detail: "pub/sub is down".into(),
+                });
+            }
             let except = request.except.map_or("", SessionId::as_str);
             let channel = shared.key("room", request.room);
             let sent = match request.recovery {
@@ -653,15 +701,7 @@ impl Backend for RedisBackend {
                 }
             };
             if let Err(err) = sent {
-                // This node's members get it all the same, without an offset.
-                if let Some(local) = shared.local() {
-                    let except = request.except.cloned();
-                    if let Ok(p) =
-                        Publication::encode(request.room, None, request.event, request.data, except)
-                    {
-                        local.deliver(&p);
-                    }
-                }
+                deliver_locally(shared, &request);
                 return Err(err);
             }
             Ok(())

@@ -89,6 +89,13 @@ impl Live {
             tracing::error!(panic = %what, "handler panicked; closing with 1011");
             Ending { closing: Closing::Code(CloseCode::INTERNAL_ERROR), error: None }
         });
+        // A handler that returns its connection's own failure (a reset, an EOF mid-frame, as
+        // `recv` reported it) did not fail: the connection ended under it, and there is nobody
+        // left to send 1011 to (STYLE: I/O errors send nothing, 1006 locally).
+        let mut ending = ending;
+        if matches!(ending.closing, Closing::Code(_)) && sender.is_closed() {
+            ending.closing = Closing::Ended;
+        }
         if let Some(error) = &ending.error {
             match &ending.closing {
                 Closing::Ended => {

@@ -6,6 +6,8 @@
 //! `{{#include FILE:NAME}}` finds its file and both of its markers — mdbook logs an error but
 //! exits 0 when the file is missing, and renders an empty listing without a word when a marker
 //! is — and that no include uses line numbers, which silently go stale when the file changes.
+//! It also checks that the Conformance chapter has every section of the Autobahn suite for
+//! every side (`autobahn::conformance::check_sections`).
 
 use std::path::Path;
 
@@ -17,11 +19,20 @@ pub(super) fn build(_: &mut Context) -> Result<(), String> {
     let src = cmd::root().join("docs/src");
     let mut problems = Vec::new();
     check_dir(&src, &mut problems)?;
+    let conformance = cmd::root().join(crate::autobahn::conformance::CHAPTER);
+    match std::fs::read_to_string(&conformance) {
+        Ok(chapter) => {
+            if let Err(e) = crate::autobahn::conformance::check_sections(&chapter) {
+                problems.push(e);
+            }
+        }
+        Err(e) => problems.push(format!("cannot read {}: {e}", conformance.display())),
+    }
     if !problems.is_empty() {
         for problem in &problems {
             println!("  - {problem}");
         }
-        return Err(format!("{} broken include(s) in docs/src", problems.len()));
+        return Err(format!("{} problem(s) in docs/src", problems.len()));
     }
     if !cmd::succeeds(&mut cmd::tool("mdbook", ["--version"])) {
         // `cargo xtask ci` must pass on a fresh machine by itself (the README's test command),

@@ -5,20 +5,23 @@
 //!                    [--server-pid PID] [--first-source 1] [--deflate | --json]
 //! palisade-load idle --url ws://127.0.0.1:9001/ -n 10000 --server-pid PID [--settle 2]
 //!                    [--first-source 1] [--deflate [--messages 1]]
+//! palisade-load soak --url ws://127.0.0.1:9008/ [-c 2000] [--seconds 60] [--warmup 5]
+//!                    [--server-pid PID] [--first-source 200]
 //! palisade-load report --results FILE --out DIR
 //! palisade-load exec [--nofile N] -- PROGRAM ARGS...
 //! ```
 //!
 //! `--deflate` offers permessage-deflate and sends compressed text (the run fails if the server
 //! does not agree). `--json` sends a JSON event of S bytes in a text frame and expects the same
-//! event back (the typed-echo case: `examples/json_echo.rs`, `echo-json-tungstenite`). `load` and `idle` print one JSON object on standard output; `exec` raises the open-file limit
+//! event back (the typed-echo case: `examples/json_echo.rs`, `echo-json-tungstenite`). `load` and `idle` print one JSON object on standard output; `soak` prints progress lines, then one JSON object (see
+//! `palisade_bench::soak`). `exec` raises the open-file limit
 //! and replaces itself with PROGRAM (same process id), for servers that must hold 50,000 sockets.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use palisade_bench::{idle, load, report};
+use palisade_bench::{idle, load, report, soak};
 
 /// Open files this process (and what `exec` starts) may hold.
 const NOFILE: u64 = 200_000;
@@ -28,9 +31,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("load") => run_load(&args[1..]),
         Some("idle") => run_idle(&args[1..]),
+        Some("soak") => run_soak(&args[1..]),
         Some("report") => run_report(&args[1..]),
         Some("exec") => run_exec(&args[1..]),
-        _ => Err("usage: palisade-load load|idle|report|exec ... (see the crate docs)".to_owned()),
+        _ => Err("usage: palisade-load load|idle|soak|report|exec ... (see its docs)".to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -130,6 +134,28 @@ fn run_idle(args: &[String]) -> Result<(), String> {
         return Err(format!("{} connections need more open files than {limit}", plan.connections));
     }
     let outcome = runtime()?.block_on(idle::run(plan.clone()))?;
+    println!("{}", outcome.to_json(&plan));
+    Ok(())
+}
+
+fn run_soak(args: &[String]) -> Result<(), String> {
+    let flags = Flags(args);
+    let plan = soak::Plan {
+        addr: flags.addr()?,
+        connections: flags.parse(&["-c", "--connections"], Some(2000))?,
+        warmup: flags.seconds("--warmup", 5.0)?,
+        duration: flags.seconds("--seconds", 60.0)?,
+        server_pid: flags.get(&["--server-pid"]).map(str::parse).transpose().map_err(|_| "pid")?,
+        first_source: flags.parse(&["--first-source"], Some(200))?,
+    };
+    if plan.connections < 2 {
+        return Err("--connections must be at least 2 (one echo, one room member)".into());
+    }
+    let limit = raise_nofile();
+    if limit < plan.connections as u64 + 100 {
+        return Err(format!("{} connections need more open files than {limit}", plan.connections));
+    }
+    let outcome = runtime()?.block_on(soak::run(plan.clone()));
     println!("{}", outcome.to_json(&plan));
     Ok(())
 }

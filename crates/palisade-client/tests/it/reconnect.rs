@@ -54,6 +54,7 @@ async fn reconnects_after_the_server_restarts() {
         });
 
     let conn = reconnecting.next().await.unwrap();
+    assert_eq!(reconnecting.gap(), None, "the first connection follows no outage");
     conn.send(Message::text("one")).await.unwrap();
     assert_eq!(conn.recv().await.unwrap(), Message::text("one"));
 
@@ -85,6 +86,11 @@ async fn reconnects_after_the_server_restarts() {
     conn.send(Message::text("two")).await.unwrap();
     assert_eq!(conn.recv().await.unwrap(), Message::text("two"));
     assert!(reconnecting.last_error().is_none());
+    // The outage it rode through: the attempts that failed while the server was down.
+    let gap = reconnecting.gap().unwrap();
+    assert_eq!(gap.reconnection, 1);
+    assert!(gap.failed_attempts >= 2, "{gap:?}");
+    assert!(gap.down_for > Duration::ZERO, "{gap:?}");
 
     let log = log.lock().unwrap().clone();
     assert_eq!(log.first(), Some(&(1, true, None)));

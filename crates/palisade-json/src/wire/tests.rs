@@ -392,6 +392,32 @@ fn duplicate_keys_are_refused() {
         assert!(message.starts_with("duplicate key in an object at line 1, column"), "{message}");
         assert!(!message.contains("secret"), "{message}");
     }
+    // The fast path leaves them to the full path too, even where the payload type would
+    // take them (a map, a `Value`): found by the `typed_dispatch` fuzz target, which saw
+    // `decode_typed` accept `{"a":1,"a":2}` as a `Value` that `decode` refuses.
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(tag = "event", content = "data")]
+    enum Free {
+        #[serde(rename = "a")]
+        Any(Value),
+        #[serde(rename = "m")]
+        Map(HashMap<String, u32>),
+    }
+    for frame in [
+        r#"{"event":"a","data":{"a":1,"a":2}}"#,
+        r#"{"event":"a","data":[{"k":{"x":1,"y":{"z":1,"z":1}}}]}"#,
+        r#"{"event":"m","data":{"k":1,"k":2}}"#,
+    ] {
+        assert_eq!(decode_typed::<Free>(&text(frame), Codec::Json, &Limits::default()), None);
+        assert_eq!(refused(frame).error().code(), &ErrorCode::Malformed, "{frame}");
+    }
+    let fine = r#"{"event":"a","data":{"a":{"k":1},"b":{"k":"{"}}}"#;
+    assert!(decode_typed::<Free>(&text(fine), Codec::Json, &Limits::default()).is_some());
+    // Past the keys compared on the stack, and with an escaped key.
+    let many: Vec<String> = (0..20).map(|i| format!(r#""k{i}":{i}"#)).collect();
+    let many = format!(r#"{{"event":"m","data":{{{},"k\u0033":1}}}}"#, many.join(","));
+    assert_eq!(decode_typed::<Free>(&text(&many), Codec::Json, &Limits::default()), None);
+    assert_eq!(refused(&many).error().code(), &ErrorCode::Malformed);
     // The same key in two objects is fine.
     assert!(
         decode(&text(r#"{"event":"a","data":[{"k":1},{"k":2}]}"#), Codec::Json, &Limits::default())

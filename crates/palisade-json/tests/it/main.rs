@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 
 mod bare;
 mod errors;
+mod fuzz_corpus;
 mod hostile;
 #[cfg(feature = "msgpack")]
 mod msgpack;

@@ -166,16 +166,16 @@ impl Deflate {
             let step = room.min(INFLATE_STEP).min((input.len() * 4).max(1024));
             let (in_before, out_before) = (d.total_in(), d.total_out());
             let (status, produced) = if room == 0 {
-                // At the limit: one more byte means too big.
+                // At the limit: one more byte means too big. It comes first in the stream when
+                // zlib also finds bad data further on in the same call (the byte past the limit
+                // was written before), so it is checked first.
                 let mut probe = [0u8; 1];
-                let status = d
-                    .decompress(input, &mut probe, FlushDecompress::Sync)
-                    .map_err(|_| ProtocolError::InvalidCompressedData)?;
+                let status = d.decompress(input, &mut probe, FlushDecompress::Sync);
                 let produced = (d.total_out() - out_before) as usize;
                 if produced > 0 {
                     return Err(too_big(max_len));
                 }
-                (status, 0)
+                (status.map_err(|_| ProtocolError::InvalidCompressedData)?, 0)
             } else {
                 let start = out.len();
                 grow(out, step, max_len);
@@ -308,8 +308,11 @@ impl Extension for Deflate {
 
     fn encode(&mut self, payload: &[u8], out: &mut BytesMut) -> Result<Option<u8>, Error> {
         // RFC 7692 §6.1: a message may always go uncompressed (RSV1 clear). We do so for short
-        // messages, and for all when the agreed window is one zlib cannot compress with.
-        if payload.len() < self.threshold || self.compress_bits < 9 {
+        // messages, and for all when the agreed window is one zlib cannot compress with. An
+        // empty one too, whatever the threshold: a sync flush with no new input after an
+        // earlier one produces nothing at all (zlib refuses to flush twice in a row), not the
+        // empty stored block the trailer is cut from.
+        if payload.is_empty() || payload.len() < self.threshold || self.compress_bits < 9 {
             return Ok(None);
         }
         out.reserve(payload.len() / 2 + 16);

@@ -474,6 +474,39 @@ fn messages_round_trip_both_ways_with_rsv1_on_the_wire() {
     }
 }
 
+/// An empty message after a compressed one, with context takeover and no threshold: zlib's
+/// second sync flush in a row produced no bytes, and a debug assertion (that a sync flush
+/// ends with the trailer) panicked. Found by the `connection` fuzz target, which echoes an
+/// empty message. It now goes out uncompressed.
+#[test]
+fn an_empty_message_after_a_compressed_one_goes_out_uncompressed() {
+    for p in [params(false, false, 15, 15), params(true, true, 9, 9)] {
+        let (mut client, mut server) = pair(p);
+        let long = "a message long and repetitive enough to compress, ".repeat(4);
+        for text in [long.as_str(), "", "", long.as_str()] {
+            client.send(&Message::text(text.to_owned())).unwrap();
+            let bytes = wire(&mut client);
+            assert_eq!(bytes[0] & 0x40 == 0, text.is_empty(), "RSV1 on {text:?}");
+            assert_eq!(message(events(&mut server, &bytes)), Message::text(text.to_owned()));
+        }
+    }
+}
+
+/// A message whose first inflated byte is already past the limit, with bad data after it in the
+/// same frame, fails as too big (1009): that comes first in the stream. It failed as invalid
+/// (1002), because zlib reported the bad data from the same call that wrote the byte. Found by
+/// the `deflate_inflate` fuzz target, whose plain-zlib reference saw the byte first.
+#[test]
+fn a_byte_past_the_limit_before_bad_data_is_too_big() {
+    // A fixed-Huffman block with a literal, then a stored block whose lengths do not match.
+    let payload = [0x62, 0x07, 0x00, 0x00, 0x0c, 0x72, 0x62, 0x61, 0x23, 0x61, 0x23, 0x67, 0x65];
+    let mut codec = Deflate::new(Role::Server, DeflateParams::default(), &DeflateConfig::default());
+    let mut out = BytesMut::new();
+    let err = codec.decode(&payload, false, &mut out, 0).unwrap_err();
+    assert_eq!(err.close_code(), Some(CloseCode::MESSAGE_TOO_BIG), "{err}");
+    assert!(out.is_empty());
+}
+
 #[test]
 fn context_takeover_shrinks_repeats_and_no_takeover_does_not() {
     let text = "a message that repeats across messages, with enough entropy: 0123456789";

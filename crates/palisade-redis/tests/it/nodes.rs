@@ -248,3 +248,122 @@ async fn a_session_is_taken_over_across_nodes() {
     assert_eq!(carols[0].session.as_str(), back.session);
     drop(c);
 }
+
+/// The numbers of the `say` texts a peer receives as `room.message`, in arrival order,
+/// shared with the test while a task reads them.
+type Numbers = Arc<std::sync::Mutex<Vec<u64>>>;
+
+/// Reads `peer`'s frames until it is dropped: numbered `room.message`s into `numbers`, the
+/// codes of `failed` events into `failures`.
+fn collect(peer: Peer, numbers: Numbers, failures: Arc<std::sync::Mutex<Vec<String>>>) {
+    tokio::spawn(async move {
+        while let Ok(message) = peer.ws.recv().await {
+            let Message::Text(text) = message else { continue };
+            let event: Value = serde_json::from_str(&text).unwrap();
+            match event["event"].as_str() {
+                Some("room.message") => {
+                    let n = event["data"]["data"]["text"].as_str().unwrap().parse().unwrap();
+                    numbers.lock().unwrap().push(n);
+                }
+                Some("failed") => {
+                    failures.lock().unwrap().push(event["data"]["code"].as_str().unwrap().into());
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Defence: a publication goes to this node's members first and to Redis second, so Redis
+/// dying mid-broadcast costs only the other nodes' deliveries: the publisher's handler gets a
+/// typed error for each publication Redis did not take (`unavailable`, retryable), the local
+/// members receive every publication exactly once and in order all along, and once Redis is
+/// back the backend reconnects and the other node's members receive publications again, still
+/// in order and never twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_dying_mid_broadcast_keeps_local_delivery_going() {
+    let mut redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    let mut alice = Peer::open(a.addr(), "alice").await;
+    let mut carol = Peer::open(a.addr(), "carol").await;
+    let mut bob = Peer::open(b.addr(), "bob").await;
+    for peer in [&mut alice, &mut carol, &mut bob] {
+        peer.join("lobby").await;
+    }
+    let (local, remote): (Numbers, Numbers) = Default::default();
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let publisher = alice.ws.sender();
+    collect(alice, Numbers::default(), failures.clone());
+    collect(carol, local.clone(), failures.clone());
+    collect(bob, remote.clone(), failures.clone());
+
+    // Alice publishes a numbered message every 2 ms until told to stop.
+    let sent = Arc::new(AtomicU64::new(0));
+    let (stop_tx, mut stop) = tokio::sync::oneshot::channel::<()>();
+    let publishing = {
+        let sent = sent.clone();
+        tokio::spawn(async move {
+            for n in 0u64.. {
+                let say = json!({"event": "say", "data": {"room": "lobby", "text": n.to_string()}});
+                publisher.send(say.to_string()).await.unwrap();
+                sent.store(n + 1, Ordering::SeqCst);
+                tokio::select! {
+                    _ = &mut stop => return,
+                    _ = tokio::time::sleep(Duration::from_millis(2)) => {}
+                }
+            }
+        })
+    };
+    let count = |numbers: &Numbers| numbers.lock().unwrap().len();
+    eventually("bob receives across nodes", || {
+        let n = count(&remote);
+        async move { n >= 20 }
+    })
+    .await;
+
+    redis.kill();
+    eventually("alice is told that publications failed", || {
+        let n = failures.lock().unwrap().len();
+        async move { n >= 3 }
+    })
+    .await;
+    let local_during = count(&local);
+    eventually("carol keeps receiving while Redis is down", || {
+        let n = count(&local);
+        async move { n >= local_during + 20 }
+    })
+    .await;
+
+    redis.restart();
+    let sent_at_restart = sent.load(Ordering::SeqCst);
+    eventually("bob receives again after the restart", || {
+        let last = remote.lock().unwrap().last().copied();
+        async move { last.is_some_and(|n| n > sent_at_restart) }
+    })
+    .await;
+    let _ = stop_tx.send(());
+    publishing.await.unwrap();
+    let total = sent.load(Ordering::SeqCst);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while (count(&local) as u64) < total && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let local = local.lock().unwrap().clone();
+    let missing: Vec<u64> = (0..total).filter(|n| !local.contains(n)).collect();
+    assert_eq!(
+        local,
+        (0..total).collect::<Vec<_>>(),
+        "every publication, once, in order; missing {missing:?}, {} failures",
+        failures.lock().unwrap().len()
+    );
+    let remote = remote.lock().unwrap().clone();
+    assert!(remote.windows(2).all(|w| w[0] < w[1]), "in order, never twice: {remote:?}");
+    let failures = failures.lock().unwrap().clone();
+    assert!(failures.iter().all(|code| code == "unavailable"), "{failures:?}");
+    println!(
+        "{total} published, {} failed with `unavailable`, {} reached the other node",
+        failures.len(),
+        remote.len()
+    );
+}

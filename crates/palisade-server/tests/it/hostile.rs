@@ -16,18 +16,18 @@ use crate::{LOGS, connect, echo, start, upgrade_request};
 
 /// How much the high-water mark of the resident set may grow during one attack. The attacks
 /// announce gigabytes or exabytes; a server that buffered what was announced would cross it.
-const MEMORY_BOUND_KIB: u64 = 64 * 1024;
+pub(crate) const MEMORY_BOUND_KIB: u64 = 64 * 1024;
 
 /// `VmHWM` of this process in KiB: the peak resident set, which an allocation of the announced
 /// size would raise even if it were freed before we look.
-fn peak_rss_kib() -> u64 {
+pub(crate) fn peak_rss_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// A fresh client gets its message echoed.
-async fn served(addr: SocketAddr) {
+pub(crate) async fn served(addr: SocketAddr) {
     let c = connect(addr, "/", &[], &[]).await.open();
     c.send(Message::text("still here")).await.unwrap();
     let got = tokio::time::timeout(Duration::from_secs(5), c.recv()).await.unwrap().unwrap();
@@ -35,7 +35,7 @@ async fn served(addr: SocketAddr) {
 }
 
 /// Upgrades a raw socket and returns it once the 101 head has been read.
-async fn raw_upgraded(addr: SocketAddr) -> TcpStream {
+pub(crate) async fn raw_upgraded(addr: SocketAddr) -> TcpStream {
     raw_upgraded_with(addr, "").await.0
 }
 

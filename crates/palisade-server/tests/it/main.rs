@@ -21,6 +21,7 @@ use palisade_server::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+mod faults;
 mod hostile;
 mod mount;
 mod tls;

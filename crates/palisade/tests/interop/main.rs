@@ -13,6 +13,7 @@ mod chat;
 mod client;
 mod deflate;
 mod examples;
+mod faults;
 #[cfg(all(feature = "http2", feature = "hyper", feature = "rustls"))]
 mod http2;
 #[cfg(feature = "json")]
