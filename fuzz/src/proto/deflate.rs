@@ -23,14 +23,27 @@ const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// at the end is finished by an empty final frame).
 ///
 /// The first byte picks the peer's window (bits 0–2: 8 to 15 bits), whether the peer resets
-/// its compressor after each message (bit 3), and our role (bit 4); the second picks the
-/// message size limit (bits 0–2) and a compression level for the round trip (bits 3–6).
+/// its compressor after each message (bit 3), our role (bit 4), and whether our codec keeps its
+/// zlib streams between messages (bit 5, [`DeflateConfig::with_retained_streams`]) or, as by
+/// default, keeps only the window's bytes and rebuilds a stream from them for each message; the
+/// second picks the message size limit (bits 0–2) and a compression level for the round trip
+/// (bits 3–6).
 ///
 /// Two references inflate the same frames with the same context carried across messages: zlib
 /// (zlib-rs, the engine under our codec) driven the plain way — whole frames into a large
 /// buffer, no limit — and miniz_oxide, an independent inflater (which accepts distances
 /// reaching before the start of the stream, where zlib refuses them, and refuses some invalid
 /// codes earlier than zlib, which waits for more input).
+///
+/// A codec that rebuilds its stream for each message reads every message from a block
+/// boundary, as RFC 7692 §7.2.1 has the sender end each one (with an empty stored block, whose
+/// last four bytes it removes). A peer that ends a message inside a block breaks that rule, and
+/// one continuous stream then reads the next message on from the middle of that block, while a
+/// rebuilt one reads it as a new block: the two disagree, and both are legitimate readings of
+/// invalid input. So with context takeover and rebuilt streams the reference is a third one,
+/// zlib rebuilt the same way (a fresh stream per message with the last window of what was
+/// inflated as its dictionary); while it agrees with the continuous zlib on every message so
+/// far, miniz_oxide is compared as well.
 ///
 /// Checks that the inflater never lets a message grow past the limit — neither its length nor
 /// its buffer's capacity — and fails only with 1009 (too big) or 1002 (bad data); that what it
@@ -44,6 +57,7 @@ pub fn deflate_inflate(data: &[u8]) {
     let [setup, limits, stream @ ..] = data else { return };
     let bits = 8 + (setup & 0b111);
     let no_takeover = setup & 0b1000 != 0;
+    let retain = setup & 0x20 != 0;
     let role = if setup & 0x10 == 0 { Role::Server } else { Role::Client };
     let max_len = LIMITS[usize::from(limits & 0b111)];
     let level = u32::from((limits >> 3) & 0b1111).min(9);
@@ -60,12 +74,17 @@ pub fn deflate_inflate(data: &[u8]) {
             params.server_no_context_takeover = no_takeover;
         }
     }
-    let config = DeflateConfig::default().with_level(level).with_threshold(0);
+    let config =
+        DeflateConfig::default().with_level(level).with_threshold(0).with_retained_streams(retain);
     let mut ours = Deflate::new(role, params, &config);
     // zlib's smallest raw window is 9 bits; our codec inflates an 8-bit one with 9 too.
     let zlib_bits = bits.max(9);
     let mut zlib = Reference::zlib(zlib_bits);
     let mut miniz = Reference::miniz();
+    // With takeover and rebuilt streams: the rebuilt reference, and whether it has agreed with
+    // the continuous one on every message so far.
+    let mut rebuilt = (!no_takeover && !retain).then(|| Rebuilt::new(zlib_bits));
+    let mut continuous_agrees = true;
 
     for message in messages(stream) {
         let mut out = BytesMut::new();
@@ -82,17 +101,35 @@ pub fn deflate_inflate(data: &[u8]) {
                 break;
             }
         }
-        let expected = zlib.message(&message, max_len);
+        let continuous = zlib.message(&message, max_len).map(|(out, _)| out);
+        let expected = match rebuilt.as_mut() {
+            None => continuous,
+            Some(rebuilt) => {
+                let expected = rebuilt.message(&message, max_len);
+                continuous_agrees &= match (&expected, &continuous) {
+                    (Ok(a), Ok(b)) => a == b,
+                    (Err(_), Err(_)) => true,
+                    _ => false,
+                };
+                expected
+            }
+        };
         match verdict {
             Ok(()) => {
                 let expected = expected.unwrap_or_else(|e| {
                     panic!("we inflated {} bytes, plain zlib says {e:?}", out.len())
                 });
                 assert_eq!(out[..], expected[..], "the inflated bytes differ from plain zlib's");
+                if !continuous_agrees {
+                    // The peer broke the message boundaries; miniz_oxide reads on as one
+                    // continuous stream does, and is not comparable from here on.
+                    round_trip(role, params, &config, &out);
+                    continue;
+                }
                 // Where miniz_oxide inflates too, it inflates the same bytes. It may refuse
                 // where zlib waits for more input (it judges some invalid codes earlier), and
                 // then its stream is over for the messages after.
-                if let Ok(independent) = miniz.message(&message, max_len) {
+                if let Ok((independent, _)) = miniz.message(&message, max_len) {
                     assert_eq!(out[..], independent[..], "the bytes differ from miniz_oxide's");
                 }
                 round_trip(role, params, &config, &out);
@@ -205,7 +242,12 @@ impl Reference {
     /// Inflates one message, frame by frame and then the trailer, up to `max_len + 1` bytes.
     /// After a final block, as RFC 7692 leaves open, it takes what palisade takes: the rest of
     /// that frame may be the start of the trailer, and later frames must be empty.
-    fn message(&mut self, frames: &[(&[u8], bool)], max_len: usize) -> Result<Vec<u8>, Expected> {
+    /// Returns the bytes, and whether the stream ended (a final block).
+    fn message(
+        &mut self,
+        frames: &[(&[u8], bool)],
+        max_len: usize,
+    ) -> Result<(Vec<u8>, bool), Expected> {
         let mut out = Vec::new();
         let mut ended = false;
         for (payload, _) in frames {
@@ -229,7 +271,7 @@ impl Reference {
             // The next message starts a new stream.
             *self = self.fresh();
         }
-        Ok(out)
+        Ok((out, ended))
     }
 
     /// Inflates `input` onto `out`; `Some` with the bytes left after the end of the stream.
@@ -256,6 +298,36 @@ impl Reference {
                 None => return Err(Expected::Invalid),
             }
         }
+    }
+}
+
+/// Plain zlib as a codec that keeps only the window's bytes between messages drives it: each
+/// message inflated by a fresh stream whose dictionary is the last window of what was inflated
+/// before (nothing after a final block).
+struct Rebuilt {
+    bits: u8,
+    window: Vec<u8>,
+}
+
+impl Rebuilt {
+    fn new(bits: u8) -> Self {
+        Self { bits, window: Vec::new() }
+    }
+
+    fn message(&mut self, frames: &[(&[u8], bool)], max_len: usize) -> Result<Vec<u8>, Expected> {
+        let mut d = Decompress::new_with_window_bits(false, self.bits);
+        if !self.window.is_empty() {
+            d.set_dictionary(&self.window).expect("a raw stream takes a dictionary before input");
+        }
+        let (out, ended) = Reference::Zlib(d, self.bits).message(frames, max_len)?;
+        if ended {
+            self.window.clear();
+        } else {
+            self.window.extend_from_slice(&out);
+            let excess = self.window.len().saturating_sub(1 << self.bits);
+            self.window.drain(..excess);
+        }
+        Ok(out)
     }
 }
 
