@@ -177,7 +177,8 @@ struct OutboxState {
 
 /// What the writer does next.
 enum Next {
-    Write(VecDeque<Message>),
+    /// Write what is now in the writer's batch.
+    Write,
     Close(CloseCode),
     End,
 }
@@ -252,7 +253,9 @@ impl Outbox {
         MemberStats { queued: state.queue.len(), ..state.stats }
     }
 
-    async fn next(&self) -> Next {
+    /// Waits for something to do. With `Next::Write`, the queue is in `batch` (which must
+    /// come in empty): the two buffers trade places, so neither side allocates per batch.
+    async fn next(&self, batch: &mut VecDeque<Message>) -> Next {
         loop {
             let notified = self.notify.notified();
             {
@@ -265,7 +268,8 @@ impl Outbox {
                 }
                 if state.holds == 0 && !state.queue.is_empty() {
                     // Everything queued goes out in one turn: several frames per write.
-                    return Next::Write(std::mem::take(&mut state.queue));
+                    std::mem::swap(&mut state.queue, batch);
+                    return Next::Write;
                 }
             }
             notified.await;
@@ -283,11 +287,15 @@ impl Drop for Hold {
     }
 }
 
+/// How many queued messages' room the writer keeps between batches.
+const KEPT_BATCH: usize = 64;
+
 /// Writes a member's queue to its connection until the session or the connection ends.
 pub(crate) async fn write_loop(outbox: Arc<Outbox>, sender: Sender) {
+    let mut batch = VecDeque::new();
     loop {
-        let batch = match outbox.next().await {
-            Next::Write(batch) => batch,
+        match outbox.next(&mut batch).await {
+            Next::Write => {}
             Next::Close(code) => {
                 tracing::debug!(conn = %sender.id(), %code, "rooms: closing a slow consumer");
                 let _ = sender.close(code, SLOW_REASON).await;
@@ -296,10 +304,13 @@ pub(crate) async fn write_loop(outbox: Arc<Outbox>, sender: Sender) {
             Next::End => return,
         };
         // Everything that waited together leaves together, in one gathered write.
-        if sender.send_all(batch).await.is_err() {
+        if sender.send_all(batch.drain(..)).await.is_err() {
             // The connection is over; its handler sees why.
             return;
         }
+        // An idle member keeps no more than a small buffer after a burst (a large batch costs
+        // one allocation, spread over its many messages).
+        batch.shrink_to(KEPT_BATCH);
     }
 }
 
