@@ -20,6 +20,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
 use palisade::WebSocket;
 use palisade::json::{Incoming, JsonSocket, SUBPROTOCOL};
 use palisade::rooms::{RoomOptions, Rooms, RoomsConfig, SlowConsumer};
@@ -29,6 +31,9 @@ use serde_json::json;
 
 /// The room every member joins.
 const ROOM: &str = "bench";
+
+/// Broadcasts on their way at once, at most, for the publisher.
+const IN_FLIGHT: usize = 64;
 
 /// What the publisher sends.
 #[derive(Debug, Deserialize)]
@@ -78,15 +83,29 @@ async fn member(ws: WebSocket, State(rooms): State<Rooms>) -> Result<(), BoxErro
 // ANCHOR_END: member
 
 // ANCHOR: publisher
-/// The publisher: every `publish` event goes to the whole room.
+/// The publisher: every `publish` event goes to the whole room. Up to [`IN_FLIGHT`]
+/// broadcasts are on their way at once, made in the order they were read (which is the
+/// order members receive them): with Redis, each one completes when Redis has answered,
+/// and awaiting each before reading the next would cost one round trip per publication; the
+/// backend sends those made together in one pipeline.
 async fn publisher(ws: WebSocket, State(rooms): State<Rooms>) -> Result<(), BoxError> {
     let mut socket = JsonSocket::new(ws);
+    let mut sending = FuturesOrdered::new();
     loop {
-        match socket.recv::<Publisher>().await? {
-            Incoming::Event(Publisher::Publish(tick)) => {
-                rooms.broadcast(ROOM, "tick", &tick).await?;
+        tokio::select! {
+            // What is on its way first (`biased`): a broadcast is made when first polled.
+            biased;
+            Some(sent) = sending.next(), if !sending.is_empty() => sent?,
+            incoming = socket.recv::<Publisher>(), if sending.len() < IN_FLIGHT => {
+                match incoming? {
+                    Incoming::Event(Publisher::Publish(tick)) => {
+                        let rooms = rooms.clone();
+                        let sent = async move { rooms.broadcast(ROOM, "tick", &tick).await };
+                        sending.push_back(sent);
+                    }
+                    Incoming::Request(_) => {}
+                }
             }
-            Incoming::Request(_) => {}
         }
     }
 }

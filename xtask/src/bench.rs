@@ -20,7 +20,7 @@
 //! Fan-out follows, in a module of its own ([`fanout`]): one room of 100 to 10,000 members
 //! and one publisher, palisade's rooms beside hand-written tokio-tungstenite and fastwebsockets
 //! fan-outs and two palisade nodes through Redis, written to `docs/src/bench/fanout.md`;
-//! `--fanout` runs it alone.
+//! `--fanout` runs it alone, `--fanout-redis` only its two-node case.
 //!
 //! `--smoke` (the CI stage `bench-smoke`) runs a few seconds of load and 100 idle connections per
 //! server, checks that every run completed without errors, and writes the chapter to
@@ -175,7 +175,7 @@ impl Matrix {
     }
 }
 
-/// `cargo xtask bench [--quick | --smoke | --micro]`.
+/// `cargo xtask bench [--quick | --smoke | --micro | --fanout | --fanout-redis | --fanout-page]`.
 pub(crate) fn run(args: &[String]) -> ExitCode {
     let mode = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => "full",
@@ -184,11 +184,12 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         ["--micro"] => "micro",
         ["--fanout"] => "fanout",
         ["--compression"] => "compression",
+        ["--fanout-redis"] => "fanout-redis",
         ["--fanout-page"] => "fanout-page",
         _ => {
             eprintln!(
                 "usage: cargo xtask bench [--quick | --smoke | --micro | --compression | --fanout \
-                 | --fanout-page]"
+                 | --fanout-redis | --fanout-page]"
             );
             return ExitCode::from(2);
         }
@@ -196,6 +197,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
     let result = match mode {
         "micro" => micro::run(),
         "fanout" => fanout::run("full"),
+        "fanout-redis" => fanout::run("redis"),
         "fanout-page" => fanout::page_only(),
         _ => bench(mode),
     };
@@ -707,12 +709,26 @@ impl Server {
         pin: &Pinning,
         work: &Path,
     ) -> Result<Self, String> {
+        Self::start_logging(name, binary, flags, load, pin, work, "error")
+    }
+
+    /// [`Server::start`], logging what `filter` (`RUST_LOG`) lets through to
+    /// `WORK/logs/NAME.log`.
+    pub(crate) fn start_logging(
+        name: &'static str,
+        binary: &Path,
+        flags: &[&str],
+        load: &Path,
+        pin: &Pinning,
+        work: &Path,
+        filter: &str,
+    ) -> Result<Self, String> {
         let log_path = work.join("logs").join(format!("{}.log", name.replace(' ', "-")));
         let log =
             std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut command = pin.command(SERVER_CPU, load);
         command.args(["exec", "--"]).arg(binary).args(["--addr", "127.0.0.1:0"]).args(flags);
-        command.env("RUST_LOG", "error").stdout(Stdio::piped()).stderr(log);
+        command.env("RUST_LOG", filter).stdout(Stdio::piped()).stderr(log);
         let mut child =
             command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         let stdout = child.stdout.take();

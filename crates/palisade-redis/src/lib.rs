@@ -18,15 +18,24 @@
 //! - **Fan-out**: one pub/sub channel per room (`PREFIX:room:ROOM`), subscribed while the
 //!   node has members there, plus channels for users, everyone, node requests and each node's
 //!   inbox. A frame is encoded once by the publishing node and once per receiving node.
+//! - **Publishing is pipelined and ordered**: one task per node owns the publications on
+//!   their way to Redis. Callers put theirs in its queue (bounded:
+//!   [`RedisConfig::publish_queue`]; a full queue is [`BackendError::Overloaded`]) and wait for
+//!   their own reply; the task sends everything queued as one pipeline, waits for its replies
+//!   and hands each caller its result. Publications reach Redis in the order their `publish`
+//!   futures were first polled, one pipeline after the other on one connection, so a node
+//!   publishing many at once pays one round trip per pipeline instead of one per publication,
+//!   and the other nodes receive them in batches.
 //! - **Recovery**: a Lua script assigns the offset (`INCR`), appends to the room's stream
 //!   (`XADD … MAXLEN ~ history_size`) and publishes, atomically, so every node sees offsets in
-//!   order; the epoch is a key of its own, made anew (with the offsets starting over) when
-//!   Redis has lost it. A join reads what it missed with `XRANGE`.
+//!   order (the publication order above); the epoch is a key of its own, made anew (with the
+//!   offsets starting over) when Redis has lost it. A join reads what it missed with `XRANGE`.
 //! - **Presence** and sessions are hashes (`PREFIX:presence:ROOM`, `PREFIX:user:USER`). Each
 //!   node refreshes a heartbeat key (`PREFIX:node:NODE`, expiring after
 //!   [`RedisConfig::node_timeout`]); entries of a node whose key has expired are left out of
 //!   listings at once, and the first live node to notice removes them and sends their
-//!   `presence.leave`: a dead node's members leave presence within `node_timeout` plus one
+//!   `presence.leave` (in rooms with presence: [`palisade_rooms::RoomOptions::presence`]): a
+//!   dead node's members leave presence within `node_timeout` plus one
 //!   [`RedisConfig::heartbeat`]. A session replaced by a newer connection of its user
 //!   (`Rooms::connect_replacing`) is unregistered at once; if its node is live, that node is
 //!   told through its inbox to close it.
@@ -42,6 +51,8 @@
 //!   back with exponential backoff and restores every subscription; a heartbeat that finds its
 //!   key gone (Redis restarted empty) registers the node's sessions and presence again.
 //! - **One log line per state change** (connected, lost, restored), not one per retry.
+//! - **Bounded memory**: the publications waiting for Redis are at most
+//!   [`RedisConfig::publish_queue`]; a pipeline carries at most 1,024 of them.
 //! - Depends on palisade-rooms, palisade-json, palisade-proto and palisade-error; never on the
 //!   server or the client. Standalone Redis (scripts name keys they compute: not for Redis
 //!   Cluster).
@@ -63,7 +74,7 @@ use palisade_rooms::{
     Recovered, Recovery, RoomInfo, SessionId, StreamPosition, Target, new_epoch,
 };
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 /// How the Redis backend behaves. `#[non_exhaustive]`: start from [`RedisConfig::new`] and
@@ -86,6 +97,10 @@ pub struct RedisConfig {
     pub command_timeout: Duration,
     /// The first and the longest wait between two reconnection attempts. Default: 100 ms, 5 s.
     pub backoff: (Duration, Duration),
+    /// Publications waiting to be sent to Redis, at most; one more is refused with
+    /// [`BackendError::Overloaded`] (and delivered to this node's members all the same).
+    /// Default: 8,192.
+    pub publish_queue: usize,
 }
 
 impl RedisConfig {
@@ -99,6 +114,7 @@ impl RedisConfig {
             request_timeout: Duration::from_secs(1),
             command_timeout: Duration::from_secs(1),
             backoff: (Duration::from_millis(100), Duration::from_secs(5)),
+            publish_queue: 8192,
         }
     }
 
@@ -130,6 +146,12 @@ impl RedisConfig {
     /// With this reconnection backoff (first, longest).
     pub fn with_backoff(mut self, first: Duration, longest: Duration) -> Self {
         self.backoff = (first, longest.max(first));
+        self
+    }
+
+    /// With room for this many publications waiting for Redis (at least 1).
+    pub fn with_publish_queue(mut self, publications: usize) -> Self {
+        self.publish_queue = publications.max(1);
         self
     }
 }
@@ -166,6 +188,11 @@ struct Shared {
     rooms: Mutex<HashSet<String>>,
     /// The pub/sub connection's sending half, while it is up.
     sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// Whether `sink` is there, readable without waiting for its lock (a publication checks
+    /// it, and must not yield before it has its place in the queue).
+    subscribed: AtomicBool,
+    /// The publisher task's queue, once attached (see `publish_loop`).
+    publications: OnceLock<mpsc::Sender<Outgoing>>,
     /// Whether the pub/sub connection has been up since the backend started: before, a
     /// publication waits for it (see `publish`).
     pubsub_started: tokio::sync::watch::Sender<bool>,
@@ -210,6 +237,23 @@ redis.call('PEXPIRE', KEYS[2], ARGV[8])
 redis.call('PUBLISH', ARGV[9], 'p\n' .. ARGV[4] .. '\n' .. offset .. '\n' .. data)
 return offset
 "#;
+
+/// [`PUBLISH_SCRIPT`], its SHA-1 computed once.
+static PUBLISH: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(PUBLISH_SCRIPT));
+
+/// Publications in one pipeline, at most: the replies of one pipeline come back within one
+/// command timeout, and a caller waits behind at most this many others.
+const MAX_PIPELINE: usize = 1024;
+
+/// A publication on its way to Redis, and where its outcome goes.
+struct Outgoing {
+    /// `EVALSHA` of [`PUBLISH_SCRIPT`] or a plain `PUBLISH`.
+    command: redis::Cmd,
+    /// Whether `command` runs the script (its pipeline loads it first).
+    script: bool,
+    done: oneshot::Sender<Result<(), BackendError>>,
+}
 
 /// The room's epoch (made if missing, the offsets starting over) and last offset.
 const POSITION_SCRIPT: &str = r#"
@@ -269,6 +313,8 @@ impl RedisBackend {
             local: OnceLock::new(),
             rooms: Mutex::new(HashSet::new()),
             sink: tokio::sync::Mutex::new(None),
+            subscribed: AtomicBool::new(false),
+            publications: OnceLock::new(),
             pubsub_started: tokio::sync::watch::Sender::new(false),
             pending: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(0),
@@ -483,12 +529,14 @@ impl Shared {
         Ok(())
     }
 
-    /// Removes a dead node's presence and sessions, sending `presence.leave` for each.
+    /// Removes a dead node's presence and sessions, sending `presence.leave` for each (in the
+    /// rooms whose options have presence: the others never told anyone of the join either).
     async fn reap(&self, dead: &str) -> Result<(), BackendError> {
         tracing::info!(node = %dead, "redis: a node stopped its heartbeat; removing its members");
         let rooms: Vec<String> =
             self.query(redis::cmd("SMEMBERS").arg(self.key("node-rooms", dead))).await?;
         for room in rooms {
+            let signals = self.local().is_none_or(|local| local.room_options(&room).presence);
             let entries: HashMap<String, String> =
                 self.query(redis::cmd("HGETALL").arg(self.key("presence", &room))).await?;
             for (session, entry) in entries {
@@ -497,6 +545,9 @@ impl Shared {
                 }
                 self.query::<()>(redis::cmd("HDEL").arg(self.key("presence", &room)).arg(&session))
                     .await?;
+                if !signals {
+                    continue;
+                }
                 let Ok(presence) = serde_json::from_str::<Presence>(&entry) else { continue };
                 let Ok(frame) = palisade_rooms::protocol::presence_frame(false, &room, &presence)
                 else {
@@ -528,6 +579,134 @@ impl Shared {
     }
 }
 
+fn unavailable(detail: &'static str) -> BackendError {
+    BackendError::Unavailable { backend: BACKEND, detail: detail.into() }
+}
+
+impl Shared {
+    /// Puts a publication in the publisher's queue, without waiting: its outcome comes
+    /// through the receiver.
+    fn publication(
+        &self,
+        request: &PublishRequest<'_>,
+    ) -> Result<oneshot::Receiver<Result<(), BackendError>>, BackendError> {
+        // This node's members get a publication back through the pub/sub connection. While
+        // that is down (Redis gone, or back but the subscriptions not yet restored), a
+        // publication Redis accepted would reach the other nodes and never this node's
+        // members, silently: the caller delivers it here and reports the outage instead.
+        if !self.subscribed.load(Ordering::Acquire) {
+            return Err(unavailable("pub/sub is down"));
+        }
+        let Some(queue) = self.publications.get() else {
+            return Err(unavailable(
+                "the redis backend runs no publisher (attached outside tokio)",
+            ));
+        };
+        let except = request.except.map_or("", SessionId::as_str);
+        let channel = self.key("room", request.room);
+        let (command, script) = match request.recovery {
+            Some(recovery) => {
+                let room_json = serde_json::to_string(request.room).unwrap_or_default();
+                let event_json = serde_json::to_string(request.event).unwrap_or_default();
+                let window = recovery.window.as_millis() as u64;
+                let mut command = redis::cmd("EVALSHA");
+                command
+                    .arg(PUBLISH.get_hash())
+                    .arg(3)
+                    .arg(self.key("seq", request.room))
+                    .arg(self.key("epoch", request.room))
+                    .arg(self.key("stream", request.room))
+                    .arg(room_json)
+                    .arg(event_json)
+                    .arg(request.data.get())
+                    .arg(except)
+                    .arg(new_epoch())
+                    .arg(recovery.history_size)
+                    .arg(window)
+                    .arg(window.max(86_400_000))
+                    .arg(&channel);
+                (command, true)
+            }
+            None => {
+                let publication =
+                    Publication::encode(request.room, None, request.event, request.data, None)
+                        .map_err(|e| BackendError::Protocol {
+                            backend: BACKEND,
+                            detail: e.to_string().into(),
+                        })?;
+                let message = format!("p\n{except}\n\n{}", publication.data());
+                let mut command = redis::cmd("PUBLISH");
+                command.arg(&channel).arg(message);
+                (command, false)
+            }
+        };
+        let (done, outcome) = oneshot::channel();
+        queue.try_send(Outgoing { command, script, done }).map_err(|err| match err {
+            mpsc::error::TrySendError::Full(_) => {
+                BackendError::Overloaded { backend: BACKEND, limit: self.config.publish_queue }
+            }
+            mpsc::error::TrySendError::Closed(_) => unavailable("the redis backend has stopped"),
+        })?;
+        Ok(outcome)
+    }
+}
+
+/// The publisher: sends what is queued as one pipeline, waits for its replies, hands each
+/// caller its own, and starts over. One task on one connection, one pipeline at a time:
+/// publications reach Redis in queue order, and while a pipeline is out the next one fills.
+async fn publish_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) {
+    let mut batch = Vec::with_capacity(MAX_PIPELINE);
+    let mut waiting = Vec::with_capacity(MAX_PIPELINE);
+    let mut pipe = redis::pipe();
+    loop {
+        if queue.recv_many(&mut batch, MAX_PIPELINE).await == 0 {
+            return;
+        }
+        // Checked again here: pub/sub may have gone down while these waited.
+        if !shared.subscribed.load(Ordering::Acquire) {
+            for job in batch.drain(..) {
+                let _ = job.done.send(Err(unavailable("pub/sub is down")));
+            }
+            continue;
+        }
+        pipe.clear();
+        // Redis may have restarted (its script cache empty) since the last pipeline: loading
+        // the script again costs little, and the EVALSHAs behind it then always find it.
+        let loads = batch.iter().any(|job| job.script);
+        if loads {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT);
+        }
+        for job in batch.drain(..) {
+            pipe.add_command(job.command);
+            waiting.push(job.done);
+        }
+        // Each publication gets its own reply, errors included.
+        pipe.ignore_errors();
+        match pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut shared.conn()).await {
+            Ok(replies) => {
+                let mut replies = replies.into_iter().skip(usize::from(loads));
+                for done in waiting.drain(..) {
+                    let outcome = match replies.next() {
+                        Some(Ok(_)) => Ok(()),
+                        Some(Err(err)) => Err(failed(err)),
+                        None => Err(BackendError::Protocol {
+                            backend: BACKEND,
+                            detail: "a pipeline's reply was missing".into(),
+                        }),
+                    };
+                    let _ = done.send(outcome);
+                }
+            }
+            Err(err) => {
+                let err = failed(err);
+                for done in waiting.drain(..) {
+                    let _ = done.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+}
+
 /// Keeps the pub/sub connection up: connects, subscribes (the fixed channels and every room
 /// with local members), delivers, and on a loss reconnects with backoff.
 async fn pubsub_loop(shared: Arc<Shared>) {
@@ -552,7 +731,10 @@ async fn pubsub_loop(shared: Arc<Shared>) {
                         shared.received_message(message).await;
                     }
                 }
-                *shared.sink.lock().await = None;
+                let mut slot = shared.sink.lock().await;
+                shared.subscribed.store(false, Ordering::Release);
+                *slot = None;
+                drop(slot);
                 tracing::warn!("redis: pub/sub connection lost; reconnecting with backoff");
             }
             Err(err) => {
@@ -586,6 +768,7 @@ async fn connect_pubsub(shared: &Shared) -> Result<redis::aio::PubSubStream, Bac
         sink.subscribe(channel).await.map_err(failed)?;
     }
     *slot = Some(sink);
+    shared.subscribed.store(true, Ordering::Release);
     shared.pubsub_started.send_replace(true);
     Ok(stream)
 }
@@ -638,7 +821,11 @@ impl Backend for RedisBackend {
             tracing::error!("redis: attached outside a tokio runtime; no pub/sub, no heartbeat");
             return;
         };
+        let (queue, publications) = mpsc::channel(self.shared.config.publish_queue);
+        // Set once: `local` was unset above, so this is the first attach.
+        let _ = self.shared.publications.set(queue);
         let mut tasks = lock(&self.tasks);
+        tasks.push(runtime.spawn(publish_loop(self.shared.clone(), publications)).abort_handle());
         tasks.push(runtime.spawn(pubsub_loop(self.shared.clone())).abort_handle());
         tasks.push(runtime.spawn(heartbeat_loop(self.shared.clone())).abort_handle());
     }
@@ -649,62 +836,24 @@ impl Backend for RedisBackend {
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            // This node's members get a publication back through the pub/sub connection.
-            // While that is down (Redis gone, or back but the subscriptions not yet restored),
-            // a publication Redis accepted would reach the other nodes and never this node's
-            // members, silently: deliver it here and report the outage instead. Only at the
-            // start, before the first connection, is it worth waiting for (a little).
-            let mut started = shared.pubsub_started.subscribe();
-            let timeout = shared.config.command_timeout;
-            let _ = tokio::time::timeout(timeout, started.wait_for(|up| *up)).await;
-            if shared.sink.lock().await.is_none() {
-                deliver_locally(shared, &request);
-                return Err(BackendError::Unavailable {
-                    backend: BACKEND,
-                    detail: "pub/sub is down".into(),
-                });
+            // Only at the start, before the first connection, is pub/sub worth waiting for
+            // (a little); later, a publication never yields before it has its place in the
+            // queue, which is what keeps publications in the order they were made.
+            if !*shared.pubsub_started.borrow() {
+                let mut started = shared.pubsub_started.subscribe();
+                let timeout = shared.config.command_timeout;
+                let _ = tokio::time::timeout(timeout, started.wait_for(|up| *up)).await;
             }
-            let except = request.except.map_or("", SessionId::as_str);
-            let channel = shared.key("room", request.room);
-            let sent = match request.recovery {
-                Some(recovery) => {
-                    let room_json = serde_json::to_string(request.room).unwrap_or_default();
-                    let event_json = serde_json::to_string(request.event).unwrap_or_default();
-                    let window = recovery.window.as_millis() as u64;
-                    redis::Script::new(PUBLISH_SCRIPT)
-                        .key(shared.key("seq", request.room))
-                        .key(shared.key("epoch", request.room))
-                        .key(shared.key("stream", request.room))
-                        .arg(room_json)
-                        .arg(event_json)
-                        .arg(request.data.get())
-                        .arg(except)
-                        .arg(new_epoch())
-                        .arg(recovery.history_size)
-                        .arg(window)
-                        .arg(window.max(86_400_000))
-                        .arg(&channel)
-                        .invoke_async::<u64>(&mut shared.conn())
-                        .await
-                        .map(drop)
-                        .map_err(failed)
+            let outcome = match shared.publication(&request) {
+                Ok(done) => {
+                    done.await.unwrap_or_else(|_| Err(unavailable("the redis backend has stopped")))
                 }
-                None => {
-                    let publication =
-                        Publication::encode(request.room, None, request.event, request.data, None)
-                            .map_err(|e| BackendError::Protocol {
-                                backend: BACKEND,
-                                detail: e.to_string().into(),
-                            })?;
-                    let message = format!("p\n{except}\n\n{}", publication.data());
-                    shared.query::<()>(redis::cmd("PUBLISH").arg(&channel).arg(message)).await
-                }
+                Err(err) => Err(err),
             };
-            if let Err(err) = sent {
+            if outcome.is_err() {
                 deliver_locally(shared, &request);
-                return Err(err);
             }
-            Ok(())
+            outcome
         })
     }
 

@@ -13,7 +13,7 @@ use palisade_proto::message::{Message, Utf8Bytes};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
-use crate::config::Recovery;
+use crate::config::{Recovery, RoomOptions, RoomPolicy};
 use crate::error::BackendError;
 use crate::member::{Member, Presence, SessionId, lock};
 use crate::protocol::{Publication, StreamPosition};
@@ -235,6 +235,9 @@ struct LocalInner {
     node: Arc<str>,
     /// How many publications a joining member's buffer holds at most.
     buffer_limit: usize,
+    /// The registry's room policy, for a backend that acts on rooms this node has no say in
+    /// (Redis' reaper: a dead node's rooms).
+    room_policy: RoomPolicy,
     state: Mutex<LocalState>,
 }
 
@@ -273,14 +276,22 @@ impl fmt::Debug for Local {
 }
 
 impl Local {
-    pub(crate) fn new(node: Arc<str>, buffer_limit: usize) -> Self {
+    pub(crate) fn new(node: Arc<str>, buffer_limit: usize, room_policy: RoomPolicy) -> Self {
         let state = Mutex::new(LocalState::default());
-        Self { inner: Arc::new(LocalInner { node, buffer_limit, state }) }
+        Self { inner: Arc::new(LocalInner { node, buffer_limit, room_policy, state }) }
     }
 
     /// This node's name.
     pub fn node(&self) -> &str {
         &self.inner.node
+    }
+
+    /// The options of `room`, from the registry's [`RoomsConfig::room_policy`]
+    /// (every node of an application is expected to have the same policy).
+    ///
+    /// [`RoomsConfig::room_policy`]: crate::RoomsConfig::room_policy
+    pub fn room_options(&self, room: &str) -> RoomOptions {
+        (self.inner.room_policy)(room)
     }
 
     /// Delivers a publication to this node's members of its room (but its `except`).

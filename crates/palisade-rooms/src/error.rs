@@ -104,7 +104,7 @@ pub(crate) fn app_code(code: &'static str) -> AppCode {
 }
 
 /// Why a backend could not do what was asked.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum BackendError {
     /// The backend's service cannot be reached (connection refused or lost). Retry later:
@@ -122,6 +122,16 @@ pub enum BackendError {
         /// What was asked.
         what: &'static str,
     },
+    /// Too much is waiting for the service already: the backend's queue of `limit` requests
+    /// is full (Redis not keeping up with the publications). Nothing was sent; retry after a
+    /// delay.
+    #[error("{backend} is overloaded: {limit} requests are waiting already")]
+    Overloaded {
+        /// The backend's name.
+        backend: &'static str,
+        /// The queue's capacity.
+        limit: usize,
+    },
     /// The service answered something this backend does not understand.
     #[error("{backend} answered unexpectedly: {detail}")]
     Protocol {
@@ -136,7 +146,7 @@ impl BackendError {
     /// Whether trying again later may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Unavailable { .. } | Self::Timeout { .. } => true,
+            Self::Unavailable { .. } | Self::Timeout { .. } | Self::Overloaded { .. } => true,
             Self::Protocol { .. } => false,
         }
     }
@@ -160,6 +170,11 @@ mod tests {
             (RoomsError::SessionEnded, "internal", false),
             (RoomsError::Backend(unavailable), "unavailable", true),
             (RoomsError::Backend(BackendError::Timeout { what: "presence" }), "unavailable", true),
+            (
+                RoomsError::Backend(BackendError::Overloaded { backend: "redis", limit: 8 }),
+                "unavailable",
+                true,
+            ),
         ];
         for (error, code, retry) in rows {
             let reply = error.reply();

@@ -123,7 +123,7 @@ impl Rooms {
     /// A registry over `backend`.
     pub fn with_backend(config: RoomsConfig, backend: impl Backend) -> Self {
         let node: Arc<str> = format!("n{}", &new_epoch()[..8]).into();
-        let local = Local::new(node, config.queue_capacity);
+        let local = Local::new(node, config.queue_capacity, config.room_policy.clone());
         backend.attach(local.clone());
         Self { inner: Arc::new(RoomsInner { config, local, backend: Arc::new(backend) }) }
     }

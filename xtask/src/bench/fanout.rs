@@ -49,8 +49,11 @@ const REDIS_CASE: &str = "palisade ×2 + Redis";
 /// joining is linear.)
 const REDIS_MAX_MEMBERS: u64 = 10_000;
 
-/// Runs the fan-out cases of `mode` (`full`, `quick` or `smoke`).
+/// Runs the fan-out cases of `mode` (`full`, `quick` or `smoke`; `redis`: the two-node case
+/// alone at every size, its results in `target/bench/fanout-redis.json` and the page left
+/// alone, for work on the Redis backend).
 pub(super) fn run(mode: &str) -> Result<(), String> {
+    let redis_only = mode == "redis";
     let started = Instant::now();
     let root = cmd::root();
     cmd::run(&mut cmd::cargo(["build", "--release", "--package", "palisade-bench", "--bins"]))?;
@@ -91,6 +94,9 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
     };
     let redis = redis_server();
     if redis.is_none() {
+        if redis_only {
+            return Err("--fanout-redis needs redis-server".into());
+        }
         println!("bench: no redis-server: the two-node case is skipped");
     }
 
@@ -107,7 +113,7 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
         "nofile_hard_limit": hard,
         "runs": [],
     });
-    let results_path = work.join("fanout.json");
+    let results_path = work.join(if redis_only { "fanout-redis.json" } else { "fanout.json" });
     let save = |results: &Value| {
         let text = serde_json::to_string_pretty(results).unwrap_or_default();
         std::fs::write(&results_path, text).map_err(|e| format!("{}: {e}", results_path.display()))
@@ -119,7 +125,11 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
     let mut source = 100u32;
     for &members in &sizes {
         for &rate in modes {
-            let mut cases: Vec<&str> = SERVERS.iter().map(|(name, _, _)| *name).collect();
+            let mut cases: Vec<&str> = if redis_only {
+                Vec::new()
+            } else {
+                SERVERS.iter().map(|(name, _, _)| *name).collect()
+            };
             if redis.is_some() && members <= REDIS_MAX_MEMBERS {
                 cases.push(REDIS_CASE);
             }
@@ -130,12 +140,24 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
                 let mut redis_process = None;
                 if name == REDIS_CASE {
                     let binary = redis.as_deref().unwrap_or(Path::new("redis-server"));
-                    let process = RedisProcess::start(binary, &pin)?;
+                    let mode = if rate.is_some() { "rate" } else { "flat" };
+                    let log = work.join("logs").join(format!("redis-{members}-{mode}.log"));
+                    let process = RedisProcess::start(binary, &pin, &log)?;
                     let url = process.url();
                     let node = release.join("examples/fanout");
                     for node_name in ["palisade node A", "palisade node B"] {
                         let flags = ["--redis", url.as_str()];
-                        servers.push(Server::start(node_name, &node, &flags, &load, &pin, &work)?);
+                        // The backend's state changes (pub/sub lost, reconnected) are one
+                        // warning each: worth having in the node's log.
+                        servers.push(Server::start_logging(
+                            node_name,
+                            &node,
+                            &flags,
+                            &load,
+                            &pin,
+                            &work,
+                            "error,palisade_redis=warn",
+                        )?);
                     }
                     redis_process = Some(process);
                 } else {
@@ -191,9 +213,11 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
     }
     results["elapsed"] = json!(started.elapsed().as_secs_f64());
     save(&results)?;
-    let out = if smoke { work.join("fanout.md") } else { root.join(OUTPUT) };
-    std::fs::write(&out, page(&results)).map_err(|e| format!("{}: {e}", out.display()))?;
-    println!("bench: {} written in {:.0} s", out.display(), started.elapsed().as_secs_f64());
+    if !redis_only {
+        let out = if smoke { work.join("fanout.md") } else { root.join(OUTPUT) };
+        std::fs::write(&out, page(&results)).map_err(|e| format!("{}: {e}", out.display()))?;
+        println!("bench: {} written in {:.0} s", out.display(), started.elapsed().as_secs_f64());
+    }
     if problems.is_empty() {
         Ok(())
     } else {
@@ -240,22 +264,24 @@ fn redis_server() -> Option<PathBuf> {
         .then(|| PathBuf::from(binary))
 }
 
-/// A `redis-server` on a free loopback port, without persistence, pinned with the servers;
-/// killed by its process id when dropped.
+/// A `redis-server` on a free loopback port, without persistence, pinned with the servers,
+/// logging to a file of its own (a subscriber it disconnects, say, for overrunning its output
+/// buffer limit, is a line there); killed by its process id when dropped.
 struct RedisProcess {
     child: Child,
     port: u16,
 }
 
 impl RedisProcess {
-    fn start(binary: &Path, pin: &Pinning) -> Result<Self, String> {
+    fn start(binary: &Path, pin: &Pinning, log: &Path) -> Result<Self, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
         let mut command = pin.command(SERVER_CPU, binary);
         command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
-        command.args(["--appendonly", "no"]).stdout(Stdio::null()).stderr(Stdio::null());
+        command.args(["--appendonly", "no"]).arg("--logfile").arg(log);
+        command.stdout(Stdio::null()).stderr(Stdio::null());
         let child =
             command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         let process = Self { child, port };

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 mod nodes;
+mod publish;
 
 /// How long any one wait may take before it fails the test.
 const WAIT: Duration = Duration::from_secs(10);
@@ -171,6 +172,10 @@ impl Node {
 
     async fn with_config(url: &str, config: RoomsConfig) -> Self {
         let backend = RedisBackend::connect(redis_config(url)).await.unwrap();
+        Self::with_backend(backend, config).await
+    }
+
+    async fn with_backend(backend: RedisBackend, config: RoomsConfig) -> Self {
         let rooms = Rooms::with_backend(config, backend);
         let running = Server::builder()
             .route("/{user}", chat)

@@ -1,0 +1,209 @@
+//! The pipelined publisher: order and offsets under concurrent publishers, the bounded
+//! queue, and the reaper in rooms without presence.
+
+use std::collections::HashMap;
+
+use futures_util::future::join_all;
+use palisade_rooms::{BackendError, RoomsError};
+
+use super::*;
+
+/// Reads `peer`'s `room.message`s until `count` have come: (offset, data) in arrival order.
+async fn messages(peer: &mut Peer, count: usize) -> Vec<(Option<u64>, Value)> {
+    let mut seen = Vec::with_capacity(count);
+    while seen.len() < count {
+        let event = peer.next_event().await;
+        if event["event"] == "room.message" {
+            let data = &event["data"];
+            seen.push((data["offset"].as_u64(), data["data"].clone()));
+        }
+    }
+    seen
+}
+
+/// Several tasks publish into a room with a history at once, one of them many publications
+/// at a time: each publication gets one offset, the offsets are consecutive in the order
+/// members receive them on both nodes, each publisher's publications keep their order, and
+/// publications made together by one caller get their offsets in the order they were made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_get_consecutive_offsets_in_publish_order() {
+    let redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    let mut near = Peer::open(a.addr(), "near").await;
+    let mut far = Peer::open(b.addr(), "far").await;
+    let mut epoch = Value::Null;
+    for peer in [&mut near, &mut far] {
+        let reply = peer.join("feed-order").await;
+        assert_eq!(reply["recovery"]["offset"], 0, "{reply}");
+        epoch = reply["recovery"]["epoch"].clone();
+    }
+
+    const TASKS: u64 = 4;
+    const EACH: u64 = 100;
+    const BURST: u64 = 200;
+    let mut publishers = Vec::new();
+    for p in 0..TASKS {
+        // Two publish from node A, two from node B: one room, one sequence of offsets.
+        let rooms = if p % 2 == 0 { a.rooms.clone() } else { b.rooms.clone() };
+        publishers.push(tokio::spawn(async move {
+            for n in 0..EACH {
+                rooms.broadcast("feed-order", "n", &json!({ "p": p, "n": n })).await.unwrap();
+            }
+        }));
+    }
+    // One caller with BURST publications on their way at once.
+    let burst = {
+        let rooms = a.rooms.clone();
+        tokio::spawn(async move {
+            let data: Vec<Value> = (0..BURST).map(|n| json!({ "p": TASKS, "n": n })).collect();
+            let sent = join_all(data.iter().map(|d| rooms.broadcast("feed-order", "n", d))).await;
+            assert!(sent.iter().all(Result::is_ok), "{sent:?}");
+        })
+    };
+    for task in publishers {
+        task.await.unwrap();
+    }
+    burst.await.unwrap();
+
+    let total = (TASKS * EACH + BURST) as usize;
+    let mut received = Vec::new();
+    for peer in [&mut near, &mut far] {
+        let seen = messages(peer, total).await;
+        let offsets: Vec<u64> = seen.iter().map(|(o, _)| o.unwrap()).collect();
+        assert_eq!(offsets, (1..=total as u64).collect::<Vec<_>>(), "consecutive, in order");
+        let mut next: HashMap<u64, u64> = HashMap::new();
+        let mut burst_offsets = Vec::new();
+        for (offset, data) in &seen {
+            let (p, n) = (data["p"].as_u64().unwrap(), data["n"].as_u64().unwrap());
+            let expected = next.entry(p).or_default();
+            assert_eq!(n, *expected, "publisher {p}'s publications in its order");
+            *expected += 1;
+            if p == TASKS {
+                burst_offsets.push(offset.unwrap());
+            }
+        }
+        assert!(burst_offsets.windows(2).all(|w| w[0] < w[1]), "{burst_offsets:?}");
+        received.push(seen);
+    }
+    assert_eq!(received[0], received[1], "both nodes saw one sequence");
+    // The stream holds that sequence too: a member recovering from 0 gets all of it.
+    let mut late = Peer::open(b.addr(), "late").await;
+    let recover = json!({ "epoch": epoch, "offset": 0 });
+    let reply = late.ok("room.join", json!({ "room": "feed-order", "recover": recover })).await;
+    assert_eq!(reply["recovery"]["recovered"], true, "{reply}");
+    let history: Vec<(Option<u64>, Value)> = reply["recovery"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["offset"].as_u64(), p["data"].clone()))
+        .collect();
+    assert_eq!(history, received[0], "the history is the live sequence");
+}
+
+/// A publisher queue of 4: of 24 publications made at once, the 4 that fit go to Redis (and
+/// to both nodes), the other 20 are refused with `Overloaded` at once and still reach this
+/// node's members, each exactly once.
+#[tokio::test]
+async fn a_full_publish_queue_refuses_and_local_delivery_goes_on() {
+    let redis = RedisServer::start();
+    let backend =
+        RedisBackend::connect(redis_config(&redis.url()).with_publish_queue(4)).await.unwrap();
+    let a = Node::with_backend(backend, rooms_config()).await;
+    let b = Node::start(&redis.url()).await;
+    let mut near = Peer::open(a.addr(), "near").await;
+    let mut far = Peer::open(b.addr(), "far").await;
+    near.join("lobby").await;
+    far.join("lobby").await;
+    near.event("presence.join").await;
+
+    // Fewer than 31 futures: `join_all` polls each once, in order, within one poll, and on
+    // this one-thread runtime the publisher task cannot take any before all are made.
+    let data: Vec<Value> = (0..24u64).map(|n| json!({ "n": n })).collect();
+    let sent = join_all(data.iter().map(|d| a.rooms.broadcast("lobby", "n", d))).await;
+    for (n, outcome) in sent.iter().enumerate() {
+        match outcome {
+            Ok(()) => assert!(n < 4, "publication {n} fit in the queue"),
+            Err(RoomsError::Backend(BackendError::Overloaded { backend: "redis", limit: 4 })) => {
+                assert!(n >= 4, "publication {n} was refused");
+            }
+            Err(other) => panic!("publication {n}: {other}"),
+        }
+    }
+    let err = sent[4].as_ref().unwrap_err();
+    assert!(err.is_retryable());
+    assert_eq!(err.reply().code().as_str(), "unavailable");
+
+    let mut local: Vec<u64> =
+        messages(&mut near, 24).await.iter().map(|(_, data)| data["n"].as_u64().unwrap()).collect();
+    local.sort_unstable();
+    assert_eq!(local, (0..24).collect::<Vec<_>>(), "every publication once on this node");
+    let remote: Vec<u64> =
+        messages(&mut far, 4).await.iter().map(|(_, data)| data["n"].as_u64().unwrap()).collect();
+    assert_eq!(remote, [0, 1, 2, 3], "what Redis took, in order, on the other node");
+    // Nothing more: a broadcast after the refused ones is the next thing `far` receives.
+    a.rooms.broadcast("lobby", "n", &json!({ "n": 99 })).await.unwrap();
+    assert_eq!(messages(&mut far, 1).await[0].1, json!({ "n": 99 }));
+}
+
+/// A dead node's members leave presence in the rooms that have it, and leave no
+/// `presence.leave` behind in the rooms without (where nobody was told they joined).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reaper_is_silent_in_rooms_without_presence() {
+    let redis = RedisServer::start();
+    let config = || {
+        RoomsConfig::default().with_room_policy(|room| {
+            let options = RoomOptions::default();
+            if room.starts_with("quiet") { options.without_presence() } else { options }
+        })
+    };
+    let a = Node::with_config(&redis.url(), config()).await;
+    let runtime_b =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let url = redis.url();
+    let b = runtime_b.spawn(async move { Node::with_config(&url, config()).await }).await.unwrap();
+    let mut alice = Peer::open(a.addr(), "alice").await;
+    let mut bob = Peer::open(b.addr(), "bob").await;
+    for room in ["quiet", "lobby"] {
+        alice.join(room).await;
+        bob.join(room).await;
+    }
+    assert_eq!(alice.event("presence.join").await["room"], "lobby");
+
+    runtime_b.shutdown_background();
+    let left = alice.event("presence.leave").await;
+    assert_eq!((&left["room"], &left["user"]), (&json!("lobby"), &json!("bob")), "{left}");
+    // The reaper is done once the dead node is out of the node set (its last step).
+    let mut redis_conn =
+        redis::Client::open(redis.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let dead = b.rooms.node().to_owned();
+    eventually("the reaper has finished", || {
+        let mut conn = redis_conn.clone();
+        let dead = dead.clone();
+        async move {
+            let nodes: Vec<String> = redis::cmd("SMEMBERS")
+                .arg("palisade:nodes:all")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            !nodes.contains(&dead)
+        }
+    })
+    .await;
+    let entries: usize = redis::cmd("HLEN")
+        .arg("palisade:presence:quiet")
+        .query_async(&mut redis_conn)
+        .await
+        .unwrap();
+    assert_eq!(entries, 1, "bob's entry is gone from the quiet room too");
+    // A publication after the reaping: whatever the reaper sent to the room came before it.
+    a.rooms.broadcast("quiet", "after", &json!({})).await.unwrap();
+    loop {
+        let event = alice.next_event().await;
+        assert_ne!(event["event"], "presence.leave", "{event}");
+        if event["event"] == "room.message" {
+            assert_eq!(event["data"]["event"], "after", "{event}");
+            break;
+        }
+    }
+    drop(b);
+}
