@@ -22,6 +22,12 @@
 //! fan-outs and two palisade nodes through Redis, written to `docs/src/bench/fanout.md`;
 //! `--fanout` runs it alone, `--fanout-redis` only its two-node case.
 //!
+//! `--pipelined` runs only the pipelined cases ([`PIPELINED`]) and the same shapes with one
+//! message in flight ([`ONE_IN_FLIGHT`]), with the full run's rounds and durations, and
+//! writes its chapter to `target/bench-pipelined/` instead of the book: a quick before and
+//! after for work on the per-message path, whose Pipelined echo table can be copied into the
+//! book from there.
+//!
 //! `--smoke` (the CI stage `bench-smoke`) runs a few seconds of load and 100 idle connections per
 //! server, checks that every run completed without errors, and writes the chapter to
 //! `target/bench-smoke/` instead of the book. It makes no assertion on any figure.
@@ -107,6 +113,10 @@ const MIB: u64 = 1024 * 1024;
 /// where with one message in flight the kernel's round trip hides them.
 const PIPELINED: [(u64, u64, u64); 4] = [(64, 16, 16), (64, KIB, 16), (1, 16, 64), (1, KIB, 64)];
 
+/// The pipelined cases' shapes with one message in flight, for `--pipelined`: what work on
+/// the pipelined path must not make worse.
+const ONE_IN_FLIGHT: [(u64, u64); 4] = [(64, 16), (64, KIB), (1, 16), (1, KIB)];
+
 impl Matrix {
     fn new(mode: &str, root: &Path) -> Self {
         match mode {
@@ -132,6 +142,20 @@ impl Matrix {
                 json: Vec::new(),
                 out: root.join("target/bench-compression"),
                 ..Matrix::new("full", root)
+            },
+            "pipelined" => Matrix {
+                mode: "pipelined",
+                cases: ONE_IN_FLIGHT.to_vec(),
+                pipelined: PIPELINED.to_vec(),
+                idle: vec![],
+                compressed: vec![],
+                idle_compressed: vec![],
+                json: vec![],
+                warmup: 1.0,
+                duration: 5.0,
+                rounds: 2,
+                window: 1,
+                out: root.join("target/bench-pipelined"),
             },
             "quick" => Matrix {
                 mode: "quick",
@@ -175,11 +199,17 @@ impl Matrix {
     }
 }
 
-/// `cargo xtask bench [--quick | --smoke | --micro | --fanout | --fanout-redis | --fanout-page]`.
+/// `cargo xtask bench [--quick | --pipelined | --smoke | --micro | --compression | --fanout |
+/// --fanout-redis | --fanout-page]`.
 pub(crate) fn run(args: &[String]) -> ExitCode {
     let mode = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
         [] => "full",
         ["--quick"] => "quick",
+        ["--pipelined"] => "pipelined",
+        ["-h" | "--help"] => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         ["--smoke"] => "smoke",
         ["--micro"] => "micro",
         ["--fanout"] => "fanout",
@@ -187,10 +217,7 @@ pub(crate) fn run(args: &[String]) -> ExitCode {
         ["--fanout-redis"] => "fanout-redis",
         ["--fanout-page"] => "fanout-page",
         _ => {
-            eprintln!(
-                "usage: cargo xtask bench [--quick | --smoke | --micro | --compression | --fanout \
-                 | --fanout-redis | --fanout-page]"
-            );
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -215,6 +242,22 @@ pub(crate) fn smoke() -> Result<(), String> {
     bench("smoke")
 }
 
+const USAGE: &str = "\
+usage: cargo xtask bench [--quick | --pipelined | --smoke | --micro | --compression | --fanout
+                          | --fanout-redis | --fanout-page]
+
+  (none)         the full matrix, written to docs/src/benchmarks.md and docs/src/bench/
+  --quick        fewer cases, shorter runs, one round (also written to the book)
+  --pipelined    only the pipelined cases and their shapes at one message in flight, with the
+                 full run's rounds and durations, written to target/bench-pipelined/
+  --smoke        a few seconds of each kind of run, written to target/bench-smoke/ (CI)
+  --micro        the in-process micro-benchmarks
+  --compression  the compression cases alone, written to target/bench-compression/
+  --fanout       the fan-out section alone
+  --fanout-redis the two-node case through Redis alone, results in
+                 target/bench/fanout-redis.json (the page left alone)
+  --fanout-page  re-render the fan-out page from its last results";
+
 fn bench(mode: &str) -> Result<(), String> {
     let started = Instant::now();
     let root = cmd::root();
@@ -225,6 +268,7 @@ fn bench(mode: &str) -> Result<(), String> {
     let work = target_dir(&root).join(match mode {
         "smoke" => "bench-smoke",
         "compression" => "bench-compression",
+        "pipelined" => "bench-pipelined",
         _ => "bench",
     });
     std::fs::create_dir_all(work.join("logs")).map_err(|e| format!("{}: {e}", work.display()))?;
@@ -466,8 +510,9 @@ fn bench(mode: &str) -> Result<(), String> {
         matrix.out.join("benchmarks.md").display(),
         started.elapsed().as_secs_f64()
     );
-    // The fan-out section writes a page of its own.
-    if matrix.mode != "compression"
+    // The fan-out section writes a page of its own (not for the compression or pipelined
+    // cases alone).
+    if !matches!(matrix.mode, "compression" | "pipelined")
         && let Err(e) = fanout::run(matrix.mode)
     {
         problems.push(e);
