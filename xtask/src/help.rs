@@ -22,7 +22,9 @@ Tasks:
                   (--check: only compare)
   bench           echo throughput and idle memory of palisade, tokio-tungstenite and
                   fastwebsockets, written to docs/src/benchmarks.md (--quick: a subset
-                  in under 3 minutes; --micro: the criterion benches of the protocol core;
+                  in under 3 minutes; --pipelined: only the pipelined cases and their
+                  shapes at one message in flight, written to target/bench-pipelined/;
+                  --micro: the criterion benches of the protocol core;
                   --compression: only palisade with and without permessage-deflate,
                   written to target/bench-compression/;
                   --fanout: only the fan-out of one room to 100-10,000 members against
