@@ -315,6 +315,25 @@ async fn rate_limit_drop_keeps_the_connection() {
 }
 
 #[tokio::test]
+async fn rate_limit_judges_each_message_when_the_receiver_takes_it() {
+    // Three messages arrive in one read; the receiver takes one every 150 ms. At 10 per second
+    // with a burst of one, each is admitted: the limit reads the clock as each is taken, not
+    // the clock the poll that took the first one read (which later polls reuse).
+    let limit =
+        RateLimit::messages(10.0).with_burst(1.0, f64::INFINITY).with_action(RateLimitAction::Drop);
+    let (client, server) = tcp_pair(quiet(), quiet().with_rate_limit(Some(limit))).await;
+    for i in 0..3 {
+        client.send(format!("m{i}")).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..3 {
+        assert_eq!(server.recv().await.unwrap(), Message::text(format!("m{i}")));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(server.state(), State::Open);
+}
+
+#[tokio::test]
 async fn rate_limit_close_sends_the_chosen_code() {
     let limit = RateLimit::messages(1.0)
         .with_burst(1.0, f64::INFINITY)
