@@ -691,6 +691,8 @@ impl Shared {
                 }
                 if sleep.as_mut().poll(cx).is_ready() {
                     now = Instant::now();
+                    // Kept, so that a receiver reusing it never hands the core an earlier time.
+                    inner.clock = now;
                     self.tick(inner, mode, now);
                     continue;
                 }
