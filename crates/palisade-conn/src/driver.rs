@@ -48,9 +48,6 @@ const MIN_READ: usize = 4096;
 const MAX_READ: usize = 256 * 1024;
 /// Reads of small frames grow up to this while each read fills the buffer (a pipelining peer).
 const BURST_READ: usize = 64 * 1024;
-/// How many polls of a receiver in a row may reuse the clock the first of them read, while
-/// each takes a message the same read brought (see [`Shared::poll_io`]).
-const CLOCK_REUSE: u8 = 16;
 /// How long a connection keeps its empty read and write buffers after it last read something.
 const RELEASE_AFTER: Duration = Duration::from_secs(1);
 /// After we fail a connection, how many more bytes we read and discard, at most, while the
@@ -241,10 +238,6 @@ struct Inner {
     /// anything must not hold a read buffer for its first second (under a burst of new
     /// connections that second adds up, and the allocator keeps the peak).
     last_read: Option<Instant>,
-    /// The clock as the last poll read it, and how many more polls of a receiver may use it
-    /// instead of reading it again ([`CLOCK_REUSE`]).
-    clock: Instant,
-    clock_reuse: u8,
     limiter: Option<Limiter>,
     stats: Stats,
     /// The `Stream` view has ended.
@@ -380,8 +373,6 @@ impl Shared {
             drain_for: None,
             sleep: None,
             last_read: None,
-            clock: Instant::now(),
-            clock_reuse: 0,
             limiter,
             stats: Stats::default(),
             stream_done: false,
@@ -545,19 +536,8 @@ impl Shared {
         }
         let mut wcx = Context::from_waker(&self.write_waker);
         // The clock is read once per poll (and again when a timer fires): reading it on every
-        // pass of the loop showed up in profiles of small-message echo. A receiver taking the
-        // messages one read brought, one poll each, reads it once per [`CLOCK_REUSE`] polls:
-        // one read per message was 5% of a pipelined echo's server time. The time it uses is
-        // then at most that many of its turns old; the rate limit and a failure's linger read
-        // the clock afresh, and the driver's own polls (the timers' wake-ups) always do.
-        let fresh = !(mode == Mode::Recv && inner.clock_reuse > 0);
-        if fresh {
-            inner.clock = Instant::now();
-            inner.clock_reuse = 0;
-        } else {
-            inner.clock_reuse -= 1;
-        }
-        let mut now = inner.clock;
+        // pass of the loop showed up in profiles of small-message echo.
+        let mut now = Instant::now();
         self.tick(inner, mode, now);
         loop {
             if inner.terminated {
@@ -573,15 +553,8 @@ impl Shared {
                 match inner.conn.poll_event() {
                     Some(Ok(Event::Message(message))) => {
                         inner.stats.messages_in += 1;
-                        match self.admit(inner, &message) {
-                            Ok(()) if mode == Mode::Recv => {
-                                // The next poll will likely find the next message of the
-                                // same read: it may use this poll's clock.
-                                if fresh {
-                                    inner.clock_reuse = CLOCK_REUSE;
-                                }
-                                return Poll::Ready(Ok(message));
-                            }
+                        match self.admit(inner, &message, now) {
+                            Ok(()) if mode == Mode::Recv => return Poll::Ready(Ok(message)),
                             Ok(()) if park_full => {
                                 tracing::debug!("message dropped: closing, and nobody receives");
                                 continue;
@@ -604,7 +577,7 @@ impl Shared {
                     Some(Ok(_)) => continue,
                     Some(Err(err)) => {
                         tracing::debug!(error = %err, "connection failed");
-                        self.fail_later(inner, err, Instant::now());
+                        self.fail_later(inner, err, now);
                         continue;
                     }
                     None => {}
@@ -641,8 +614,6 @@ impl Shared {
                     Poll::Ready(Ok(n)) => {
                         inner.stats.bytes_in += n as u64;
                         inner.last_read = Some(now);
-                        // What the read brought is handled by polls that read the clock.
-                        inner.clock_reuse = 0;
                         // A read that filled the buffer says the peer sends faster than we
                         // read: read more at once, so that a burst of small messages is
                         // handled (and its replies corked into one write) per read, not per
@@ -691,14 +662,10 @@ impl Shared {
                 }
                 if sleep.as_mut().poll(cx).is_ready() {
                     now = Instant::now();
-                    // Kept, so that a receiver reusing it never hands the core an earlier time.
-                    inner.clock = now;
                     self.tick(inner, mode, now);
                     continue;
                 }
             }
-            // The next poll comes after a wait: it reads the clock.
-            inner.clock_reuse = 0;
             return Poll::Pending;
         }
     }
@@ -731,10 +698,13 @@ impl Shared {
 
     /// Applies the rate limit to a received message: `Err(Some(_))` to report a dropped message,
     /// `Err(None)` when the connection is closing and the error waits for the close frame.
-    fn admit(&self, inner: &mut Inner, message: &Message) -> Result<(), Option<Error>> {
+    fn admit(
+        &self,
+        inner: &mut Inner,
+        message: &Message,
+        now: Instant,
+    ) -> Result<(), Option<Error>> {
         let Some(limiter) = inner.limiter.as_mut() else { return Ok(()) };
-        // Read here, not taken from the poll: a receiver's poll may reuse an older reading.
-        let now = Instant::now();
         if limiter.admit(message.len(), now.into_std()) {
             return Ok(());
         }

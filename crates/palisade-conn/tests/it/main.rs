@@ -318,7 +318,7 @@ async fn rate_limit_drop_keeps_the_connection() {
 async fn rate_limit_judges_each_message_when_the_receiver_takes_it() {
     // Three messages arrive in one read; the receiver takes one every 150 ms. At 10 per second
     // with a burst of one, each is admitted: the limit reads the clock as each is taken, not
-    // the clock the poll that took the first one read (which later polls reuse).
+    // when the read brought them (a clock kept from an earlier poll fails this test).
     let limit =
         RateLimit::messages(10.0).with_burst(1.0, f64::INFINITY).with_action(RateLimitAction::Drop);
     let (client, server) = tcp_pair(quiet(), quiet().with_rate_limit(Some(limit))).await;
