@@ -259,6 +259,10 @@ impl WebSocket {
         if self.terminated || self.io_dead {
             return Err(self.conn.closed_error());
         }
+        // The core stamps a data message as activity against the idle limit: with the time
+        // of this send, not of the last `recv` (the write below costs far more than the read
+        // of the clock).
+        self.conn.advance_time(Instant::now());
         match queue(&mut self.conn) {
             Ok(()) => {}
             Err(Error::InvalidState(_)) => return Err(self.conn.closed_error()),
@@ -290,7 +294,9 @@ impl WebSocket {
     /// error that ended the connection otherwise (I/O, or a violation found while reading).
     pub fn close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
         if !self.terminated {
-            // Already closing: the first close frame stands.
+            // Already closing: the first close frame stands. The close deadline counts from
+            // now, not from the last `recv`.
+            self.conn.advance_time(Instant::now());
             let _ = self.conn.close(CloseFrame::lossy(code, reason));
         }
         let limit = self.conn.config().close_timeout.map(|t| Instant::now() + t);

@@ -233,6 +233,8 @@ struct Inner {
     /// and discards until the peer closes, or [`DRAIN_BYTES`], or this long ([`drain`]).
     drain_for: Option<Duration>,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// The core counts sends as activity against an idle limit: each send tells it the time.
+    stamp_sends: bool,
     /// When the last bytes were read: buffers are given back [`RELEASE_AFTER`] later. `None`
     /// before the first read, when they go back at once: a connection that never sends
     /// anything must not hold a read buffer for its first second (under a burst of new
@@ -372,6 +374,7 @@ impl Shared {
             linger_until: None,
             drain_for: None,
             sleep: None,
+            stamp_sends: config.protocol.idle_timeout.is_some(),
             last_read: None,
             limiter,
             stats: Stats::default(),
@@ -716,7 +719,7 @@ impl Shared {
                     tracing::info!(code = code.0, "rate limit exceeded: closing");
                 }
                 // Already closing: the first close frame stands.
-                let _ = inner.conn.close(CloseFrame::lossy(code, "rate limit exceeded"));
+                let _ = close_core(inner, CloseFrame::lossy(code, "rate limit exceeded"));
                 let err = PolicyViolation { kind: PolicyKind::RateLimited, code }.into();
                 self.fail_later(inner, err, now);
                 Err(None)
@@ -1011,7 +1014,7 @@ impl Shared {
             if inner.terminated || inner.io_dead {
                 return Ok(());
             }
-            inner.conn.close(frame).is_err()
+            close_core(&mut inner, frame).is_err()
         };
         if already {
             return Ok(());
@@ -1030,7 +1033,7 @@ impl Shared {
             let mut inner = self.lock();
             if !inner.terminated {
                 // Already closing: just wait for the end below.
-                let _ = inner.conn.close(frame);
+                let _ = close_core(&mut inner, frame);
             }
         }
         let flushed = self.flush_to(0).await;
@@ -1086,7 +1089,7 @@ impl Shared {
         }
         tracing::debug!("every owning handle dropped: closing with 1001");
         // Already closing: the first close frame stands.
-        let _ = inner.conn.close(CloseFrame::lossy(CloseCode::GOING_AWAY, ""));
+        let _ = close_core(inner, CloseFrame::lossy(CloseCode::GOING_AWAY, ""));
         let mut wcx = Context::from_waker(&self.write_waker);
         if let Poll::Ready(Ok(())) = poll_write_out(inner, &mut wcx) {
             let _ = Pin::new(&mut inner.io).poll_shutdown(&mut wcx);
@@ -1125,7 +1128,7 @@ impl Shared {
                 tracing::info!(code = code.0, "peer is not reading: closing");
                 let mut guard = self.lock();
                 let inner = &mut **guard;
-                let _ = inner.conn.close(CloseFrame::lossy(code, "slow consumer"));
+                let _ = close_core(inner, CloseFrame::lossy(code, "slow consumer"));
                 let mut wcx = Context::from_waker(&self.write_waker);
                 let _ = poll_write_out(inner, &mut wcx);
                 inner.io_dead = true;
@@ -1191,7 +1194,7 @@ impl Shared {
             if !inner.sink_closing {
                 inner.sink_closing = true;
                 // Already closing or closed: nothing more to queue.
-                let _ = inner.conn.close(CloseFrame::normal());
+                let _ = close_core(&mut inner, CloseFrame::normal());
             }
         }
         self.poll_flush_writer(cx, 0)
@@ -1292,9 +1295,21 @@ fn poll_write_out(inner: &mut Inner, cx: &mut Context<'_>) -> Poll<Result<(), st
     Pin::new(&mut inner.io).poll_flush(cx)
 }
 
+/// Starts the core's close handshake, telling it the time first: the close deadline counts
+/// from now, not from the last wake-up (a quiet connection's may be a keepalive interval old).
+fn close_core(inner: &mut Inner, frame: CloseFrame) -> Result<(), Error> {
+    inner.conn.advance_time(Instant::now().into_std());
+    inner.conn.close(frame)
+}
+
 /// Hands a data message to the core and counts it; a core past its close says why the
-/// connection ended.
+/// connection ended. With an idle limit, the core is told the time first, so that the message
+/// counts as activity from now (without one, nothing in the core reads the time of a send, and
+/// the clock is not read).
 fn queue_message(inner: &mut Inner, message: &Message, compress: bool) -> Result<(), Error> {
+    if inner.stamp_sends {
+        inner.conn.advance_time(Instant::now().into_std());
+    }
     let sent =
         if compress { inner.conn.send(message) } else { inner.conn.send_uncompressed(message) };
     match sent {

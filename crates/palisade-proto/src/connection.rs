@@ -14,7 +14,10 @@
 //!    here, so a consumer that stops polling stops the decoding: the driver applies
 //!    backpressure simply by not reading the socket while events are unconsumed.
 //! 4. **Commands**: [`Connection::send`], [`Connection::ping`], [`Connection::pong`],
-//!    [`Connection::close`] queue frames.
+//!    [`Connection::close`] queue frames. A command issued between wake-ups (a send from
+//!    another task, a close after a quiet minute) first tells the connection the time with
+//!    [`Connection::advance_time`], which fires no timer: the close deadline, and a send's
+//!    place against the idle limit, count from the time they are given.
 //! 5. **Output**: [`Connection::poll_transmit`] until `None`, writing each chunk in order. Then,
 //!    if [`Connection::wants_transport_close`], shut the transport down.
 //! 6. **Sleep** until input arrives, a command is issued, or [`Connection::poll_timeout`].

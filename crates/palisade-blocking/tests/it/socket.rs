@@ -207,3 +207,50 @@ fn subprotocols_are_agreed_in_the_servers_order() {
     assert_eq!(ws.subprotocol(), Some("v2"));
     assert_eq!(server.result().unwrap().as_deref(), Some("v2"));
 }
+
+#[test]
+fn a_close_after_a_quiet_spell_waits_its_whole_close_timeout() {
+    // Nothing happens for 1.5 s after the handshake; then the server closes with a 1 s close
+    // timeout, and the client answers 0.3 s later. The deadline counts from the close, not
+    // from the last time the connection was read.
+    let config = quiet().with_close_timeout(Some(Duration::from_secs(1)));
+    let server = OneShot::start(Acceptor::new().with_config(config), |ws| {
+        let mut ws = ws.unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        ws.close(CloseCode::NORMAL, "bye")
+    });
+    let mut ws = client().connect(&server.url).unwrap();
+    std::thread::sleep(Duration::from_millis(1800));
+    let seen = ws.recv().unwrap_err();
+    assert_eq!(seen.connection_closed().map(|c| c.code()), Some(CloseCode::NORMAL));
+    let closed = server.result();
+    assert!(closed.is_ok(), "the client answered within the close timeout: {closed:?}");
+}
+
+#[test]
+fn messages_sent_count_as_activity_for_the_idle_timeout() {
+    // The server sends six messages, 0.3 s apart, and never reads; its idle limit is 1 s. Only
+    // when it waits for a message does the limit run out, 1 s after its last send.
+    let config = quiet().with_idle_timeout(Some(Duration::from_secs(1)));
+    let server = OneShot::start(Acceptor::new().with_config(config), |ws| {
+        let mut ws = ws.unwrap();
+        for i in 0..6 {
+            ws.send(Message::text(format!("tick {i}")))?;
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let waited = std::time::Instant::now();
+        let err = ws.recv().unwrap_err();
+        Ok::<_, Error>((err, waited.elapsed()))
+    });
+    let mut ws = client().connect(&server.url).unwrap();
+    for i in 0..6 {
+        assert_eq!(ws.recv_timeout(WAIT).unwrap(), Some(Message::text(format!("tick {i}"))));
+    }
+    let (err, waited) = server.result().expect("no idle close while sending");
+    assert!(matches!(&err, Error::Timeout(t) if t.phase == TimeoutPhase::Idle), "{err:?}");
+    assert!(waited >= Duration::from_millis(500), "closed as idle {waited:?} into the wait");
+    assert_eq!(
+        ws.recv().unwrap_err().connection_closed().map(|c| c.code()),
+        Some(CloseCode::GOING_AWAY)
+    );
+}

@@ -491,3 +491,56 @@ async fn a_failure_whose_close_frame_cannot_be_written_ends_after_the_close_time
     assert_eq!(err.close_code(), Some(CloseCode::PROTOCOL_ERROR), "{err:?}");
     assert!(server.recv().await.is_err(), "every later call reports the end");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_close_after_a_quiet_spell_waits_its_whole_close_timeout() {
+    // Nothing happens for a minute, so nothing has told the connection the time since it was
+    // made. The close deadline must count from the close, not from the last wake-up: the peer
+    // answers 5 s into a 10 s close timeout, and the handshake completes.
+    let cfg = quiet().with_close_timeout(Some(Duration::from_secs(10)));
+    let (client, server) = duplex_pair(quiet(), cfg);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let peer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        client.recv().await.unwrap_err()
+    });
+    let started = tokio::time::Instant::now();
+    server.close(CloseCode::NORMAL, "bye").await.expect("the peer answered in time");
+    assert!(started.elapsed() >= Duration::from_secs(5), "closed before the peer answered");
+    let seen = peer.await.unwrap();
+    assert_eq!(seen.connection_closed().unwrap().code(), CloseCode::NORMAL);
+}
+
+#[tokio::test(start_paused = true)]
+async fn messages_sent_count_as_activity_for_the_idle_timeout() {
+    // The server only sends, every 10 s, for 100 s, with a 30 s idle timeout; its receiver
+    // waits the whole time. Each send is activity: no idle close until 30 s after the last.
+    let cfg = quiet().with_idle_timeout(Some(Duration::from_secs(30)));
+    let (client, server) = duplex_pair(quiet(), cfg);
+    let (read, write) = server.split();
+    let receiver = tokio::spawn(async move {
+        let err = read.recv().await.unwrap_err();
+        (err, tokio::time::Instant::now())
+    });
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while client.recv().await.is_ok() {
+            got += 1;
+        }
+        got
+    });
+    let start = tokio::time::Instant::now();
+    for i in 0..10 {
+        write.send(format!("tick {i}")).await.expect("no idle close while sending");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let last_send = start + Duration::from_secs(90);
+    let (err, at) = receiver.await.unwrap();
+    assert!(matches!(err, Error::Timeout(t) if t.phase == TimeoutPhase::Idle), "{err:?}");
+    assert!(
+        at >= last_send + Duration::from_secs(30),
+        "idle close {:?} after the last send",
+        at - last_send
+    );
+    assert_eq!(reader.await.unwrap(), 10);
+}

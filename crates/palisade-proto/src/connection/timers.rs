@@ -60,6 +60,18 @@ impl Connection {
         }
     }
 
+    /// Tells the connection the time without firing any timer: for a driver about to queue a
+    /// data message or start the close handshake between two wake-ups, so that the close
+    /// deadline and the idle limit count from `now` rather than from the last
+    /// [`Connection::handle_timeout`], which may be long past on a quiet connection. Time never
+    /// goes back: a `now` earlier than the connection's is ignored. Timers that have come due
+    /// fire at the next `handle_timeout`.
+    pub fn advance_time(&mut self, now: Instant) {
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
     /// Tells the connection that its owner has stopped reading for now (its queue of received
     /// messages is full and nobody takes them). The peer may well have answered our ping, or be
     /// sending, with its bytes unread in the transport: the deadlines that wait on its data (the

@@ -491,6 +491,26 @@ mod close {
     }
 
     #[test]
+    fn advance_time_moves_the_close_deadline_and_never_goes_back() {
+        let mut h = Harness::server_with(
+            ProtocolConfig::default()
+                .with_keepalive(None, None)
+                .with_close_timeout(Some(Duration::from_secs(10))),
+        );
+        // A minute passes with no wake-up; the driver tells the time just before closing.
+        let later = h.now + Duration::from_secs(60);
+        h.conn.advance_time(later);
+        // An older time is ignored.
+        h.conn.advance_time(h.now);
+        h.conn.close(CloseFrame::normal()).unwrap();
+        assert_eq!(h.conn.poll_timeout(), Some(later + Duration::from_secs(10)));
+        h.conn.handle_timeout(later + Duration::from_secs(9));
+        assert!(!h.conn.wants_transport_close(), "the close timeout counts from the close");
+        h.conn.handle_timeout(later + Duration::from_secs(10));
+        assert!(h.conn.wants_transport_close());
+    }
+
+    #[test]
     fn empty_close_is_no_status_and_answered_empty() {
         for mut h in both() {
             h.send_frame(true, 0x8, b"");
