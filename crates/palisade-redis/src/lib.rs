@@ -46,8 +46,10 @@
 //! ## Architecture invariants
 //!
 //! - **Redis down is an error, never a panic**: calls that need Redis return
-//!   [`BackendError::Unavailable`] or [`BackendError::Timeout`]; publications to this node's
-//!   members are delivered locally anyway (without an offset); the pub/sub connection comes
+//!   [`BackendError::Unavailable`] or [`BackendError::Timeout`]; publications that did not
+//!   reach Redis are delivered to this node's members anyway (without an offset), and one that
+//!   timed out is not (Redis may still publish it, and this node would deliver it twice): no
+//!   publication reaches a member twice. The pub/sub connection comes
 //!   back with exponential backoff and restores every subscription; a heartbeat that finds its
 //!   key gone (Redis restarted empty) registers the node's sessions and presence again.
 //! - **One log line per state change** (connected, lost, restored), not one per retry.
@@ -850,8 +852,21 @@ impl Backend for RedisBackend {
                 }
                 Err(err) => Err(err),
             };
-            if outcome.is_err() {
-                deliver_locally(shared, &request);
+            match &outcome {
+                Ok(()) => {}
+                // Sent, and no answer in time: Redis may still run it (a slow or paused
+                // server), and then this node's subscription brings it back like any other.
+                // Delivering it here too would deliver it twice; the caller learns that it may
+                // or may not have gone out.
+                Err(BackendError::Timeout { .. }) => {
+                    tracing::debug!(
+                        room = request.room,
+                        "redis: publication timed out; not delivered locally, Redis may still publish it"
+                    );
+                }
+                // Refused, queued behind a pub/sub loss, or failed to reach Redis: it will not
+                // come back, so this node's members get it now.
+                Err(_) => deliver_locally(shared, &request),
             }
             outcome
         })

@@ -207,3 +207,45 @@ async fn the_reaper_is_silent_in_rooms_without_presence() {
     }
     drop(b);
 }
+
+/// Asks the test's Redis to hold every write command (PUBLISH and scripts included) for
+/// `millis`, as a slow or stalled server would; reads are still answered.
+fn pause_writes(redis: &RedisServer, millis: u64) {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    tcp.write_all(format!("CLIENT PAUSE {millis} WRITE\r\n").as_bytes()).unwrap();
+    let mut reply = [0u8; 5];
+    tcp.read_exact(&mut reply).unwrap();
+    assert_eq!(&reply, b"+OK\r\n");
+}
+
+/// A publication whose pipeline went out but got no answer within the command timeout (Redis
+/// held it for a second) is a `Timeout` for its caller and is not delivered locally: Redis
+/// publishes it once the pause ends, and this node's members get it then, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_publication_that_redis_runs_later_is_delivered_once() {
+    let redis = RedisServer::start();
+    // Heartbeats far apart: the pause must not make this node look dead.
+    let config = RedisConfig::new(redis.url())
+        .with_heartbeat(Duration::from_secs(2), Duration::from_secs(10))
+        .with_command_timeout(Duration::from_millis(300));
+    let backend = RedisBackend::connect(config).await.unwrap();
+    let a = Node::with_backend(backend, rooms_config()).await;
+    let mut near = Peer::open(a.addr(), "near").await;
+    near.join("lobby").await;
+    a.rooms.broadcast("lobby", "n", &json!({ "n": 0 })).await.unwrap();
+    assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 0 }));
+
+    pause_writes(&redis, 1000);
+    let held = a.rooms.broadcast("lobby", "n", &json!({ "n": 1 })).await;
+    match held {
+        Err(RoomsError::Backend(BackendError::Timeout { .. })) => {}
+        other => panic!("a held publication times out: {other:?}"),
+    }
+    // Redis runs it when the pause ends; the member gets it then, once.
+    assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 1 }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.rooms.broadcast("lobby", "n", &json!({ "n": 2 })).await.unwrap();
+    assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 2 }), "no second copy of n=1");
+}
