@@ -114,6 +114,13 @@ impl Live {
             // and the peer's reply is not met with a reset; a task the handler spawned that is
             // still receiving sees the end instead.
             let _ = Box::pin(sender.close(frame.code(), frame.reason())).await;
+        } else if !sender.is_closed() {
+            // The handler returned the closure, but the connection is not over: a close under
+            // way (a shutdown's 1001, say) waits for the peer's answer. The connection stays
+            // registered, and driven, until that comes or the close timeout ends it: let go
+            // of earlier, the socket would be dropped with the peer's last bytes unread, a
+            // reset that can destroy our close frame before the peer reads it.
+            Box::pin(sender.drive(sender.closed())).await;
         }
         log_close(sender, opened, "handler returned");
     }

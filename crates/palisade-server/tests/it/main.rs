@@ -571,6 +571,39 @@ async fn graceful_shutdown_sends_1001_and_reports() {
 }
 
 #[tokio::test]
+async fn shutdown_waits_for_the_peers_close_even_when_the_handler_gives_up_first() {
+    // The handler takes a message and answers it 100 ms later: by then the shutdown's 1001 is
+    // out, its send fails, and it returns the closure. The peer answers the close only 500 ms
+    // in. Until then the connection is not over: the shutdown must wait for that answer
+    // (dropping the socket earlier, with the peer's bytes unread, would reset it).
+    let server = start(Server::builder().fallback(|ws: WebSocket, _: ConnectionInfo| async move {
+        let message = ws.recv().await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        ws.send(message).await
+    }))
+    .await;
+    let c = connect(server.local_addr(), "/", &[], &[]).await.open();
+    c.send("hello").await.unwrap();
+    let peer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Reading answers the close frame that has been waiting.
+        let answering = tokio::time::Instant::now();
+        (c.recv().await.unwrap_err(), answering)
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let summary = server.shutdown(Duration::from_secs(5)).await;
+    let returned = tokio::time::Instant::now();
+    assert_eq!((summary.closed, summary.aborted), (1, 0));
+    let (err, answered) = peer.await.unwrap();
+    assert_eq!(err.connection_closed().unwrap().code(), CloseCode::GOING_AWAY);
+    assert!(
+        returned > answered,
+        "shutdown returned {:?} before the peer answered",
+        answered.saturating_duration_since(returned)
+    );
+}
+
+#[tokio::test]
 async fn shutdown_aborts_connections_that_do_not_close_in_time() {
     let server =
         start(Server::builder().fallback(|_ws: WebSocket, _: ConnectionInfo| async move {
