@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::config::{Recovery, RoomOptions, RoomPolicy};
 use crate::error::BackendError;
-use crate::member::{Member, Presence, SessionId, lock};
+use crate::member::{Member, Outbox, Presence, SessionId, lock};
 use crate::protocol::{Publication, StreamPosition};
 
 /// A boxed future, as the [`Backend`] trait returns them.
@@ -257,14 +257,17 @@ struct LocalState {
 /// handed over may arrive after the member went live, and must not reach it twice. The floor
 /// goes with the first publication above it.
 enum Slot {
-    Live(Member, Option<u64>),
+    /// The member, the floor, and the member's queue itself: a broadcast to a large room
+    /// touches each queue, and reaching it from here saves going through the member first
+    /// (one cache miss per delivery less once the members outgrow the CPU's caches).
+    Live(Member, Option<u64>, Arc<Outbox>),
     Joining(Member, VecDeque<Publication>),
 }
 
 impl Slot {
     fn member(&self) -> &Member {
         match self {
-            Self::Live(member, _) | Self::Joining(member, _) => member,
+            Self::Live(member, ..) | Self::Joining(member, _) => member,
         }
     }
 }
@@ -305,7 +308,7 @@ impl Local {
                 continue;
             }
             match slot {
-                Slot::Live(member, floor) => {
+                Slot::Live(_, floor, outbox) => {
                     if let (Some(last), Some(offset)) = (*floor, publication.offset()) {
                         if offset <= last {
                             // A late copy of what the join reply handed over.
@@ -313,7 +316,7 @@ impl Local {
                         }
                         *floor = None;
                     }
-                    member.push(message.clone());
+                    outbox.push(message.clone());
                 }
                 Slot::Joining(_, buffer) => {
                     if buffer.len() >= self.inner.buffer_limit {
@@ -441,7 +444,7 @@ impl Local {
         let slot = if joining {
             Slot::Joining(member.clone(), VecDeque::new())
         } else {
-            Slot::Live(member.clone(), None)
+            Slot::Live(member.clone(), None, member.0.outbox.clone())
         };
         state.rooms.entry(room.into()).or_default().insert(member.session().clone(), slot);
     }
@@ -461,7 +464,8 @@ impl Local {
         let Some(slot) = state.rooms.get_mut(room).and_then(|r| r.get_mut(member.session())) else {
             return Vec::new();
         };
-        let buffer = match std::mem::replace(slot, Slot::Live(member.clone(), floor)) {
+        let live = Slot::Live(member.clone(), floor, member.0.outbox.clone());
+        let buffer = match std::mem::replace(slot, live) {
             Slot::Joining(_, buffer) => buffer,
             Slot::Live(..) => VecDeque::new(),
         };
