@@ -458,43 +458,66 @@ impl Shared {
     }
 
     /// Registers this node's sessions and presence again (Redis restarted empty).
+    /// Registers every local session and its rooms (after Redis came back empty): in
+    /// pipelines of up to [`MAX_PIPELINE`] commands, so that a node with 10,000 sessions pays
+    /// a few dozen round trips, not 40,000.
     async fn register_all(&self) -> Result<(), BackendError> {
         let Some(local) = self.local() else { return Ok(()) };
         let node = local.node();
-        self.query::<()>(redis::cmd("SADD").arg(self.key("nodes", "all")).arg(node)).await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("SADD").arg(self.key("nodes", "all")).arg(node).ignore();
         for (presence, rooms) in local.sessions() {
-            self.query::<()>(
-                redis::cmd("HSET")
-                    .arg(self.key("user", &presence.user))
-                    .arg(presence.session.as_str())
-                    .arg(node),
-            )
-            .await?;
-            self.query::<()>(
-                redis::cmd("SADD").arg(self.key("node-users", node)).arg(&presence.user),
-            )
-            .await?;
+            pipe.cmd("HSET")
+                .arg(self.key("user", &presence.user))
+                .arg(presence.session.as_str())
+                .arg(node)
+                .ignore();
+            pipe.cmd("SADD").arg(self.key("node-users", node)).arg(&presence.user).ignore();
             for room in rooms {
-                self.join_room(&room, &presence).await?;
+                self.queue_join(&mut pipe, &room, &presence)?;
             }
+            if pipe.len() >= MAX_PIPELINE {
+                self.query_pipe(&pipe).await?;
+                pipe.clear();
+            }
+        }
+        if !pipe.is_empty() {
+            self.query_pipe(&pipe).await?;
         }
         Ok(())
     }
 
+    /// Enters `presence` in `room`'s presence hash and the room in this node's set: one round
+    /// trip.
     async fn join_room(&self, room: &str, presence: &Presence) -> Result<(), BackendError> {
+        let mut pipe = redis::pipe();
+        self.queue_join(&mut pipe, room, presence)?;
+        self.query_pipe(&pipe).await
+    }
+
+    /// Adds to `pipe` what [`Shared::join_room`] sends.
+    fn queue_join(
+        &self,
+        pipe: &mut redis::Pipeline,
+        room: &str,
+        presence: &Presence,
+    ) -> Result<(), BackendError> {
         let entry = serde_json::to_string(presence).map_err(|e| BackendError::Protocol {
             backend: BACKEND,
             detail: e.to_string().into(),
         })?;
-        self.query::<()>(
-            redis::cmd("HSET")
-                .arg(self.key("presence", room))
-                .arg(presence.session.as_str())
-                .arg(entry),
-        )
-        .await?;
-        self.query::<()>(redis::cmd("SADD").arg(self.key("node-rooms", self.node())).arg(room))
-            .await
+        pipe.cmd("HSET")
+            .arg(self.key("presence", room))
+            .arg(presence.session.as_str())
+            .arg(entry)
+            .ignore();
+        pipe.cmd("SADD").arg(self.key("node-rooms", self.node())).arg(room).ignore();
+        Ok(())
+    }
+
+    /// Sends `pipe` (its commands' replies ignored) and waits for Redis to have run it all.
+    async fn query_pipe(&self, pipe: &redis::Pipeline) -> Result<(), BackendError> {
+        pipe.query_async::<()>(&mut self.conn()).await.map_err(failed)
     }
 
     /// One heartbeat: refresh the node's key (registering everything again if it was gone),
@@ -541,24 +564,30 @@ impl Shared {
             let signals = self.local().is_none_or(|local| local.room_options(&room).presence);
             let entries: HashMap<String, String> =
                 self.query(redis::cmd("HGETALL").arg(self.key("presence", &room))).await?;
+            // The room's removals and their `presence.leave`s go as pipelines, each leave
+            // after its removal.
+            let mut pipe = redis::pipe();
             for (session, entry) in entries {
                 if SessionId::from(session.clone()).node() != dead {
                     continue;
                 }
-                self.query::<()>(redis::cmd("HDEL").arg(self.key("presence", &room)).arg(&session))
-                    .await?;
-                if !signals {
-                    continue;
+                pipe.cmd("HDEL").arg(self.key("presence", &room)).arg(&session).ignore();
+                if signals
+                    && let Ok(presence) = serde_json::from_str::<Presence>(&entry)
+                    && let Ok(frame) =
+                        palisade_rooms::protocol::presence_frame(false, &room, &presence)
+                {
+                    // From no live node, so that every node delivers it, this one included.
+                    let message = format!("f\n{dead}\n\n{}", frame.as_str());
+                    pipe.cmd("PUBLISH").arg(self.key("room", &room)).arg(message).ignore();
                 }
-                let Ok(presence) = serde_json::from_str::<Presence>(&entry) else { continue };
-                let Ok(frame) = palisade_rooms::protocol::presence_frame(false, &room, &presence)
-                else {
-                    continue;
-                };
-                // From no live node, so that every node delivers it, this one included.
-                let message = format!("f\n{dead}\n\n{}", frame.as_str());
-                self.query::<()>(redis::cmd("PUBLISH").arg(self.key("room", &room)).arg(message))
-                    .await?;
+                if pipe.len() >= MAX_PIPELINE {
+                    self.query_pipe(&pipe).await?;
+                    pipe.clear();
+                }
+            }
+            if !pipe.is_empty() {
+                self.query_pipe(&pipe).await?;
             }
         }
         let users: Vec<String> =
@@ -566,11 +595,10 @@ impl Shared {
         for user in users {
             let sessions: HashMap<String, String> =
                 self.query(redis::cmd("HGETALL").arg(self.key("user", &user))).await?;
-            for (session, node) in sessions {
-                if node == dead {
-                    self.query::<()>(redis::cmd("HDEL").arg(self.key("user", &user)).arg(session))
-                        .await?;
-                }
+            let gone: Vec<String> =
+                sessions.into_iter().filter(|(_, node)| node == dead).map(|(s, _)| s).collect();
+            if !gone.is_empty() {
+                self.query::<()>(redis::cmd("HDEL").arg(self.key("user", &user)).arg(gone)).await?;
             }
         }
         self.query::<()>(
