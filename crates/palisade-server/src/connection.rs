@@ -115,12 +115,15 @@ impl Live {
             // still receiving sees the end instead.
             let _ = Box::pin(sender.close(frame.code(), frame.reason())).await;
         } else if !sender.is_closed() {
-            // The handler returned the closure, but the connection is not over: a close under
-            // way (a shutdown's 1001, say) waits for the peer's answer. The connection stays
-            // registered, and driven, until that comes or the close timeout ends it: let go
-            // of earlier, the socket would be dropped with the peer's last bytes unread, a
-            // reset that can destroy our close frame before the peer reads it.
-            Box::pin(sender.drive(sender.closed())).await;
+            // The handler returned a closure, but this connection is not over. Either its close
+            // is under way (a shutdown's 1001 went out, the peer's answer has not come): `close`
+            // then sends nothing more and waits for the answer, within the close timeout, the
+            // connection registered and driven meanwhile (let go of earlier, the socket would
+            // be dropped with the peer's last bytes unread, a reset that can destroy our close
+            // frame before the peer reads it). Or the closure was another connection's: then
+            // this one is closed as for any failed handler.
+            let code = CloseCode::INTERNAL_ERROR;
+            let _ = Box::pin(sender.close(code, code.generic_reason())).await;
         }
         log_close(sender, opened, "handler returned");
     }

@@ -604,6 +604,26 @@ async fn shutdown_waits_for_the_peers_close_even_when_the_handler_gives_up_first
 }
 
 #[tokio::test]
+async fn a_handler_returning_another_connections_closure_closes_its_own_with_1011() {
+    // The closure a handler returns may be some other connection's (an upstream it relayed):
+    // its own connection is still open, and is closed as for any failed handler.
+    let server = start(Server::builder().fallback(|ws: WebSocket, _: ConnectionInfo| async move {
+        ws.recv().await?;
+        Err::<(), Error>(Error::ConnectionClosedOk(Box::new(
+            palisade_error::ConnectionClosed::abnormal(),
+        )))
+    }))
+    .await;
+    let c = connect(server.local_addr(), "/", &[], &[]).await.open();
+    c.send("go").await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(5), c.recv())
+        .await
+        .expect("closed, not left open")
+        .unwrap_err();
+    assert_eq!(err.connection_closed().unwrap().code(), CloseCode::INTERNAL_ERROR);
+}
+
+#[tokio::test]
 async fn shutdown_aborts_connections_that_do_not_close_in_time() {
     let server =
         start(Server::builder().fallback(|_ws: WebSocket, _: ConnectionInfo| async move {
