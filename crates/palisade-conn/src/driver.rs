@@ -236,8 +236,6 @@ struct Inner {
     /// and discards until the peer closes, or [`DRAIN_BYTES`], or this long ([`drain`]).
     drain_for: Option<Duration>,
     sleep: Option<Pin<Box<Sleep>>>,
-    /// The core counts sends as activity against an idle limit: each send tells it the time.
-    stamp_sends: bool,
     /// How many more polls of a receiver may take a message from the input without reading
     /// the clock ([`CLOCK_REUSE`] after a poll that read it and handed over a message).
     clock_reuse: u8,
@@ -380,7 +378,6 @@ impl Shared {
             linger_until: None,
             drain_for: None,
             sleep: None,
-            stamp_sends: config.protocol.idle_timeout.is_some(),
             clock_reuse: 0,
             last_read: None,
             limiter,
@@ -584,11 +581,7 @@ impl Shared {
             // to the peer's close frame.
             let hold = mode == Mode::Drive && park_full && inner.conn.state() == State::Open;
             if !hold {
-                let event = match early.take() {
-                    Some(event) => Some(event),
-                    None => inner.conn.poll_event(),
-                };
-                match event {
+                match early.take().or_else(|| inner.conn.poll_event()) {
                     Some(Ok(Event::Message(message))) => {
                         inner.stats.messages_in += 1;
                         match self.admit(inner, &message, now) {
@@ -1346,7 +1339,7 @@ fn close_core(inner: &mut Inner, frame: CloseFrame) -> Result<(), Error> {
 /// counts as activity from now (without one, nothing in the core reads the time of a send, and
 /// the clock is not read).
 fn queue_message(inner: &mut Inner, message: &Message, compress: bool) -> Result<(), Error> {
-    if inner.stamp_sends {
+    if inner.conn.config().idle_timeout.is_some() {
         inner.conn.advance_time(Instant::now().into_std());
     }
     let sent =
