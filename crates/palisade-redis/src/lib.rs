@@ -15,9 +15,15 @@
 //!
 //! ## How
 //!
-//! - **Fan-out**: one pub/sub channel per room (`PREFIX:room:ROOM`), subscribed while the
+//! - **Fan-out**: one pub/sub channel per room (`PREFIX:room:{ROOM}`), subscribed while the
 //!   node has members there, plus channels for users, everyone, node requests and each node's
 //!   inbox. A frame is encoded once by the publishing node and once per receiving node.
+//! - **Standalone or cluster**: [`RedisConfig::new`] takes one Redis, [`RedisConfig::cluster`]
+//!   the seed nodes of a Redis Cluster. Every key and channel carries a hash tag (the room,
+//!   the user or the node between braces), so that what a script touches is in one slot; on a
+//!   cluster, channels are sharded (`SSUBSCRIBE`, `SPUBLISH`: a room's traffic stays on the
+//!   shard that holds its keys), and a shard that dies stops only its own rooms' traffic
+//!   between nodes.
 //! - **Publishing is pipelined and ordered**: one task per node owns the publications on
 //!   their way to Redis. Callers put theirs in its queue (bounded:
 //!   [`RedisConfig::publish_queue`]; a full queue is [`BackendError::Overloaded`]) and wait for
@@ -30,8 +36,8 @@
 //!   (`XADD … MAXLEN ~ history_size`) and publishes, atomically, so every node sees offsets in
 //!   order (the publication order above); the epoch is a key of its own, made anew (with the
 //!   offsets starting over) when Redis has lost it. A join reads what it missed with `XRANGE`.
-//! - **Presence** and sessions are hashes (`PREFIX:presence:ROOM`, `PREFIX:user:USER`). Each
-//!   node refreshes a heartbeat key (`PREFIX:node:NODE`, expiring after
+//! - **Presence** and sessions are hashes (`PREFIX:presence:{ROOM}`, `PREFIX:user:{USER}`).
+//!   Each node refreshes a heartbeat key (`PREFIX:node:{NODE}`, expiring after
 //!   [`RedisConfig::node_timeout`]); entries of a node whose key has expired are left out of
 //!   listings at once, and the first live node to notice removes them and sends their
 //!   `presence.leave` (in rooms with presence: [`palisade_rooms::RoomOptions::presence`]): a
@@ -55,9 +61,11 @@
 //! - **One log line per state change** (connected, lost, restored), not one per retry.
 //! - **Bounded memory**: the publications waiting for Redis are at most
 //!   [`RedisConfig::publish_queue`]; a pipeline carries at most 1,024 of them.
+//! - **A publication reaches a member once**: one that arrives twice (a cluster client may
+//!   have two connections subscribed to a shard while it replaces one) is dropped by its epoch
+//!   and offset, in rooms with a history.
 //! - Depends on palisade-rooms, palisade-json, palisade-proto and palisade-error; never on the
-//!   server or the client. Standalone Redis (scripts name keys they compute: not for Redis
-//!   Cluster).
+//!   server or the client.
 //!
 //! ## Features
 //!
@@ -75,7 +83,8 @@ use palisade_rooms::{
     Backend, BackendError, BoxFuture, Local, NotRecovered, Presence, Publication, PublishRequest,
     Recovered, Recovery, RoomInfo, SessionId, StreamPosition, Target, new_epoch,
 };
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::cluster_async::ClusterConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
@@ -84,8 +93,11 @@ use tokio::task::AbortHandle;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisConfig {
-    /// The Redis URL (`redis://127.0.0.1:6379/`).
+    /// The Redis URL (`redis://127.0.0.1:6379/`); of a cluster, its first seed node.
     pub url: String,
+    /// The seed nodes of a Redis Cluster (set by [`RedisConfig::cluster`]); empty for a
+    /// standalone Redis at `url`.
+    pub cluster: Vec<String>,
     /// What every key and channel starts with, so that several applications share a Redis.
     /// Default: `palisade`.
     pub prefix: String,
@@ -110,6 +122,7 @@ impl RedisConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
+            cluster: Vec::new(),
             prefix: "palisade".into(),
             heartbeat: Duration::from_secs(1),
             node_timeout: Duration::from_secs(5),
@@ -120,7 +133,28 @@ impl RedisConfig {
         }
     }
 
-    /// With this key prefix.
+    /// The defaults, with a Redis Cluster reached through these seed nodes (one is enough;
+    /// the others are tried when it is down). Keys carry a hash tag per room, user or node
+    /// (`PREFIX:seq:{ROOM}`), so that what one script touches is in one slot, and fan-out uses
+    /// sharded pub/sub (`SSUBSCRIBE`, `SPUBLISH`): each room's traffic stays on its shard.
+    pub fn cluster<I, S>(nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let cluster: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let mut config = Self::new(cluster.first().cloned().unwrap_or_default());
+        config.cluster = cluster;
+        config
+    }
+
+    /// Whether this is a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster.is_empty()
+    }
+
+    /// With this key prefix (without `{` or `}`: a hash tag in the prefix would put every key
+    /// of a cluster in one slot).
     pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
         self
@@ -183,16 +217,30 @@ impl Drop for RedisBackend {
 
 struct Shared {
     config: RedisConfig,
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// A standalone Redis's client, for its pub/sub connection (a cluster's connection
+    /// subscribes itself).
+    client: Option<redis::Client>,
+    conn: Conn,
+    /// A cluster's push messages (publications, and losses of a node's connection), until the
+    /// pub/sub task takes them.
+    pushes: Mutex<Option<mpsc::UnboundedReceiver<redis::PushInfo>>>,
     local: OnceLock<Local>,
     /// The room channels this node wants (rooms with local members).
     rooms: Mutex<HashSet<String>>,
-    /// The pub/sub connection's sending half, while it is up.
-    sink: tokio::sync::Mutex<Option<PubSubSink>>,
+    /// What subscribes, while pub/sub is up.
+    sink: tokio::sync::Mutex<Option<Sink>>,
     /// Whether `sink` is there, readable without waiting for its lock (a publication checks
     /// it, and must not yield before it has its place in the queue).
     subscribed: AtomicBool,
+    /// On a cluster, the wanted channels not subscribed now (their shard down, or its
+    /// connection lost and not yet subscribed again): a publication to one of these rooms is
+    /// refused like any while pub/sub is down, and the others go on.
+    down: Mutex<HashSet<String>>,
+    /// Wakes the cluster's pub/sub task when a channel joined `down`.
+    retry: tokio::sync::Notify,
+    /// Per room with local members and a history, the epoch and offset of the last
+    /// publication received (see [`Shared::seen_before`]).
+    seen: Mutex<HashMap<String, (String, u64)>>,
     /// The publisher task's queue, once attached (see `publish_loop`).
     publications: OnceLock<mpsc::Sender<Outgoing>>,
     /// Whether the pub/sub connection has been up since the backend started: before, a
@@ -206,6 +254,139 @@ struct Shared {
 }
 
 const BACKEND: &str = "redis";
+
+/// The connection commands go through.
+#[derive(Clone)]
+enum Conn {
+    /// To a standalone Redis; reconnects by itself.
+    Single(ConnectionManager),
+    /// To a cluster: each command goes to its slot's node, and the connection receives the
+    /// pushes of the sharded channels it subscribed.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(conn) => conn.req_packed_command(cmd),
+            Self::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipe: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(conn) => conn.req_packed_commands(pipe, offset, count),
+            Self::Cluster(conn) => conn.req_packed_commands(pipe, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(conn) => conn.get_db(),
+            Self::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// Runs commands on a cluster, which takes no pipeline across slots: those whose first key
+/// has the same hash tag (one room's, one user's, one node's) go in one pipeline, in the order
+/// given, and the pipelines go out all at once. The replies come in the order of the
+/// commands, an error reply as an error.
+async fn each<'a>(
+    conn: &ClusterConnection,
+    commands: impl Iterator<Item = &'a redis::Cmd>,
+) -> Vec<redis::RedisResult<redis::Value>> {
+    let commands: Vec<&redis::Cmd> = commands.collect();
+    let mut groups: HashMap<&[u8], Vec<usize>> = HashMap::new();
+    for (i, cmd) in commands.iter().enumerate() {
+        groups.entry(hash_tag(cmd)).or_default().push(i);
+    }
+    let sent = futures_util::future::join_all(groups.into_values().map(|indices| {
+        let mut pipe = redis::pipe();
+        for &i in &indices {
+            pipe.add_command(commands[i].clone());
+        }
+        pipe.ignore_errors();
+        let mut conn = conn.clone();
+        async move {
+            let replies =
+                pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await;
+            (indices, replies)
+        }
+    }))
+    .await;
+    let mut replies: Vec<redis::RedisResult<redis::Value>> = commands
+        .iter()
+        .map(|_| {
+            Err(redis::RedisError::from((redis::ErrorKind::Io, "a pipeline's reply was missing")))
+        })
+        .collect();
+    for (indices, outcome) in sent {
+        match outcome {
+            Ok(values) => {
+                for (i, value) in indices.into_iter().zip(values) {
+                    replies[i] = value;
+                }
+            }
+            Err(err) => {
+                for i in indices {
+                    replies[i] = Err(err.clone());
+                }
+            }
+        }
+    }
+    replies
+}
+
+/// The hash tag of a command's first key (Redis's rule: between the first `{` and the next
+/// `}`, when not empty; else the whole key): commands with the same one are in one slot.
+fn hash_tag(cmd: &redis::Cmd) -> &[u8] {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|arg| if let redis::Arg::Simple(bytes) = arg { Some(bytes) } else { None })
+        .collect();
+    // `EVALSHA sha numkeys key …`; every other command here names its key first.
+    let scripted = args.first().is_some_and(|name| name.eq_ignore_ascii_case(b"EVALSHA"));
+    let key = args.get(if scripted { 3 } else { 1 }).copied().unwrap_or_default();
+    match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    }
+}
+
+/// What subscribes to channels: a standalone Redis's pub/sub connection, or a cluster's
+/// connection (sharded channels, each subscribed on its slot's node).
+enum Sink {
+    Single(PubSubSink),
+    Cluster(ClusterConnection),
+}
+
+impl Sink {
+    async fn subscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.subscribe(channel).await,
+            Self::Cluster(conn) => conn.ssubscribe(channel).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            Self::Single(sink) => sink.unsubscribe(channel).await,
+            Self::Cluster(conn) => conn.sunsubscribe(channel).await,
+        }
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // Every critical section leaves the data consistent (single inserts and removals).
@@ -222,7 +403,8 @@ fn failed(err: redis::RedisError) -> BackendError {
     }
 }
 
-/// Assigns the offset, keeps the history and publishes, atomically.
+/// Assigns the offset, keeps the history and publishes, atomically. The keys and the channel
+/// (ARGV[9]) share the room's hash tag; ARGV[10] is `PUBLISH`, or `SPUBLISH` on a cluster.
 const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -236,7 +418,7 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], offset .. '-0', 'd', data)
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call('PUBLISH', ARGV[9], 'p\n' .. ARGV[4] .. '\n' .. offset .. '\n' .. data)
+redis.call(ARGV[10], ARGV[9], 'p\n' .. ARGV[4] .. '\n' .. offset .. '\n' .. epoch .. '\n' .. data)
 return offset
 "#;
 
@@ -254,6 +436,8 @@ struct Outgoing {
     command: redis::Cmd,
     /// Whether `command` runs the script (its pipeline loads it first).
     script: bool,
+    /// The room's channel.
+    channel: String,
     done: oneshot::Sender<Result<(), BackendError>>,
 }
 
@@ -270,7 +454,8 @@ return {epoch, offset}
 "#;
 
 /// Registers a session; with ARGV[3] = 1, only if the user has none on a live node but the
-/// one it replaces (ARGV[5], or empty), which is unregistered. Answers 0 (refused) or 1, and
+/// one it replaces (ARGV[5], or empty), which is unregistered. A node's heartbeat key is
+/// ARGV[4] .. NODE .. ARGV[6]. Answers 0 (refused) or 1, and
 /// the node of the replaced session when that node is live (to be told to end it). The
 /// session itself may be there already: a heartbeat that found the node's key gone registers
 /// every local session again, this one included if it came first.
@@ -278,7 +463,7 @@ const OPEN_SCRIPT: &str = r#"
 local fields = redis.call('HGETALL', KEYS[1])
 local replaced = ''
 for i = 1, #fields, 2 do
-  local live = redis.call('EXISTS', ARGV[4] .. fields[i + 1]) == 1
+  local live = redis.call('EXISTS', ARGV[4] .. fields[i + 1] .. ARGV[6]) == 1
   if fields[i] == ARGV[1] then
     -- this very session
   elseif fields[i] == ARGV[5] then
@@ -292,30 +477,90 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return {1, replaced}
 "#;
 
+/// [`OPEN_SCRIPT`] for a cluster, where a script may touch no key outside its slot, so it
+/// cannot look at the nodes' heartbeat keys: the caller tells it which nodes it found live
+/// (ARGV[4]) and dead (ARGV[6]), each name between newlines. A session on a node of neither
+/// list answers {2, node, node, …}: the caller looks those up and runs it again.
+const OPEN_CLUSTER_SCRIPT: &str = r#"
+local fields = redis.call('HGETALL', KEYS[1])
+local replaced = ''
+local unknown = {}
+for i = 1, #fields, 2 do
+  local node = '\n' .. fields[i + 1] .. '\n'
+  local live = string.find(ARGV[4], node, 1, true) ~= nil
+  if not live and string.find(ARGV[6], node, 1, true) == nil then
+    table.insert(unknown, fields[i + 1])
+  elseif fields[i] == ARGV[1] then
+    -- this very session
+  elseif fields[i] == ARGV[5] then
+    if live then replaced = fields[i + 1] end
+  elseif live and ARGV[3] == '1' then
+    return {0, ''}
+  end
+end
+if #unknown > 0 then
+  table.insert(unknown, 1, 2)
+  return unknown
+end
+if ARGV[5] ~= '' then redis.call('HDEL', KEYS[1], ARGV[5]) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return {1, replaced}
+"#;
+
+/// How many times a cluster's session registration looks up nodes it had not seen (each
+/// time a session of a new node appeared meanwhile) before it gives up.
+const OPEN_ROUNDS: usize = 4;
+
 impl RedisBackend {
     /// Connects to Redis (the first connection must succeed; later losses are survived).
     ///
     /// # Errors
     ///
-    /// [`BackendError::Unavailable`] when Redis cannot be reached or the URL is not one.
+    /// [`BackendError::Unavailable`] when Redis cannot be reached or the URL is not one; for
+    /// a cluster, when no seed node answers.
     pub async fn connect(config: RedisConfig) -> Result<Self, BackendError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(failed)?;
-        let manager = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.command_timeout))
-            .set_response_timeout(Some(config.command_timeout))
-            .set_number_of_retries(1)
-            .set_min_delay(config.backoff.0)
-            .set_max_delay(config.backoff.1);
-        let conn = client.get_connection_manager_with_config(manager).await.map_err(failed)?;
-        tracing::info!(prefix = %config.prefix, "redis: connected");
+        let (client, conn, pushes) = if config.is_cluster() {
+            let (sender, pushes) = mpsc::unbounded_channel();
+            let backoff = |wait: Duration| u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            let client = redis::cluster::ClusterClientBuilder::new(config.cluster.clone())
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(sender)
+                .connection_timeout(config.command_timeout)
+                .response_timeout(config.command_timeout)
+                .retries(1)
+                .min_retry_wait(backoff(config.backoff.0))
+                .max_retry_wait(backoff(config.backoff.1))
+                .build()
+                .map_err(failed)?;
+            let conn = tokio::time::timeout(config.command_timeout, client.get_async_connection())
+                .await
+                .map_err(|_| BackendError::Timeout { what: "the redis cluster connection" })?
+                .map_err(failed)?;
+            (None, Conn::Cluster(conn), Some(pushes))
+        } else {
+            let client = redis::Client::open(config.url.as_str()).map_err(failed)?;
+            let manager = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.command_timeout))
+                .set_response_timeout(Some(config.command_timeout))
+                .set_number_of_retries(1)
+                .set_min_delay(config.backoff.0)
+                .set_max_delay(config.backoff.1);
+            let conn = client.get_connection_manager_with_config(manager).await.map_err(failed)?;
+            (Some(client), Conn::Single(conn), None)
+        };
+        tracing::info!(prefix = %config.prefix, cluster = config.is_cluster(), "redis: connected");
         let shared = Arc::new(Shared {
             config,
             client,
             conn,
+            pushes: Mutex::new(pushes),
             local: OnceLock::new(),
             rooms: Mutex::new(HashSet::new()),
             sink: tokio::sync::Mutex::new(None),
             subscribed: AtomicBool::new(false),
+            down: Mutex::new(HashSet::new()),
+            retry: tokio::sync::Notify::new(),
+            seen: Mutex::new(HashMap::new()),
             publications: OnceLock::new(),
             pubsub_started: tokio::sync::watch::Sender::new(false),
             pending: Mutex::new(HashMap::new()),
@@ -335,12 +580,26 @@ impl Shared {
         self.local().map_or("", Local::node)
     }
 
+    /// `PREFIX:KIND:{NAME}`: a room's keys and channel share a hash tag, and so a cluster slot
+    /// (a name with a `}` in it still gives all of them the same tag: its part before the `}`).
     fn key(&self, kind: &str, name: &str) -> String {
-        format!("{}:{kind}:{name}", self.config.prefix)
+        format!("{}:{kind}:{{{name}}}", self.config.prefix)
     }
 
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// The command that publishes to a channel: a cluster's channels are sharded.
+    fn publish_command(&self) -> &'static str {
+        if self.config.is_cluster() { "SPUBLISH" } else { "PUBLISH" }
+    }
+
+    /// A `PUBLISH` (or `SPUBLISH`) to `channel`.
+    fn publish_cmd(&self, channel: String, message: String) -> redis::Cmd {
+        let mut cmd = redis::cmd(self.publish_command());
+        cmd.arg(channel).arg(message);
+        cmd
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, BackendError> {
@@ -353,7 +612,17 @@ impl Shared {
             return Ok(());
         }
         match self.sink.lock().await.as_mut() {
-            Some(sink) => sink.subscribe(&channel).await.map_err(failed),
+            Some(sink) => match sink.subscribe(&channel).await {
+                Ok(()) => Ok(()),
+                Err(err) => {
+                    if self.config.is_cluster() {
+                        // Its shard is down: the pub/sub task subscribes it when it is back.
+                        lock(&self.down).insert(channel);
+                        self.retry.notify_one();
+                    }
+                    Err(failed(err))
+                }
+            },
             // Down: the reconnection subscribes it.
             None => Err(BackendError::Unavailable {
                 backend: BACKEND,
@@ -364,6 +633,7 @@ impl Shared {
 
     async fn unsubscribe(&self, channel: &str) {
         lock(&self.rooms).remove(channel);
+        lock(&self.down).remove(channel);
         if let Some(sink) = self.sink.lock().await.as_mut() {
             let _ = sink.unsubscribe(channel).await;
         }
@@ -385,14 +655,24 @@ impl Shared {
         else {
             return;
         };
-        if let Some(room) = kind.strip_prefix("room:") {
-            let mut parts = payload.splitn(4, '\n');
-            match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some("p"), Some(except), Some(offset), Some(data)) => {
-                    let except = (!except.is_empty()).then(|| SessionId::from(except.to_owned()));
+        if let Some(room) = kind.strip_prefix("room:{").and_then(|room| room.strip_suffix('}')) {
+            if let Some(publication) = payload.strip_prefix("p\n") {
+                let mut parts = publication.splitn(4, '\n');
+                if let (Some(except), Some(offset), Some(epoch), Some(data)) =
+                    (parts.next(), parts.next(), parts.next(), parts.next())
+                {
                     let offset = offset.parse().ok();
+                    if offset.is_some_and(|offset| self.seen_before(room, epoch, offset)) {
+                        tracing::debug!(room, ?offset, "redis: a publication came twice; dropped");
+                        return;
+                    }
+                    let except = (!except.is_empty()).then(|| SessionId::from(except.to_owned()));
                     local.deliver(&Publication::from_data(room, offset, data, except));
                 }
+                return;
+            }
+            let mut parts = payload.splitn(4, '\n');
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
                 (Some("f"), Some(origin), Some(except), Some(frame)) if origin != local.node() => {
                     let except = (!except.is_empty()).then(|| SessionId::from(except.to_owned()));
                     let target = Target::Room { room, except: except.as_ref() };
@@ -418,10 +698,7 @@ impl Shared {
             // A room listing asked by `from`: answer into its inbox.
             if let Some((from, id)) = payload.split_once('\n') {
                 let answer = serde_json::to_string(&local.rooms()).unwrap_or_else(|_| "[]".into());
-                let cmd = redis::cmd("PUBLISH")
-                    .arg(self.key("inbox", from))
-                    .arg(format!("{id}\n{answer}"))
-                    .clone();
+                let cmd = self.publish_cmd(self.key("inbox", from), format!("{id}\n{answer}"));
                 if let Err(err) = self.query::<()>(&cmd).await {
                     tracing::debug!("redis: could not answer a node request: {err}");
                 }
@@ -439,6 +716,26 @@ impl Shared {
                 let _ = waiting.send(answer.to_owned());
             }
         }
+    }
+
+    /// Whether a room's publication with this epoch and offset is one this node has had
+    /// already (offsets grow by one per publication within an epoch, and one room's reach a
+    /// node in order): a duplicate, which a connection subscribed twice for a moment (a
+    /// cluster client replacing a node's connection) would otherwise deliver twice.
+    fn seen_before(&self, room: &str, epoch: &str, offset: u64) -> bool {
+        let mut seen = lock(&self.seen);
+        match seen.get_mut(room) {
+            Some((last_epoch, last)) if last_epoch == epoch => {
+                if offset <= *last {
+                    return true;
+                }
+                *last = offset;
+            }
+            _ => {
+                seen.insert(room.to_owned(), (epoch.to_owned(), offset));
+            }
+        }
+        false
     }
 
     /// The nodes whose heartbeat is current, among `nodes`.
@@ -515,9 +812,104 @@ impl Shared {
         Ok(())
     }
 
-    /// Sends `pipe` (its commands' replies ignored) and waits for Redis to have run it all.
+    /// Registers a session (see [`OPEN_SCRIPT`]): whether it was admitted, and the node of the
+    /// session it replaced when that node is live.
+    async fn open(
+        &self,
+        presence: &Presence,
+        exclusive: bool,
+        replaces: Option<&SessionId>,
+    ) -> Result<(i64, String), BackendError> {
+        let node = self.node();
+        let user = self.key("user", &presence.user);
+        let exclusive = if exclusive { "1" } else { "0" };
+        let replaces = replaces.map_or("", SessionId::as_str);
+        if !self.config.is_cluster() {
+            // The heartbeat keys are `PREFIX:node:{NODE}`: the script reads them itself.
+            let node_key = |n: &str| self.key("node", n);
+            let (prefix, suffix) = node_key("\0").split_once('\0').map_or_else(
+                || (String::new(), String::new()),
+                |(p, s)| (p.to_owned(), s.to_owned()),
+            );
+            return redis::Script::new(OPEN_SCRIPT)
+                .key(user)
+                .arg(presence.session.as_str())
+                .arg(node)
+                .arg(exclusive)
+                .arg(prefix)
+                .arg(replaces)
+                .arg(suffix)
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(failed);
+        }
+        let mut live: HashSet<String> = HashSet::from([node.to_owned()]);
+        let mut dead: HashSet<String> = HashSet::new();
+        let list = |nodes: &HashSet<String>| {
+            nodes.iter().fold(String::from("\n"), |list, n| list + n + "\n")
+        };
+        for _ in 0..OPEN_ROUNDS {
+            let reply: Vec<redis::Value> = redis::Script::new(OPEN_CLUSTER_SCRIPT)
+                .key(&user)
+                .arg(presence.session.as_str())
+                .arg(node)
+                .arg(exclusive)
+                .arg(list(&live))
+                .arg(replaces)
+                .arg(list(&dead))
+                .invoke_async(&mut self.conn())
+                .await
+                .map_err(failed)?;
+            let strings = |values: &[redis::Value]| -> Vec<String> {
+                values.iter().filter_map(|v| redis::from_redis_value_ref(v).ok()).collect()
+            };
+            match reply.split_first() {
+                Some((status, rest)) => match redis::from_redis_value_ref::<i64>(status) {
+                    Ok(2) => {
+                        let unknown = strings(rest);
+                        let found = self.live(unknown.clone()).await?;
+                        for n in unknown {
+                            if found.contains(&n) {
+                                live.insert(n);
+                            } else {
+                                dead.insert(n);
+                            }
+                        }
+                    }
+                    Ok(admitted) => {
+                        let replaced = strings(rest).into_iter().next().unwrap_or_default();
+                        return Ok((admitted, replaced));
+                    }
+                    Err(err) => {
+                        return Err(BackendError::Protocol {
+                            backend: BACKEND,
+                            detail: err.to_string().into(),
+                        });
+                    }
+                },
+                None => {
+                    return Err(BackendError::Protocol {
+                        backend: BACKEND,
+                        detail: "an empty answer to a session's registration".into(),
+                    });
+                }
+            }
+        }
+        Err(BackendError::Timeout {
+            what: "a session's registration (its user's sessions kept changing)",
+        })
+    }
+
+    /// Sends `pipe` (its commands' replies ignored) and waits for Redis to have run it all. A
+    /// cluster gets its commands one by one, all at once (see [`each`]).
     async fn query_pipe(&self, pipe: &redis::Pipeline) -> Result<(), BackendError> {
-        pipe.query_async::<()>(&mut self.conn()).await.map_err(failed)
+        match &self.conn {
+            Conn::Single(_) => pipe.query_async::<()>(&mut self.conn()).await.map_err(failed),
+            Conn::Cluster(conn) => each(conn, pipe.cmd_iter())
+                .await
+                .into_iter()
+                .try_for_each(|reply| reply.map(drop).map_err(failed)),
+        }
     }
 
     /// One heartbeat: refresh the node's key (registering everything again if it was gone),
@@ -579,7 +971,7 @@ impl Shared {
                 {
                     // From no live node, so that every node delivers it, this one included.
                     let message = format!("f\n{dead}\n\n{}", frame.as_str());
-                    pipe.cmd("PUBLISH").arg(self.key("room", &room)).arg(message).ignore();
+                    pipe.add_command(self.publish_cmd(self.key("room", &room), message)).ignore();
                 }
                 if pipe.len() >= MAX_PIPELINE {
                     self.query_pipe(&pipe).await?;
@@ -627,13 +1019,16 @@ impl Shared {
         if !self.subscribed.load(Ordering::Acquire) {
             return Err(unavailable("pub/sub is down"));
         }
+        let channel = self.key("room", request.room);
+        if lock(&self.down).contains(&channel) {
+            return Err(unavailable("the room's shard is down"));
+        }
         let Some(queue) = self.publications.get() else {
             return Err(unavailable(
                 "the redis backend runs no publisher (attached outside tokio)",
             ));
         };
         let except = request.except.map_or("", SessionId::as_str);
-        let channel = self.key("room", request.room);
         let (command, script) = match request.recovery {
             Some(recovery) => {
                 let room_json = serde_json::to_string(request.room).unwrap_or_default();
@@ -654,7 +1049,8 @@ impl Shared {
                     .arg(recovery.history_size)
                     .arg(window)
                     .arg(window.max(86_400_000))
-                    .arg(&channel);
+                    .arg(&channel)
+                    .arg(self.publish_command());
                 (command, true)
             }
             None => {
@@ -664,14 +1060,12 @@ impl Shared {
                             backend: BACKEND,
                             detail: e.to_string().into(),
                         })?;
-                let message = format!("p\n{except}\n\n{}", publication.data());
-                let mut command = redis::cmd("PUBLISH");
-                command.arg(&channel).arg(message);
-                (command, false)
+                let message = format!("p\n{except}\n\n\n{}", publication.data());
+                (self.publish_cmd(channel.clone(), message), false)
             }
         };
         let (done, outcome) = oneshot::channel();
-        queue.try_send(Outgoing { command, script, done }).map_err(|err| match err {
+        queue.try_send(Outgoing { command, script, channel, done }).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => {
                 BackendError::Overloaded { backend: BACKEND, limit: self.config.publish_queue }
             }
@@ -697,6 +1091,23 @@ async fn publish_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) 
             for job in batch.drain(..) {
                 let _ = job.done.send(Err(unavailable("pub/sub is down")));
             }
+            continue;
+        }
+        if let Conn::Cluster(conn) = &shared.conn {
+            // And a room's shard may have.
+            let down = lock(&shared.down).clone();
+            if !down.is_empty() {
+                batch.retain_mut(|job| {
+                    let refused = down.contains(&job.channel);
+                    if refused {
+                        let (done, _) = oneshot::channel();
+                        let done = std::mem::replace(&mut job.done, done);
+                        let _ = done.send(Err(unavailable("the room's shard is down")));
+                    }
+                    !refused
+                });
+            }
+            publish_each(conn, &mut batch).await;
             continue;
         }
         pipe.clear();
@@ -734,6 +1145,35 @@ async fn publish_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) 
                 }
             }
         }
+    }
+}
+
+/// [`publish_loop`]'s turn on a cluster: each publication on its own, all at once (one room's
+/// in order, see [`each`]). A node that has not the script yet (new, or restarted empty)
+/// answers `NOSCRIPT`; the script is then loaded on every primary and those publications sent
+/// again, still in order: a room's publications are all scripts or none, on one node.
+async fn publish_each(conn: &ClusterConnection, batch: &mut Vec<Outgoing>) {
+    let mut replies = each(conn, batch.iter().map(|job| &job.command)).await;
+    let noscript = |reply: &redis::RedisResult<redis::Value>| {
+        reply.as_ref().is_err_and(|err| err.code() == Some("NOSCRIPT"))
+    };
+    if replies.iter().any(noscript) {
+        let mut load = redis::cmd("SCRIPT");
+        load.arg("LOAD").arg(PUBLISH_SCRIPT);
+        match load.query_async::<redis::Value>(&mut conn.clone()).await {
+            Ok(_) => {
+                let again: Vec<usize> =
+                    (0..replies.len()).filter(|&i| noscript(&replies[i])).collect();
+                let retried = each(conn, again.iter().map(|&i| &batch[i].command)).await;
+                for (i, reply) in again.into_iter().zip(retried) {
+                    replies[i] = reply;
+                }
+            }
+            Err(err) => tracing::debug!("redis: could not load the publish script: {err}"),
+        }
+    }
+    for (job, reply) in batch.drain(..).zip(replies) {
+        let _ = job.done.send(reply.map(drop).map_err(failed));
     }
 }
 
@@ -780,27 +1220,164 @@ async fn pubsub_loop(shared: Arc<Shared>) {
 }
 
 async fn connect_pubsub(shared: &Shared) -> Result<redis::aio::PubSubStream, BackendError> {
-    let pubsub =
-        tokio::time::timeout(shared.config.command_timeout, shared.client.get_async_pubsub())
-            .await
-            .map_err(|_| BackendError::Timeout { what: "the redis pub/sub connection" })?
-            .map_err(failed)?;
-    let (mut sink, stream) = pubsub.split();
+    let Some(client) = &shared.client else {
+        return Err(unavailable("a cluster has no pub/sub connection of its own"));
+    };
+    let pubsub = tokio::time::timeout(shared.config.command_timeout, client.get_async_pubsub())
+        .await
+        .map_err(|_| BackendError::Timeout { what: "the redis pub/sub connection" })?
+        .map_err(failed)?;
+    let (sink, stream) = pubsub.split();
     // The slot is held from the snapshot of the rooms until the sink is in it: a room added
     // meanwhile is either in the snapshot or subscribed by `Shared::subscribe` once it gets
     // the slot. (Taken after the snapshot, a room joined in between was never subscribed.)
     let mut slot = shared.sink.lock().await;
-    let mut channels: Vec<String> =
-        ["user", "all", "req"].iter().map(|c| format!("{}:{c}", shared.config.prefix)).collect();
-    channels.push(shared.key("inbox", shared.node()));
-    channels.extend(lock(&shared.rooms).iter().cloned());
-    for channel in &channels {
-        sink.subscribe(channel).await.map_err(failed)?;
-    }
+    let mut sink = Sink::Single(sink);
+    subscribe_all(shared, &mut sink).await?;
     *slot = Some(sink);
     shared.subscribed.store(true, Ordering::Release);
     shared.pubsub_started.send_replace(true);
     Ok(stream)
+}
+
+/// Subscribes the fixed channels and every room with local members. The caller holds the
+/// sink's slot (see [`connect_pubsub`]).
+async fn subscribe_all(shared: &Shared, sink: &mut Sink) -> Result<(), BackendError> {
+    for channel in &wanted_channels(shared) {
+        sink.subscribe(channel).await.map_err(failed)?;
+    }
+    Ok(())
+}
+
+/// [`pubsub_loop`] on a cluster. Subscribes every wanted channel (sharded, each on its slot's
+/// node); those whose shard does not answer go in `down`, and are tried again with backoff
+/// while the others deliver. When a node's connection is lost, every channel counts as down
+/// until subscribed again: a publication Redis takes meanwhile could miss this node.
+async fn cluster_pubsub_loop(
+    shared: Arc<Shared>,
+    conn: ClusterConnection,
+    mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+) {
+    let (first, longest) = shared.config.backoff;
+    let mut backoff = first;
+    // Whether some channel was down at the last attempt (for one log line per change).
+    let mut was_down = false;
+    let mut everything = true;
+    loop {
+        let attempt = if everything {
+            // The slot is held from the snapshot until the sink is in it (see `connect_pubsub`).
+            let mut slot = shared.sink.lock().await;
+            let wanted = wanted_channels(&shared);
+            *lock(&shared.down) = wanted.iter().cloned().collect();
+            let still = subscribe_each(&shared, &conn, wanted).await;
+            *slot = Some(Sink::Cluster(conn.clone()));
+            shared.subscribed.store(true, Ordering::Release);
+            shared.pubsub_started.send_replace(true);
+            still
+        } else {
+            let _slot = shared.sink.lock().await;
+            let down: Vec<String> = lock(&shared.down).iter().cloned().collect();
+            subscribe_each(&shared, &conn, down).await
+        };
+        everything = false;
+        match (attempt, was_down) {
+            (Some(err), false) => {
+                let down = lock(&shared.down).len();
+                tracing::warn!(
+                    down,
+                    "redis: cluster pub/sub: channels of an unreachable shard ({err}); subscribing them again with backoff"
+                );
+                was_down = true;
+            }
+            (None, true) => {
+                tracing::warn!("redis: cluster pub/sub: every channel subscribed again");
+                was_down = false;
+                backoff = first;
+            }
+            _ => {}
+        }
+        // Delivers until a connection is lost, or until it is time to try the channels down.
+        let waiting = !lock(&shared.down).is_empty();
+        let pause = tokio::time::sleep(if waiting { backoff } else { longest });
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                push = pushes.recv() => {
+                    let Some(push) = push else { return };
+                    if !received_push(&shared, push).await {
+                        everything = true;
+                        break;
+                    }
+                    // What has arrived with it is delivered in the same turn (see
+                    // `pubsub_loop`).
+                    while let Ok(push) = pushes.try_recv() {
+                        if !received_push(&shared, push).await {
+                            everything = true;
+                        }
+                    }
+                    if everything {
+                        break;
+                    }
+                }
+                () = shared.retry.notified(), if !waiting => break,
+                () = &mut pause, if waiting => {
+                    backoff = (backoff * 2).min(longest);
+                    break;
+                }
+            }
+        }
+        if everything {
+            tracing::debug!("redis: a cluster node's connection was lost; subscribing again");
+            tokio::time::sleep(first).await;
+        }
+    }
+}
+
+/// Every channel this node wants: the fixed ones, its inbox, its rooms'.
+fn wanted_channels(shared: &Shared) -> Vec<String> {
+    let mut channels: Vec<String> =
+        ["user", "all", "req"].iter().map(|c| format!("{}:{c}", shared.config.prefix)).collect();
+    channels.push(shared.key("inbox", shared.node()));
+    channels.extend(lock(&shared.rooms).iter().cloned());
+    channels
+}
+
+/// Subscribes each channel on its own, taking those that succeed out of `down`; the last
+/// error, if some did not.
+async fn subscribe_each(
+    shared: &Shared,
+    conn: &ClusterConnection,
+    channels: Vec<String>,
+) -> Option<BackendError> {
+    let mut error = None;
+    for channel in channels {
+        match conn.clone().ssubscribe(&channel).await {
+            Ok(()) => {
+                lock(&shared.down).remove(&channel);
+            }
+            Err(err) => error = Some(failed(err)),
+        }
+    }
+    error
+}
+
+/// One push from a cluster's connection; `false` when it tells of a lost connection.
+async fn received_push(shared: &Shared, push: redis::PushInfo) -> bool {
+    match push.kind {
+        redis::PushKind::Disconnection => false,
+        redis::PushKind::SMessage | redis::PushKind::Message => {
+            if let [channel, payload, ..] = push.data.as_slice()
+                && let (Ok(channel), Ok(payload)) = (
+                    redis::from_redis_value_ref::<String>(channel),
+                    redis::from_redis_value_ref::<String>(payload),
+                )
+            {
+                shared.received(&channel, payload).await;
+            }
+            true
+        }
+        _ => true,
+    }
 }
 
 /// Refreshes the heartbeat every period; logs once when it starts failing and once when it
@@ -856,7 +1433,14 @@ impl Backend for RedisBackend {
         let _ = self.shared.publications.set(queue);
         let mut tasks = lock(&self.tasks);
         tasks.push(runtime.spawn(publish_loop(self.shared.clone(), publications)).abort_handle());
-        tasks.push(runtime.spawn(pubsub_loop(self.shared.clone())).abort_handle());
+        let pushes = lock(&self.shared.pushes).take();
+        let pubsub = match (&self.shared.conn, pushes) {
+            (Conn::Cluster(conn), Some(pushes)) => {
+                runtime.spawn(cluster_pubsub_loop(self.shared.clone(), conn.clone(), pushes))
+            }
+            _ => runtime.spawn(pubsub_loop(self.shared.clone())),
+        };
+        tasks.push(pubsub.abort_handle());
         tasks.push(runtime.spawn(heartbeat_loop(self.shared.clone())).abort_handle());
     }
 
@@ -976,7 +1560,7 @@ impl Backend for RedisBackend {
                     (format!("{}:all", shared.config.prefix), format!("{node}\n{}", frame.as_str()))
                 }
             };
-            shared.query(redis::cmd("PUBLISH").arg(channel).arg(message)).await
+            shared.query(&shared.publish_cmd(channel, message)).await
         })
     }
 
@@ -989,16 +1573,7 @@ impl Backend for RedisBackend {
         Box::pin(async move {
             let shared = &self.shared;
             let node = shared.node();
-            let (admitted, replaced_on): (i64, String) = redis::Script::new(OPEN_SCRIPT)
-                .key(shared.key("user", &presence.user))
-                .arg(presence.session.as_str())
-                .arg(node)
-                .arg(if exclusive { "1" } else { "0" })
-                .arg(format!("{}:node:", shared.config.prefix))
-                .arg(replaces.map_or("", SessionId::as_str))
-                .invoke_async(&mut shared.conn())
-                .await
-                .map_err(failed)?;
+            let (admitted, replaced_on) = shared.open(presence, exclusive, replaces).await?;
             if admitted != 1 {
                 return Ok(false);
             }
@@ -1015,9 +1590,7 @@ impl Backend for RedisBackend {
             {
                 let message = format!("end\n{replaced}");
                 shared
-                    .query::<()>(
-                        redis::cmd("PUBLISH").arg(shared.key("inbox", &replaced_on)).arg(message),
-                    )
+                    .query::<()>(&shared.publish_cmd(shared.key("inbox", &replaced_on), message))
                     .await?;
             }
             Ok(true)
@@ -1057,6 +1630,7 @@ impl Backend for RedisBackend {
             let shared = &self.shared;
             if last_local {
                 shared.unsubscribe(&shared.key("room", room)).await;
+                lock(&shared.seen).remove(room);
             }
             shared
                 .query::<()>(
@@ -1118,9 +1692,7 @@ impl Backend for RedisBackend {
                 let request = format!("{}\n{id}", shared.node());
                 shared
                     .query::<()>(
-                        redis::cmd("PUBLISH")
-                            .arg(format!("{}:req", shared.config.prefix))
-                            .arg(request),
+                        &shared.publish_cmd(format!("{}:req", shared.config.prefix), request),
                     )
                     .await?;
                 let mut merged: HashMap<String, usize> = HashMap::new();

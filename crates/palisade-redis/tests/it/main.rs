@@ -20,6 +20,7 @@ use palisade_server::{BoxError, Path, Running, Server, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+mod cluster;
 mod nodes;
 mod publish;
 
@@ -87,9 +88,15 @@ impl Drop for RedisServer {
 }
 
 /// Short heartbeats and backoff, so that deaths and reconnections happen within the tests'
-/// waits.
+/// waits. `url` is one Redis, or a cluster's seed nodes separated by commas
+/// ([`cluster::RedisCluster::url`]).
 fn redis_config(url: &str) -> RedisConfig {
-    RedisConfig::new(url)
+    let config = if url.contains(',') {
+        RedisConfig::cluster(url.split(','))
+    } else {
+        RedisConfig::new(url)
+    };
+    config
         .with_heartbeat(Duration::from_millis(100), Duration::from_millis(500))
         .with_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .with_request_timeout(Duration::from_millis(500))

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::*;
 
 /// The next event within `wait`, if any.
-async fn maybe_event(peer: &mut Peer, wait: Duration) -> Option<Value> {
+pub(crate) async fn maybe_event(peer: &mut Peer, wait: Duration) -> Option<Value> {
     if let Some(event) = peer.events.pop_front() {
         return Some(event);
     }
@@ -21,7 +21,11 @@ async fn maybe_event(peer: &mut Peer, wait: Duration) -> Option<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_private_messages_and_presence_cross_nodes() {
     let redis = RedisServer::start();
-    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    broadcasts_private_messages_and_presence_cross_nodes_over(&redis.url()).await;
+}
+
+pub(crate) async fn broadcasts_private_messages_and_presence_cross_nodes_over(url: &str) {
+    let (a, b) = (Node::start(url).await, Node::start(url).await);
     let mut alice = Peer::open(a.addr(), "alice").await;
     let mut bob = Peer::open(b.addr(), "bob").await;
 
@@ -112,11 +116,15 @@ async fn redis_killed_and_restarted_mid_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_nodes_members_leave_presence() {
     let redis = RedisServer::start();
-    let a = Node::start(&redis.url()).await;
+    a_dead_nodes_members_leave_presence_over(&redis.url()).await;
+}
+
+pub(crate) async fn a_dead_nodes_members_leave_presence_over(url: &str) {
+    let a = Node::start(url).await;
     // Node B runs on a runtime of its own, so that it can die at once: no cleanup, no goodbye.
     let runtime_b =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let url = redis.url();
+    let url = url.to_owned();
     let b = runtime_b.spawn(async move { Node::start(&url).await }).await.unwrap();
     let mut alice = Peer::open(a.addr(), "alice").await;
     let mut bob = Peer::open(b.addr(), "bob").await;
@@ -136,7 +144,11 @@ async fn a_dead_nodes_members_leave_presence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recovery_through_the_stream_on_another_node() {
     let redis = RedisServer::start();
-    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    recovery_through_the_stream_on_another_node_over(&redis.url()).await;
+}
+
+pub(crate) async fn recovery_through_the_stream_on_another_node_over(url: &str) {
+    let (a, b) = (Node::start(url).await, Node::start(url).await);
     let published = Arc::new(AtomicU64::new(0));
     let publisher = {
         let (rooms, published) = (a.rooms.clone(), published.clone());
@@ -208,9 +220,13 @@ async fn closed_with(peer: &Peer) -> CloseCode {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_taken_over_across_nodes() {
     let redis = RedisServer::start();
+    a_session_is_taken_over_across_nodes_over(&redis.url()).await;
+}
+
+pub(crate) async fn a_session_is_taken_over_across_nodes_over(url: &str) {
     let refuse = || rooms_config().with_sessions(SessionPolicy::Refuse);
-    let a = Node::with_config(&redis.url(), refuse()).await;
-    let b = Node::with_config(&redis.url(), refuse()).await;
+    let a = Node::with_config(url, refuse()).await;
+    let b = Node::with_config(url, refuse()).await;
     let mut old = Peer::open(a.addr(), "alice").await;
     old.join("lobby").await;
     assert_eq!(b.rooms.user_sessions("alice").await.unwrap(), 1);
@@ -226,7 +242,7 @@ async fn a_session_is_taken_over_across_nodes() {
     // Node C dies with carol on it; she comes back on A before C's heartbeat has expired.
     let runtime_c =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let url = redis.url();
+    let url = url.to_owned();
     let c = runtime_c.spawn(async move { Node::with_config(&url, refuse()).await }).await.unwrap();
     let mut carol = Peer::open(c.addr(), "carol").await;
     carol.join("lobby").await;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use futures_util::StreamExt;
 use futures_util::future::join_all;
 use palisade_rooms::{BackendError, RoomsError};
 
@@ -28,7 +29,11 @@ async fn messages(peer: &mut Peer, count: usize) -> Vec<(Option<u64>, Value)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_publishers_get_consecutive_offsets_in_publish_order() {
     let redis = RedisServer::start();
-    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    concurrent_publishers_get_consecutive_offsets_in_publish_order_over(&redis.url()).await;
+}
+
+pub(crate) async fn concurrent_publishers_get_consecutive_offsets_in_publish_order_over(url: &str) {
+    let (a, b) = (Node::start(url).await, Node::start(url).await);
     let mut near = Peer::open(a.addr(), "near").await;
     let mut far = Peer::open(b.addr(), "far").await;
     let mut epoch = Value::Null;
@@ -181,7 +186,7 @@ async fn the_reaper_is_silent_in_rooms_without_presence() {
         let dead = dead.clone();
         async move {
             let nodes: Vec<String> = redis::cmd("SMEMBERS")
-                .arg("palisade:nodes:all")
+                .arg("palisade:nodes:{all}")
                 .query_async(&mut conn)
                 .await
                 .unwrap();
@@ -190,7 +195,7 @@ async fn the_reaper_is_silent_in_rooms_without_presence() {
     })
     .await;
     let entries: usize = redis::cmd("HLEN")
-        .arg("palisade:presence:quiet")
+        .arg("palisade:presence:{quiet}")
         .query_async(&mut redis_conn)
         .await
         .unwrap();
@@ -248,4 +253,43 @@ async fn a_timed_out_publication_that_redis_runs_later_is_delivered_once() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     a.rooms.broadcast("lobby", "n", &json!({ "n": 2 })).await.unwrap();
     assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 2 }), "no second copy of n=1");
+}
+
+/// A publication that reaches a node twice (as one would while a cluster client has two
+/// connections subscribed to a shard for a moment) is delivered to its members once: the
+/// test catches a publication on the room's channel and publishes the same bytes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_that_comes_twice_is_delivered_once() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    let mut peer = Peer::open(a.addr(), "alice").await;
+    peer.join("feed-twice").await;
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut spy = client.get_async_pubsub().await.unwrap();
+    spy.subscribe("palisade:room:{feed-twice}").await.unwrap();
+    let mut caught = spy.on_message();
+    a.rooms.broadcast("feed-twice", "n", &json!({ "n": 0 })).await.unwrap();
+    let payload: Vec<u8> = tokio::time::timeout(WAIT, caught.next())
+        .await
+        .expect("the publication on the channel")
+        .unwrap()
+        .get_payload()
+        .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..2 {
+        let _: () = redis::cmd("PUBLISH")
+            .arg("palisade:room:{feed-twice}")
+            .arg(&payload)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    a.rooms.broadcast("feed-twice", "n", &json!({ "n": 1 })).await.unwrap();
+
+    let seen = messages(&mut peer, 2).await;
+    assert_eq!(seen, [(Some(1), json!({ "n": 0 })), (Some(2), json!({ "n": 1 }))]);
+    // And nothing after them.
+    a.rooms.broadcast("feed-twice", "n", &json!({ "n": 2 })).await.unwrap();
+    assert_eq!(messages(&mut peer, 1).await, [(Some(3), json!({ "n": 2 }))]);
 }

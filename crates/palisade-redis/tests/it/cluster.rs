@@ -1,0 +1,283 @@
+//! The backend over a Redis Cluster of three primaries, started by each test like the single
+//! Redis (on 127.0.0.1, free ports, each `redis-server` killed by its PID): the scenarios of
+//! `nodes` again, rooms spread over the shards on sharded channels, and one shard dying
+//! mid-run.
+
+use std::path::PathBuf;
+
+use super::nodes::*;
+use super::publish::concurrent_publishers_get_consecutive_offsets_in_publish_order_over;
+use super::*;
+
+/// A port nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The slots of each of the three primaries.
+const RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
+
+struct Shard {
+    port: u16,
+    /// The cluster bus port.
+    bus: u16,
+    child: Option<Child>,
+}
+
+/// Three `redis-server`s in cluster mode, without replicas or persistence. A shard that dies
+/// leaves the others serving their slots (`cluster-require-full-coverage no`).
+pub(crate) struct RedisCluster {
+    shards: Vec<Shard>,
+    /// Where the shards keep their cluster configuration (`nodes-PORT.conf`).
+    dir: PathBuf,
+}
+
+impl RedisCluster {
+    pub(crate) fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "palisade-redis-cluster-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let shards =
+            (0..3).map(|_| Shard { port: free_port(), bus: free_port(), child: None }).collect();
+        let mut cluster = Self { shards, dir };
+        for shard in 0..3 {
+            cluster.restart(shard);
+        }
+        for (shard, (first, last)) in RANGES.into_iter().enumerate() {
+            let _: () = cluster
+                .query(shard, &["CLUSTER", "ADDSLOTSRANGE", &first.to_string(), &last.to_string()]);
+        }
+        for shard in 1..3 {
+            let (port, bus) = (cluster.shards[shard].port, cluster.shards[shard].bus);
+            let _: () = cluster
+                .query(0, &["CLUSTER", "MEET", "127.0.0.1", &port.to_string(), &bus.to_string()]);
+        }
+        cluster.wait_whole();
+        cluster
+    }
+
+    /// The seed nodes, separated by commas (as `redis_config` takes them).
+    pub(crate) fn url(&self) -> String {
+        let urls: Vec<String> =
+            self.shards.iter().map(|s| format!("redis://127.0.0.1:{}/", s.port)).collect();
+        urls.join(",")
+    }
+
+    /// Runs a command on one shard.
+    fn query<T: redis::FromRedisValue>(&self, shard: usize, args: &[&str]) -> T {
+        let url = format!("redis://127.0.0.1:{}/", self.shards[shard].port);
+        let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+        let mut cmd = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            cmd.arg(*arg);
+        }
+        cmd.query(&mut conn).unwrap()
+    }
+
+    /// Waits until every shard sees three nodes and every slot served.
+    fn wait_whole(&self) {
+        let deadline = std::time::Instant::now() + WAIT;
+        for shard in 0..3 {
+            loop {
+                let info: String = self.query(shard, &["CLUSTER", "INFO"]);
+                if info.contains("cluster_state:ok")
+                    && info.contains("cluster_known_nodes:3")
+                    && info.contains("cluster_slots_ok:16384")
+                {
+                    break;
+                }
+                assert!(std::time::Instant::now() < deadline, "the cluster did not form: {info}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// The shard that serves `name`'s hash tag.
+    fn shard_of(&self, name: &str) -> usize {
+        let slot: u16 = self.query(0, &["CLUSTER", "KEYSLOT", name]);
+        RANGES.iter().position(|(first, last)| (*first..=*last).contains(&slot)).unwrap()
+    }
+
+    /// Starts a shard (again) with its cluster configuration, and waits until it accepts
+    /// connections.
+    fn restart(&mut self, shard: usize) {
+        let binary =
+            std::env::var("PALISADE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let Shard { port, bus, .. } = self.shards[shard];
+        let config = self.dir.join(format!("nodes-{port}.conf"));
+        let child = Command::new(&binary)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+            .args(["--cluster-config-file", config.to_str().unwrap()])
+            .args(["--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no"])
+            .args(["--dir", self.dir.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {binary} (install redis-server): {e}"));
+        self.shards[shard].child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Kills one shard (SIGKILL, by PID) and waits for its end.
+    fn kill(&mut self, shard: usize) {
+        if let Some(mut child) = self.shards[shard].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for shard in 0..self.shards.len() {
+            self.kill(shard);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_private_messages_and_presence_cross_nodes_over_a_cluster() {
+    let cluster = RedisCluster::start();
+    broadcasts_private_messages_and_presence_cross_nodes_over(&cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_members_leave_presence_over_a_cluster() {
+    let cluster = RedisCluster::start();
+    a_dead_nodes_members_leave_presence_over(&cluster.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovery_through_the_stream_on_another_node_over_a_cluster() {
+    let cluster = RedisCluster::start();
+    recovery_through_the_stream_on_another_node_over(&cluster.url()).await;
+}
+
+/// The cluster's registration script, which cannot read the heartbeat keys itself, refuses a
+/// second session and lets a take-over through, across nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_taken_over_across_nodes_over_a_cluster() {
+    let cluster = RedisCluster::start();
+    a_session_is_taken_over_across_nodes_over(&cluster.url()).await;
+}
+
+/// On a cluster each publication is a request of its own, sent while the previous ones are
+/// still out: one room's still reach its shard in order, on one connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_publishers_get_consecutive_offsets_in_publish_order_over_a_cluster() {
+    let cluster = RedisCluster::start();
+    concurrent_publishers_get_consecutive_offsets_in_publish_order_over(&cluster.url()).await;
+}
+
+/// Room names, one served by each shard (in shard order).
+fn one_room_per_shard(cluster: &RedisCluster) -> Vec<String> {
+    let mut rooms: Vec<Option<String>> = vec![None; 3];
+    for n in 0.. {
+        let room = format!("room-{n}");
+        let shard = cluster.shard_of(&room);
+        rooms[shard].get_or_insert(room);
+        if rooms.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    rooms.into_iter().map(Option::unwrap).collect()
+}
+
+/// Each room's channel is a sharded channel on the shard that holds the room's keys: the
+/// nodes subscribe there (`PUBSUB SHARDCHANNELS` on each shard lists its rooms alone), and a
+/// broadcast in any of them crosses to the other node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_spread_over_the_shards_on_sharded_channels() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let (a, b) = (Node::start(&url).await, Node::start(&url).await);
+    let mut alice = Peer::open(a.addr(), "alice").await;
+    let mut bob = Peer::open(b.addr(), "bob").await;
+    let rooms = one_room_per_shard(&cluster);
+    for room in &rooms {
+        alice.join(room).await;
+        bob.join(room).await;
+    }
+    for (shard, room) in rooms.iter().enumerate() {
+        let mut channels: Vec<String> = cluster.query(shard, &["PUBSUB", "SHARDCHANNELS"]);
+        channels.retain(|c| c.starts_with("palisade:room:"));
+        assert_eq!(channels, [format!("palisade:room:{{{room}}}")], "shard {shard}");
+    }
+    for room in &rooms {
+        alice.send(json!({"event": "say", "data": {"room": room, "text": room}})).await;
+        let message = bob.event_past_presence("room.message").await;
+        assert_eq!(message["room"], room.as_str());
+        assert_eq!(message["data"]["text"], room.as_str());
+    }
+}
+
+/// One shard dies: the rooms on the other shards go on across nodes; a broadcast in a room of
+/// the dead shard reaches this node's members and tells the sender, with a typed error, that
+/// the other nodes were not reached; once the shard is back (empty), the backend subscribes
+/// again and its rooms cross nodes again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_dying_stops_only_its_rooms() {
+    let mut cluster = RedisCluster::start();
+    let url = cluster.url();
+    let (a, b) = (Node::start(&url).await, Node::start(&url).await);
+    let mut alice = Peer::open(a.addr(), "alice").await;
+    let mut carol = Peer::open(a.addr(), "carol").await;
+    let mut bob = Peer::open(b.addr(), "bob").await;
+    let rooms = one_room_per_shard(&cluster);
+    for room in &rooms {
+        for peer in [&mut alice, &mut carol, &mut bob] {
+            peer.join(room).await;
+        }
+    }
+    let dying = 0;
+    let (dead_room, live_room) = (&rooms[dying], &rooms[1]);
+    cluster.kill(dying);
+
+    let say =
+        |room: &str, text: &str| json!({"event": "say", "data": {"room": room, "text": text}});
+    // The dead shard's room: local delivery, a typed error.
+    alice.send(say(dead_room, "local only")).await;
+    assert_eq!(carol.event_past_presence("room.message").await["data"]["text"], "local only");
+    let failed = alice.event_past_presence("failed").await;
+    assert!(["unavailable", "timeout"].contains(&failed["code"].as_str().unwrap()), "{failed}");
+    // A live shard's room crosses nodes (once the backend has subscribed again).
+    let mut crossed = false;
+    for attempt in 0..100 {
+        alice.send(say(live_room, &format!("live {attempt}"))).await;
+        while let Some(event) = maybe_event(&mut bob, Duration::from_millis(100)).await {
+            if event["event"] == "room.message" && event["data"]["room"] == live_room.as_str() {
+                crossed = true;
+            }
+        }
+        if crossed {
+            break;
+        }
+    }
+    assert!(crossed, "a live shard's room crosses nodes while another shard is down");
+
+    cluster.restart(dying);
+    cluster.wait_whole();
+    let mut crossed = false;
+    for attempt in 0..100 {
+        alice.send(say(dead_room, &format!("back {attempt}"))).await;
+        while let Some(event) = maybe_event(&mut bob, Duration::from_millis(100)).await {
+            if event["event"] == "room.message" && event["data"]["room"] == dead_room.as_str() {
+                crossed = true;
+            }
+        }
+        if crossed {
+            break;
+        }
+    }
+    assert!(crossed, "the shard's room crosses nodes again once it is back");
+}
