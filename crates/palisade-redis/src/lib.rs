@@ -52,18 +52,20 @@
 //! ## Architecture invariants
 //!
 //! - **Redis down is an error, never a panic**: calls that need Redis return
-//!   [`BackendError::Unavailable`] or [`BackendError::Timeout`]; publications that did not
-//!   reach Redis are delivered to this node's members anyway (without an offset), and one that
-//!   timed out is not (Redis may still publish it, and this node would deliver it twice): no
-//!   publication reaches a member twice. The pub/sub connection comes
+//!   [`BackendError::Unavailable`] or [`BackendError::Timeout`]. The pub/sub connection comes
 //!   back with exponential backoff and restores every subscription; a heartbeat that finds its
 //!   key gone (Redis restarted empty) registers the node's sessions and presence again.
+//! - **A node's members get each of its own publications once and in order**, whatever Redis
+//!   does: back through the subscription when they come back, here directly (without an
+//!   offset) when Redis refused them or the subscription was lost before they came back. Each
+//!   publication carries its node and a number, which tells the publisher which are back (see
+//!   `Returns` in the source).
 //! - **One log line per state change** (connected, lost, restored), not one per retry.
 //! - **Bounded memory**: the publications waiting for Redis are at most
 //!   [`RedisConfig::publish_queue`]; a pipeline carries at most 1,024 of them.
 //! - **A publication reaches a member once**: one that arrives twice (a cluster client may
 //!   have two connections subscribed to a shard while it replaces one) is dropped by its epoch
-//!   and offset, in rooms with a history.
+//!   and offset in rooms with a history, and by its number when it is this node's.
 //! - Depends on palisade-rooms, palisade-json, palisade-proto and palisade-error; never on the
 //!   server or the client.
 //!
@@ -241,6 +243,13 @@ struct Shared {
     /// Per room with local members and a history, the epoch and offset of the last
     /// publication received (see [`Shared::seen_before`]).
     seen: Mutex<HashMap<String, (String, u64)>>,
+    /// What became of this node's own publications, for its own members (see [`Returns`]).
+    returns: Mutex<Returns>,
+    /// The number the next publication of this node carries.
+    next_token: AtomicU64,
+    /// How many times the subscriptions were lost (a cluster: a node's connection): a
+    /// publication sent before a loss may never come back through them.
+    losses: AtomicU64,
     /// The publisher task's queue, once attached (see `publish_loop`).
     publications: OnceLock<mpsc::Sender<Outgoing>>,
     /// Whether the pub/sub connection has been up since the backend started: before, a
@@ -254,6 +263,56 @@ struct Shared {
 }
 
 const BACKEND: &str = "redis";
+
+/// This node's members get its own publications back through its subscription, like any
+/// other node's: so every node sees a room's publications in Redis's order. Each publication
+/// carries this node's name and a number that grows in the order the publications are sent,
+/// and one room's are run, and pushed back, in that order. So the publisher knows, for each of
+/// its publications, whether it is back, may still come back, or never will:
+///
+/// - answered (or timed out) and not back yet: *pending*, until it is back, or until the
+///   subscription is lost (Redis died between running it and pushing it, or never ran it),
+///   and then it is delivered here;
+/// - refused, or failed to reach Redis: delivered here at once, after the room's pending ones.
+///
+/// What is delivered here directly is never delivered again when it comes back after all
+/// (`local`), and each is delivered in the order it was made: a member of this node gets each
+/// of this node's publications once and in order, whatever happens to Redis.
+#[derive(Default)]
+struct Returns {
+    rooms: HashMap<String, Own>,
+    /// Pending publications, in all rooms: at most [`RedisConfig::publish_queue`]; past that a
+    /// room's are delivered here at once.
+    pending: usize,
+}
+
+/// [`Returns`] of one room with members here.
+#[derive(Default)]
+struct Own {
+    /// The number of this node's last publication back through the subscription.
+    back: u64,
+    /// The highest number delivered here directly: anything up to it that comes back is
+    /// dropped.
+    local: u64,
+    /// Answered or timed out, not back yet.
+    pending: std::collections::BTreeMap<u64, Publication>,
+}
+
+impl Own {
+    /// Delivers the pending publications up to `upto`, then `this`, in order.
+    fn flush(&mut self, local: &Local, upto: u64, this: Option<&Publication>) -> usize {
+        let later = self.pending.split_off(&(upto + 1));
+        let earlier = std::mem::replace(&mut self.pending, later);
+        for publication in earlier.values() {
+            local.deliver(publication);
+        }
+        if let Some(publication) = this {
+            local.deliver(publication);
+        }
+        self.local = self.local.max(upto);
+        earlier.len()
+    }
+}
 
 /// The connection commands go through.
 #[derive(Clone)]
@@ -404,7 +463,8 @@ fn failed(err: redis::RedisError) -> BackendError {
 }
 
 /// Assigns the offset, keeps the history and publishes, atomically. The keys and the channel
-/// (ARGV[9]) share the room's hash tag; ARGV[10] is `PUBLISH`, or `SPUBLISH` on a cluster.
+/// (ARGV[9]) share the room's hash tag; ARGV[10] is `PUBLISH`, or `SPUBLISH` on a cluster;
+/// ARGV[11] is the publishing node and its publication's number (see [`Returns`]).
 const PUBLISH_SCRIPT: &str = r#"
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
@@ -418,7 +478,7 @@ redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], offset .. '-0', 'd', data)
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
-redis.call(ARGV[10], ARGV[9], 'p\n' .. ARGV[4] .. '\n' .. offset .. '\n' .. epoch .. '\n' .. data)
+redis.call(ARGV[10], ARGV[9], 'p\n' .. ARGV[11] .. '\n' .. ARGV[4] .. '\n' .. offset .. '\n' .. epoch .. '\n' .. data)
 return offset
 "#;
 
@@ -432,13 +492,28 @@ const MAX_PIPELINE: usize = 1024;
 
 /// A publication on its way to Redis, and where its outcome goes.
 struct Outgoing {
-    /// `EVALSHA` of [`PUBLISH_SCRIPT`] or a plain `PUBLISH`.
+    /// `EVALSHA` of [`PUBLISH_SCRIPT`] without its last argument, or what a plain `PUBLISH`
+    /// sends after the origin line: the publisher completes it with the publication's number
+    /// ([`Shared::stamp`]).
+    body: Body,
+    /// The command, once stamped.
     command: redis::Cmd,
-    /// Whether `command` runs the script (its pipeline loads it first).
-    script: bool,
     /// The room's channel.
     channel: String,
+    /// Its number (see [`Returns`]), and the subscriptions' loss count when it was sent.
+    token: u64,
+    losses: u64,
+    /// The publication as this node's members get it if it is delivered here directly.
+    local: Publication,
     done: oneshot::Sender<Result<(), BackendError>>,
+}
+
+/// What an [`Outgoing`] publication runs.
+enum Body {
+    /// The script (its pipeline loads it first).
+    Script(redis::Cmd),
+    /// A plain publish of `p`, the origin line, then this.
+    Plain(String),
 }
 
 /// The room's epoch (made if missing, the offsets starting over) and last offset.
@@ -561,6 +636,9 @@ impl RedisBackend {
             down: Mutex::new(HashSet::new()),
             retry: tokio::sync::Notify::new(),
             seen: Mutex::new(HashMap::new()),
+            returns: Mutex::new(Returns::default()),
+            next_token: AtomicU64::new(1),
+            losses: AtomicU64::new(0),
             publications: OnceLock::new(),
             pubsub_started: tokio::sync::watch::Sender::new(false),
             pending: Mutex::new(HashMap::new()),
@@ -657,17 +735,35 @@ impl Shared {
         };
         if let Some(room) = kind.strip_prefix("room:{").and_then(|room| room.strip_suffix('}')) {
             if let Some(publication) = payload.strip_prefix("p\n") {
-                let mut parts = publication.splitn(4, '\n');
-                if let (Some(except), Some(offset), Some(epoch), Some(data)) =
-                    (parts.next(), parts.next(), parts.next(), parts.next())
-                {
+                let mut parts = publication.splitn(6, '\n');
+                if let (
+                    Some(origin),
+                    Some(token),
+                    Some(except),
+                    Some(offset),
+                    Some(epoch),
+                    Some(data),
+                ) = (
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                    parts.next(),
+                ) {
                     let offset = offset.parse().ok();
                     if offset.is_some_and(|offset| self.seen_before(room, epoch, offset)) {
                         tracing::debug!(room, ?offset, "redis: a publication came twice; dropped");
                         return;
                     }
                     let except = (!except.is_empty()).then(|| SessionId::from(except.to_owned()));
-                    local.deliver(&Publication::from_data(room, offset, data, except));
+                    let publication = Publication::from_data(room, offset, data, except);
+                    match token.parse() {
+                        Ok(token) if origin == local.node() => {
+                            self.came_back(local, token, &publication);
+                        }
+                        _ => local.deliver(&publication),
+                    }
                 }
                 return;
             }
@@ -716,6 +812,96 @@ impl Shared {
                 let _ = waiting.send(answer.to_owned());
             }
         }
+    }
+
+    /// Gives a publication its number, in the order the publisher sends them (taken when it
+    /// was queued, two publications queued at once from two threads could take their numbers
+    /// in one order and their places in the other), and completes its command.
+    fn stamp(&self, job: &mut Outgoing) {
+        job.token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        job.losses = self.losses.load(Ordering::Acquire);
+        let origin = format!("{}\n{}", self.node(), job.token);
+        job.command = match &job.body {
+            Body::Script(script) => {
+                let mut command = script.clone();
+                command.arg(origin);
+                command
+            }
+            Body::Plain(rest) => {
+                self.publish_cmd(job.channel.clone(), format!("p\n{origin}\n{rest}"))
+            }
+        };
+    }
+
+    /// One of this node's publications came back through the subscription: delivered, unless
+    /// it was delivered here directly already or came twice; its room's earlier pending ones
+    /// are settled (Redis ran them, in order, and they came back before it).
+    fn came_back(&self, local: &Local, token: u64, publication: &Publication) {
+        let mut returns = lock(&self.returns);
+        let own = returns.rooms.entry(publication.room().to_owned()).or_default();
+        if token <= own.local || token <= own.back {
+            return;
+        }
+        own.back = token;
+        let later = own.pending.split_off(&(token + 1));
+        let settled = std::mem::replace(&mut own.pending, later).len();
+        local.deliver(publication);
+        returns.pending = returns.pending.saturating_sub(settled);
+    }
+
+    /// A publication's outcome is in: what becomes of it for this node's members (see
+    /// [`Returns`]). Runs in the publisher task, one publication after the other.
+    fn settle(&self, job: &Outgoing, outcome: &Result<(), BackendError>) {
+        let Some(local) = self.local() else { return };
+        let refused = outcome.as_ref().is_err_and(|e| !matches!(e, BackendError::Timeout { .. }));
+        if !lock(&self.rooms).contains(&job.channel) {
+            // No member here (or none subscribed for): nothing comes back, nobody waits.
+            if refused {
+                local.deliver(&job.local);
+            }
+            return;
+        }
+        let lost = self.losses.load(Ordering::Acquire) != job.losses;
+        let mut returns = lock(&self.returns);
+        let Returns { rooms, pending } = &mut *returns;
+        let own = rooms.entry(job.local.room().to_owned()).or_default();
+        if job.token <= own.back {
+            // Back already (Redis ran it, whatever the answer said).
+        } else if refused || lost {
+            // Redis did not take it, or the subscription it would come back through is gone:
+            // here, now, after the room's pending ones.
+            let flushed = own.flush(local, job.token, Some(&job.local));
+            *pending = pending.saturating_sub(flushed);
+        } else {
+            own.pending.insert(job.token, job.local.clone());
+            *pending += 1;
+            if *pending > self.config.publish_queue {
+                // Bounded: every pending one goes here now (their copies are dropped when
+                // they come back).
+                for own in rooms.values_mut() {
+                    if let Some((&last, _)) = own.pending.last_key_value() {
+                        own.flush(local, last, None);
+                    }
+                }
+                *pending = 0;
+            }
+        }
+    }
+
+    /// The subscriptions are lost: nothing pending will come back through them, and all of it
+    /// goes to this node's members now, before pub/sub counts as down (so before any
+    /// publication refused for that).
+    fn lost(&self) {
+        let mut returns = lock(&self.returns);
+        self.losses.fetch_add(1, Ordering::AcqRel);
+        if let Some(local) = self.local() {
+            for own in returns.rooms.values_mut() {
+                if let Some((&last, _)) = own.pending.last_key_value() {
+                    own.flush(local, last, None);
+                }
+            }
+        }
+        returns.pending = 0;
     }
 
     /// Whether a room's publication with this epoch and offset is one this node has had
@@ -1012,24 +1198,28 @@ impl Shared {
         &self,
         request: &PublishRequest<'_>,
     ) -> Result<oneshot::Receiver<Result<(), BackendError>>, BackendError> {
-        // This node's members get a publication back through the pub/sub connection. While
-        // that is down (Redis gone, or back but the subscriptions not yet restored), a
-        // publication Redis accepted would reach the other nodes and never this node's
-        // members, silently: the caller delivers it here and reports the outage instead.
-        if !self.subscribed.load(Ordering::Acquire) {
-            return Err(unavailable("pub/sub is down"));
-        }
+        // While pub/sub is down (Redis gone, or back but the subscriptions not yet restored),
+        // a publication Redis accepted would reach the other nodes and never this node's
+        // members, silently: the publisher refuses it and delivers it here (see `Returns`),
+        // and the caller learns of the outage. The publisher, not this function, so that it
+        // is refused after the publications ahead of it have their outcome, and this node's
+        // members get them all in the order they were made.
+        let local = Publication::encode(
+            request.room,
+            None,
+            request.event,
+            request.data,
+            request.except.cloned(),
+        )
+        .map_err(|e| BackendError::Protocol { backend: BACKEND, detail: e.to_string().into() })?;
         let channel = self.key("room", request.room);
-        if lock(&self.down).contains(&channel) {
-            return Err(unavailable("the room's shard is down"));
-        }
         let Some(queue) = self.publications.get() else {
             return Err(unavailable(
                 "the redis backend runs no publisher (attached outside tokio)",
             ));
         };
         let except = request.except.map_or("", SessionId::as_str);
-        let (command, script) = match request.recovery {
+        let body = match request.recovery {
             Some(recovery) => {
                 let room_json = serde_json::to_string(request.room).unwrap_or_default();
                 let event_json = serde_json::to_string(request.event).unwrap_or_default();
@@ -1051,21 +1241,14 @@ impl Shared {
                     .arg(window.max(86_400_000))
                     .arg(&channel)
                     .arg(self.publish_command());
-                (command, true)
+                Body::Script(command)
             }
-            None => {
-                let publication =
-                    Publication::encode(request.room, None, request.event, request.data, None)
-                        .map_err(|e| BackendError::Protocol {
-                            backend: BACKEND,
-                            detail: e.to_string().into(),
-                        })?;
-                let message = format!("p\n{except}\n\n\n{}", publication.data());
-                (self.publish_cmd(channel.clone(), message), false)
-            }
+            None => Body::Plain(format!("{except}\n\n\n{}", local.data())),
         };
         let (done, outcome) = oneshot::channel();
-        queue.try_send(Outgoing { command, script, channel, done }).map_err(|err| match err {
+        let command = redis::Cmd::new();
+        let job = Outgoing { body, command, channel, token: 0, losses: 0, local, done };
+        queue.try_send(job).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => {
                 BackendError::Overloaded { backend: BACKEND, limit: self.config.publish_queue }
             }
@@ -1075,85 +1258,85 @@ impl Shared {
     }
 }
 
-/// The publisher: sends what is queued as one pipeline, waits for its replies, hands each
-/// caller its own, and starts over. One task on one connection, one pipeline at a time:
-/// publications reach Redis in queue order, and while a pipeline is out the next one fills.
+/// The publisher: sends what is queued as one pipeline, waits for its replies, settles each
+/// publication for this node's members (see [`Returns`]), hands each caller its own reply, and
+/// starts over. One task on one connection, one pipeline at a time: publications reach Redis
+/// in queue order, and while a pipeline is out the next one fills.
 async fn publish_loop(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) {
     let mut batch = Vec::with_capacity(MAX_PIPELINE);
-    let mut waiting = Vec::with_capacity(MAX_PIPELINE);
-    let mut pipe = redis::pipe();
     loop {
         if queue.recv_many(&mut batch, MAX_PIPELINE).await == 0 {
             return;
         }
-        // Checked again here: pub/sub may have gone down while these waited.
-        if !shared.subscribed.load(Ordering::Acquire) {
-            for job in batch.drain(..) {
-                let _ = job.done.send(Err(unavailable("pub/sub is down")));
-            }
-            continue;
+        for job in &mut batch {
+            shared.stamp(job);
         }
-        if let Conn::Cluster(conn) = &shared.conn {
-            // And a room's shard may have.
-            let down = lock(&shared.down).clone();
-            if !down.is_empty() {
-                batch.retain_mut(|job| {
-                    let refused = down.contains(&job.channel);
-                    if refused {
-                        let (done, _) = oneshot::channel();
-                        let done = std::mem::replace(&mut job.done, done);
-                        let _ = done.send(Err(unavailable("the room's shard is down")));
-                    }
-                    !refused
-                });
+        let replies = if !shared.subscribed.load(Ordering::Acquire) {
+            // Checked here: pub/sub may have gone down while these waited.
+            batch.iter().map(|_| Err(unavailable("pub/sub is down"))).collect()
+        } else {
+            match &shared.conn {
+                Conn::Cluster(conn) => publish_each(&shared, conn, &batch).await,
+                Conn::Single(_) => publish_pipeline(&shared, &batch).await,
             }
-            publish_each(conn, &mut batch).await;
-            continue;
-        }
-        pipe.clear();
-        // Redis may have restarted (its script cache empty) since the last pipeline: loading
-        // the script again costs little, and the EVALSHAs behind it then always find it.
-        let loads = batch.iter().any(|job| job.script);
-        if loads {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT);
-        }
-        for job in batch.drain(..) {
-            pipe.add_command(job.command);
-            waiting.push(job.done);
-        }
-        // Each publication gets its own reply, errors included.
-        pipe.ignore_errors();
-        match pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut shared.conn()).await {
-            Ok(replies) => {
-                let mut replies = replies.into_iter().skip(usize::from(loads));
-                for done in waiting.drain(..) {
-                    let outcome = match replies.next() {
-                        Some(Ok(_)) => Ok(()),
-                        Some(Err(err)) => Err(failed(err)),
-                        None => Err(BackendError::Protocol {
-                            backend: BACKEND,
-                            detail: "a pipeline's reply was missing".into(),
-                        }),
-                    };
-                    let _ = done.send(outcome);
-                }
-            }
-            Err(err) => {
-                let err = failed(err);
-                for done in waiting.drain(..) {
-                    let _ = done.send(Err(err.clone()));
-                }
-            }
+        };
+        for (job, outcome) in batch.drain(..).zip(replies) {
+            shared.settle(&job, &outcome);
+            let _ = job.done.send(outcome);
         }
     }
 }
 
-/// [`publish_loop`]'s turn on a cluster: each publication on its own, all at once (one room's
-/// in order, see [`each`]). A node that has not the script yet (new, or restarted empty)
-/// answers `NOSCRIPT`; the script is then loaded on every primary and those publications sent
-/// again, still in order: a room's publications are all scripts or none, on one node.
-async fn publish_each(conn: &ClusterConnection, batch: &mut Vec<Outgoing>) {
-    let mut replies = each(conn, batch.iter().map(|job| &job.command)).await;
+/// [`publish_loop`]'s turn on a standalone Redis: the batch as one pipeline, each publication
+/// with its own reply.
+async fn publish_pipeline(shared: &Shared, batch: &[Outgoing]) -> Vec<Result<(), BackendError>> {
+    let mut pipe = redis::pipe();
+    // Redis may have restarted (its script cache empty) since the last pipeline: loading the
+    // script again costs little, and the EVALSHAs behind it then always find it.
+    let loads = batch.iter().any(|job| matches!(job.body, Body::Script(_)));
+    if loads {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(PUBLISH_SCRIPT);
+    }
+    for job in batch {
+        pipe.add_command(job.command.clone());
+    }
+    pipe.ignore_errors();
+    match pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut shared.conn()).await {
+        Ok(replies) => {
+            let mut replies = replies.into_iter().skip(usize::from(loads));
+            batch
+                .iter()
+                .map(|_| match replies.next() {
+                    Some(Ok(_)) => Ok(()),
+                    Some(Err(err)) => Err(failed(err)),
+                    None => Err(BackendError::Protocol {
+                        backend: BACKEND,
+                        detail: "a pipeline's reply was missing".into(),
+                    }),
+                })
+                .collect()
+        }
+        Err(err) => {
+            let err = failed(err);
+            batch.iter().map(|_| Err(err.clone())).collect()
+        }
+    }
+}
+
+/// [`publish_loop`]'s turn on a cluster: one pipeline per room, all at once (see [`each`]).
+/// A room whose shard is down is refused at once. A node that has not the script yet (new, or
+/// restarted empty) answers `NOSCRIPT`; the script is then loaded on every primary and those
+/// publications sent again, still in order: a room's publications are all scripts or none,
+/// on one node.
+async fn publish_each(
+    shared: &Shared,
+    conn: &ClusterConnection,
+    batch: &[Outgoing],
+) -> Vec<Result<(), BackendError>> {
+    let down = lock(&shared.down).clone();
+    let sent: Vec<usize> =
+        (0..batch.len()).filter(|&i| !down.contains(&batch[i].channel)).collect();
+    let mut replies = each(conn, sent.iter().map(|&i| &batch[i].command)).await;
     let noscript = |reply: &redis::RedisResult<redis::Value>| {
         reply.as_ref().is_err_and(|err| err.code() == Some("NOSCRIPT"))
     };
@@ -1163,18 +1346,21 @@ async fn publish_each(conn: &ClusterConnection, batch: &mut Vec<Outgoing>) {
         match load.query_async::<redis::Value>(&mut conn.clone()).await {
             Ok(_) => {
                 let again: Vec<usize> =
-                    (0..replies.len()).filter(|&i| noscript(&replies[i])).collect();
-                let retried = each(conn, again.iter().map(|&i| &batch[i].command)).await;
-                for (i, reply) in again.into_iter().zip(retried) {
-                    replies[i] = reply;
+                    (0..replies.len()).filter(|&r| noscript(&replies[r])).collect();
+                let retried = each(conn, again.iter().map(|&r| &batch[sent[r]].command)).await;
+                for (r, reply) in again.into_iter().zip(retried) {
+                    replies[r] = reply;
                 }
             }
             Err(err) => tracing::debug!("redis: could not load the publish script: {err}"),
         }
     }
-    for (job, reply) in batch.drain(..).zip(replies) {
-        let _ = job.done.send(reply.map(drop).map_err(failed));
+    let mut outcomes: Vec<Result<(), BackendError>> =
+        batch.iter().map(|_| Err(unavailable("the room's shard is down"))).collect();
+    for (i, reply) in sent.into_iter().zip(replies) {
+        outcomes[i] = reply.map(drop).map_err(failed);
     }
+    outcomes
 }
 
 /// Keeps the pub/sub connection up: connects, subscribes (the fixed channels and every room
@@ -1202,6 +1388,7 @@ async fn pubsub_loop(shared: Arc<Shared>) {
                     }
                 }
                 let mut slot = shared.sink.lock().await;
+                shared.lost();
                 shared.subscribed.store(false, Ordering::Release);
                 *slot = None;
                 drop(slot);
@@ -1327,6 +1514,7 @@ async fn cluster_pubsub_loop(
             }
         }
         if everything {
+            shared.lost();
             tracing::debug!("redis: a cluster node's connection was lost; subscribing again");
             tokio::time::sleep(first).await;
         }
@@ -1458,29 +1646,17 @@ impl Backend for RedisBackend {
                 let timeout = shared.config.command_timeout;
                 let _ = tokio::time::timeout(timeout, started.wait_for(|up| *up)).await;
             }
-            let outcome = match shared.publication(&request) {
+            match shared.publication(&request) {
+                // What becomes of it for this node's members is the publisher's to settle.
                 Ok(done) => {
                     done.await.unwrap_or_else(|_| Err(unavailable("the redis backend has stopped")))
                 }
-                Err(err) => Err(err),
-            };
-            match &outcome {
-                Ok(()) => {}
-                // Sent, and no answer in time: Redis may still run it (a slow or paused
-                // server), and then this node's subscription brings it back like any other.
-                // Delivering it here too would deliver it twice; the caller learns that it may
-                // or may not have gone out.
-                Err(BackendError::Timeout { .. }) => {
-                    tracing::debug!(
-                        room = request.room,
-                        "redis: publication timed out; not delivered locally, Redis may still publish it"
-                    );
+                // Never queued (the queue is full): here, now.
+                Err(err) => {
+                    deliver_locally(shared, &request);
+                    Err(err)
                 }
-                // Refused, queued behind a pub/sub loss, or failed to reach Redis: it will not
-                // come back, so this node's members get it now.
-                Err(_) => deliver_locally(shared, &request),
             }
-            outcome
         })
     }
 
@@ -1631,6 +1807,10 @@ impl Backend for RedisBackend {
             if last_local {
                 shared.unsubscribe(&shared.key("room", room)).await;
                 lock(&shared.seen).remove(room);
+                let mut returns = lock(&shared.returns);
+                if let Some(own) = returns.rooms.remove(room) {
+                    returns.pending = returns.pending.saturating_sub(own.pending.len());
+                }
             }
             shared
                 .query::<()>(

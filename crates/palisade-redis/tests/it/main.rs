@@ -33,43 +33,71 @@ struct RedisServer {
     child: Option<Child>,
 }
 
+/// A port nobody listens on now (another test may take it before us: [`spawn_redis`] checks).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Starts `redis-server` on `port` with `args`, and waits until it answers: `None` if it
+/// exited (the port was taken meanwhile), or if what answers on the port is another process
+/// (another test's server took the port first).
+fn spawn_redis(port: u16, args: &[String]) -> Option<Child> {
+    let binary = std::env::var("PALISADE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let mut child = Command::new(&binary)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary} (install redis-server): {e}"));
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        let answer = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|client| client.get_connection())
+            .and_then(|mut conn| redis::cmd("INFO").arg("server").query::<String>(&mut conn));
+        if let Ok(info) = answer {
+            if info.contains(&format!("process_id:{}\r", child.id())) {
+                return Some(child);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        assert!(std::time::Instant::now() < deadline, "{binary} did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 impl RedisServer {
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut server = Self { port, child: None };
-        server.restart();
-        server
+        for _ in 0..10 {
+            let port = free_port();
+            if let Some(child) = spawn_redis(port, &[]) {
+                return Self { port, child: Some(child) };
+            }
+        }
+        panic!("no free port for redis-server");
     }
 
     fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    /// Starts it (again) on its port, and waits until it accepts connections.
+    /// Starts it again on its port, and waits until it answers.
     fn restart(&mut self) {
-        let binary =
-            std::env::var("PALISADE_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(&binary)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {binary} (install redis-server): {e}"));
-        self.child = Some(child);
-        let deadline = std::time::Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        self.child = Some(spawn_redis(self.port, &[]).expect("redis-server restarts on its port"));
     }
 
     /// Kills it (SIGKILL, by PID) and waits for its end.

@@ -255,6 +255,55 @@ async fn a_timed_out_publication_that_redis_runs_later_is_delivered_once() {
     assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 2 }), "no second copy of n=1");
 }
 
+/// A publication that timed out while Redis held it, and that Redis never ran because it
+/// died first, reaches this node's members once the subscription is lost: not before (Redis
+/// might still have run it), not twice, and in its place before what follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_publication_that_redis_never_runs_is_delivered_when_it_dies() {
+    let mut redis = RedisServer::start();
+    let config = RedisConfig::new(redis.url())
+        .with_heartbeat(Duration::from_secs(2), Duration::from_secs(10))
+        .with_backoff(Duration::from_millis(50), Duration::from_millis(300))
+        .with_command_timeout(Duration::from_millis(300));
+    let backend = RedisBackend::connect(config).await.unwrap();
+    let a = Node::with_backend(backend, rooms_config()).await;
+    let mut near = Peer::open(a.addr(), "near").await;
+    near.join("lobby").await;
+    a.rooms.broadcast("lobby", "n", &json!({ "n": 0 })).await.unwrap();
+    assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 0 }));
+
+    pause_writes(&redis, 10_000);
+    let held = a.rooms.broadcast("lobby", "n", &json!({ "n": 1 })).await;
+    assert!(matches!(held, Err(RoomsError::Backend(BackendError::Timeout { .. }))), "{held:?}");
+    // Still uncertain: not delivered while Redis is up and may run it.
+    let early = tokio::time::timeout(Duration::from_millis(300), near.ws.recv()).await;
+    assert!(early.is_err(), "nothing while Redis may still run it: {early:?}");
+
+    redis.kill();
+    assert_eq!(messages(&mut near, 1).await, [(None, json!({ "n": 1 }))], "delivered here");
+    // While Redis is down, what follows is delivered here too, after it.
+    let refused = a.rooms.broadcast("lobby", "n", &json!({ "n": 2 })).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(messages(&mut near, 1).await, [(None, json!({ "n": 2 }))]);
+
+    redis.restart();
+    let rooms = a.rooms.clone();
+    eventually("publications go through Redis again", || {
+        let rooms = rooms.clone();
+        async move { rooms.broadcast("lobby", "probe", &json!({})).await.is_ok() }
+    })
+    .await;
+    // Whatever probes got through, and nothing else: no second copy of n=1.
+    a.rooms.broadcast("lobby", "n", &json!({ "n": 3 })).await.unwrap();
+    loop {
+        let (_, data) = messages(&mut near, 1).await.remove(0);
+        assert_ne!(data, json!({ "n": 1 }), "no second copy");
+        if data == json!({ "n": 3 }) {
+            break;
+        }
+    }
+}
+
 /// A publication that reaches a node twice (as one would while a cluster client has two
 /// connections subscribed to a shard for a moment) is delivered to its members once: the
 /// test catches a publication on the room's channel and publishes the same bytes again.
