@@ -29,9 +29,12 @@
 //!   [`RedisConfig::publish_queue`]; a full queue is [`BackendError::Overloaded`]) and wait for
 //!   their own reply; the task sends everything queued as one pipeline, waits for its replies
 //!   and hands each caller its result. Publications reach Redis in the order their `publish`
-//!   futures were first polled, one pipeline after the other on one connection, so a node
-//!   publishing many at once pays one round trip per pipeline instead of one per publication,
-//!   and the other nodes receive them in batches.
+//!   futures were first polled, one pipeline after the other on one connection (on a cluster,
+//!   one pipeline per room at a time, each room's in that order; rooms on different shards
+//!   have no order between them), so a node publishing many at once pays one round trip per
+//!   pipeline instead of one per publication, and the other nodes receive them in batches. A
+//!   publication refused because the queue is full is delivered to this node's members at
+//!   once, possibly before earlier ones still queued.
 //! - **Recovery**: a Lua script assigns the offset (`INCR`), appends to the room's stream
 //!   (`XADD … MAXLEN ~ history_size`) and publishes, atomically, so every node sees offsets in
 //!   order (the publication order above); the epoch is a key of its own, made anew (with the
@@ -240,6 +243,10 @@ struct Shared {
     down: Mutex<HashSet<String>>,
     /// Wakes the cluster's pub/sub task when a channel joined `down`.
     retry: tokio::sync::Notify,
+    /// Room channels being subscribed (the first local member joining): what this node
+    /// publishes there meanwhile may not come back, and its members are not owed it (they
+    /// are still joining; a room with a history hands it over in the join's reply).
+    joining: Mutex<HashSet<String>>,
     /// Per room with local members and a history, the epoch and offset of the last
     /// publication received (see [`Shared::seen_before`]).
     seen: Mutex<HashMap<String, (String, u64)>>,
@@ -281,8 +288,8 @@ const BACKEND: &str = "redis";
 #[derive(Default)]
 struct Returns {
     rooms: HashMap<String, Own>,
-    /// Pending publications, in all rooms: at most [`RedisConfig::publish_queue`]; past that a
-    /// room's are delivered here at once.
+    /// Pending publications, in all rooms: at most [`RedisConfig::publish_queue`]; past that
+    /// all of them are delivered here at once.
     pending: usize,
 }
 
@@ -412,8 +419,11 @@ fn hash_tag(cmd: &redis::Cmd) -> &[u8] {
         .args_iter()
         .filter_map(|arg| if let redis::Arg::Simple(bytes) = arg { Some(bytes) } else { None })
         .collect();
-    // `EVALSHA sha numkeys key …`; every other command here names its key first.
-    let scripted = args.first().is_some_and(|name| name.eq_ignore_ascii_case(b"EVALSHA"));
+    // `EVALSHA sha numkeys key …` (or `EVAL script …`); every other command here names its
+    // key first.
+    let scripted = args.first().is_some_and(|name| {
+        name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL")
+    });
     let key = args.get(if scripted { 3 } else { 1 }).copied().unwrap_or_default();
     match key.iter().position(|&b| b == b'{') {
         Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
@@ -503,6 +513,9 @@ struct Outgoing {
     /// Its number (see [`Returns`]), and the subscriptions' loss count when it was sent.
     token: u64,
     losses: u64,
+    /// Whether, when it was sent, its room's channel was subscribed and up: then it comes
+    /// back unless the subscription is lost.
+    tracked: bool,
     /// The publication as this node's members get it if it is delivered here directly.
     local: Publication,
     done: oneshot::Sender<Result<(), BackendError>>,
@@ -510,7 +523,8 @@ struct Outgoing {
 
 /// What an [`Outgoing`] publication runs.
 enum Body {
-    /// The script (its pipeline loads it first).
+    /// The script (a standalone pipeline loads it first; a cluster's shard without it gets it
+    /// with `EVAL`).
     Script(redis::Cmd),
     /// A plain publish of `p`, the origin line, then this.
     Plain(String),
@@ -602,7 +616,9 @@ impl RedisBackend {
                 .push_sender(sender)
                 .connection_timeout(config.command_timeout)
                 .response_timeout(config.command_timeout)
-                .retries(1)
+                // No request is sent twice: a publication Redis ran before the connection
+                // dropped would be run again (a second offset, a second copy on every node).
+                .retries(0)
                 .min_retry_wait(backoff(config.backoff.0))
                 .max_retry_wait(backoff(config.backoff.1))
                 .build()
@@ -635,6 +651,7 @@ impl RedisBackend {
             subscribed: AtomicBool::new(false),
             down: Mutex::new(HashSet::new()),
             retry: tokio::sync::Notify::new(),
+            joining: Mutex::new(HashSet::new()),
             seen: Mutex::new(HashMap::new()),
             returns: Mutex::new(Returns::default()),
             next_token: AtomicU64::new(1),
@@ -689,6 +706,14 @@ impl Shared {
         if !lock(&self.rooms).insert(channel.clone()) {
             return Ok(());
         }
+        lock(&self.joining).insert(channel.clone());
+        let subscribed = self.subscribe_new(channel.clone()).await;
+        lock(&self.joining).remove(&channel);
+        subscribed
+    }
+
+    /// [`Shared::subscribe`] of a channel new to this node.
+    async fn subscribe_new(&self, channel: String) -> Result<(), BackendError> {
         match self.sink.lock().await.as_mut() {
             Some(sink) => match sink.subscribe(&channel).await {
                 Ok(()) => Ok(()),
@@ -734,6 +759,10 @@ impl Shared {
             return;
         };
         if let Some(room) = kind.strip_prefix("room:{").and_then(|room| room.strip_suffix('}')) {
+            if !lock(&self.rooms).contains(channel) {
+                // Left meanwhile (or never joined): nobody here, and nothing to keep for it.
+                return;
+            }
             if let Some(publication) = payload.strip_prefix("p\n") {
                 let mut parts = publication.splitn(6, '\n');
                 if let (
@@ -820,6 +849,10 @@ impl Shared {
     fn stamp(&self, job: &mut Outgoing) {
         job.token = self.next_token.fetch_add(1, Ordering::Relaxed);
         job.losses = self.losses.load(Ordering::Acquire);
+        job.tracked = self.subscribed.load(Ordering::Acquire)
+            && lock(&self.rooms).contains(&job.channel)
+            && !lock(&self.down).contains(&job.channel)
+            && !lock(&self.joining).contains(&job.channel);
         let origin = format!("{}\n{}", self.node(), job.token);
         job.command = match &job.body {
             Body::Script(script) => {
@@ -834,19 +867,21 @@ impl Shared {
     }
 
     /// One of this node's publications came back through the subscription: delivered, unless
-    /// it was delivered here directly already or came twice; its room's earlier pending ones
-    /// are settled (Redis ran them, in order, and they came back before it).
+    /// it was delivered here directly already or came twice. Its room's earlier pending ones
+    /// did not come back (Redis ran them before it, but their copies were lost with a
+    /// subscription): they are delivered first, here.
     fn came_back(&self, local: &Local, token: u64, publication: &Publication) {
         let mut returns = lock(&self.returns);
-        let own = returns.rooms.entry(publication.room().to_owned()).or_default();
+        let Returns { rooms, pending } = &mut *returns;
+        let own = rooms.entry(publication.room().to_owned()).or_default();
         if token <= own.local || token <= own.back {
             return;
         }
         own.back = token;
-        let later = own.pending.split_off(&(token + 1));
-        let settled = std::mem::replace(&mut own.pending, later).len();
+        let answered = usize::from(own.pending.remove(&token).is_some());
+        let flushed = own.flush(local, token - 1, None);
         local.deliver(publication);
-        returns.pending = returns.pending.saturating_sub(settled);
+        *pending = pending.saturating_sub(flushed + answered);
     }
 
     /// A publication's outcome is in: what becomes of it for this node's members (see
@@ -854,17 +889,29 @@ impl Shared {
     fn settle(&self, job: &Outgoing, outcome: &Result<(), BackendError>) {
         let Some(local) = self.local() else { return };
         let refused = outcome.as_ref().is_err_and(|e| !matches!(e, BackendError::Timeout { .. }));
-        if !lock(&self.rooms).contains(&job.channel) {
-            // No member here (or none subscribed for): nothing comes back, nobody waits.
-            if refused {
-                local.deliver(&job.local);
-            }
+        let awaited = job.tracked && lock(&self.rooms).contains(&job.channel);
+        if !refused && !awaited {
+            // Not subscribed (yet) when it was sent, or no member here any more: nobody here
+            // waits for it.
             return;
         }
-        let lost = self.losses.load(Ordering::Acquire) != job.losses;
         let mut returns = lock(&self.returns);
+        // Under the lock, which `lost` counts under: a loss is either seen here or flushes
+        // what this adds to `pending`.
+        let lost = self.losses.load(Ordering::Acquire) != job.losses;
         let Returns { rooms, pending } = &mut *returns;
-        let own = rooms.entry(job.local.room().to_owned()).or_default();
+        let room = job.local.room();
+        let own = if job.tracked {
+            rooms.entry(room.to_owned()).or_default()
+        } else {
+            match rooms.get_mut(room) {
+                Some(own) => own,
+                None => {
+                    local.deliver(&job.local);
+                    return;
+                }
+            }
+        };
         if job.token <= own.back {
             // Back already (Redis ran it, whatever the answer said).
         } else if refused || lost {
@@ -876,8 +923,8 @@ impl Shared {
             own.pending.insert(job.token, job.local.clone());
             *pending += 1;
             if *pending > self.config.publish_queue {
-                // Bounded: every pending one goes here now (their copies are dropped when
-                // they come back).
+                // Bounded: every pending one, in every room, goes here now (their copies are
+                // dropped when they come back).
                 for own in rooms.values_mut() {
                     if let Some((&last, _)) = own.pending.last_key_value() {
                         own.flush(local, last, None);
@@ -888,9 +935,10 @@ impl Shared {
         }
     }
 
-    /// The subscriptions are lost: nothing pending will come back through them, and all of it
-    /// goes to this node's members now, before pub/sub counts as down (so before any
-    /// publication refused for that).
+    /// The subscriptions are lost, or Redis stopped answering (a failed heartbeat): what is
+    /// pending may never come back, and goes to this node's members now (a copy that comes
+    /// back after all is dropped). A publication refused from here on is delivered after the
+    /// pending ones of its room all the same (see [`Shared::settle`]).
     fn lost(&self) {
         let mut returns = lock(&self.returns);
         self.losses.fetch_add(1, Ordering::AcqRel);
@@ -940,7 +988,6 @@ impl Shared {
         Ok(live)
     }
 
-    /// Registers this node's sessions and presence again (Redis restarted empty).
     /// Registers every local session and its rooms (after Redis came back empty): in
     /// pipelines of up to [`MAX_PIPELINE`] commands, so that a node with 10,000 sessions pays
     /// a few dozen round trips, not 40,000.
@@ -1247,7 +1294,8 @@ impl Shared {
         };
         let (done, outcome) = oneshot::channel();
         let command = redis::Cmd::new();
-        let job = Outgoing { body, command, channel, token: 0, losses: 0, local, done };
+        let job =
+            Outgoing { body, command, channel, token: 0, losses: 0, tracked: false, local, done };
         queue.try_send(job).map_err(|err| match err {
             mpsc::error::TrySendError::Full(_) => {
                 BackendError::Overloaded { backend: BACKEND, limit: self.config.publish_queue }
@@ -1323,11 +1371,22 @@ async fn publish_pipeline(shared: &Shared, batch: &[Outgoing]) -> Vec<Result<(),
     }
 }
 
+/// `EVAL` of [`PUBLISH_SCRIPT`] with the keys and arguments of its `EVALSHA`.
+fn eval(evalsha: &redis::Cmd) -> redis::Cmd {
+    let mut eval = redis::cmd("EVAL");
+    eval.arg(PUBLISH_SCRIPT);
+    for arg in evalsha.args_iter().skip(2) {
+        if let redis::Arg::Simple(bytes) = arg {
+            eval.arg(bytes);
+        }
+    }
+    eval
+}
+
 /// [`publish_loop`]'s turn on a cluster: one pipeline per room, all at once (see [`each`]).
 /// A room whose shard is down is refused at once. A node that has not the script yet (new, or
-/// restarted empty) answers `NOSCRIPT`; the script is then loaded on every primary and those
-/// publications sent again, still in order: a room's publications are all scripts or none,
-/// on one node.
+/// restarted empty) answers `NOSCRIPT`; those publications are sent again with the script
+/// itself, still in order: a room's publications are all scripts or none, on one node.
 async fn publish_each(
     shared: &Shared,
     conn: &ClusterConnection,
@@ -1341,18 +1400,13 @@ async fn publish_each(
         reply.as_ref().is_err_and(|err| err.code() == Some("NOSCRIPT"))
     };
     if replies.iter().any(noscript) {
-        let mut load = redis::cmd("SCRIPT");
-        load.arg("LOAD").arg(PUBLISH_SCRIPT);
-        match load.query_async::<redis::Value>(&mut conn.clone()).await {
-            Ok(_) => {
-                let again: Vec<usize> =
-                    (0..replies.len()).filter(|&r| noscript(&replies[r])).collect();
-                let retried = each(conn, again.iter().map(|&r| &batch[sent[r]].command)).await;
-                for (r, reply) in again.into_iter().zip(retried) {
-                    replies[r] = reply;
-                }
-            }
-            Err(err) => tracing::debug!("redis: could not load the publish script: {err}"),
+        // Sent again with the script itself (`EVAL`), which its shard then keeps: a `SCRIPT
+        // LOAD` would go to every primary, and fail while any one is down.
+        let again: Vec<usize> = (0..replies.len()).filter(|&r| noscript(&replies[r])).collect();
+        let evals: Vec<redis::Cmd> = again.iter().map(|&r| eval(&batch[sent[r]].command)).collect();
+        let retried = each(conn, evals.iter()).await;
+        for (r, reply) in again.into_iter().zip(retried) {
+            replies[r] = reply;
         }
     }
     let mut outcomes: Vec<Result<(), BackendError>> =
@@ -1388,8 +1442,8 @@ async fn pubsub_loop(shared: Arc<Shared>) {
                     }
                 }
                 let mut slot = shared.sink.lock().await;
-                shared.lost();
                 shared.subscribed.store(false, Ordering::Release);
+                shared.lost();
                 *slot = None;
                 drop(slot);
                 tracing::warn!("redis: pub/sub connection lost; reconnecting with backoff");
@@ -1496,10 +1550,11 @@ async fn cluster_pubsub_loop(
                         break;
                     }
                     // What has arrived with it is delivered in the same turn (see
-                    // `pubsub_loop`).
+                    // `pubsub_loop`), up to a loss: what follows a loss is handled after it.
                     while let Ok(push) = pushes.try_recv() {
                         if !received_push(&shared, push).await {
                             everything = true;
+                            break;
                         }
                     }
                     if everything {
@@ -1514,9 +1569,15 @@ async fn cluster_pubsub_loop(
             }
         }
         if everything {
+            // Every channel counts as down at once (publications to them are refused) until
+            // subscribed again: redis-rs reconnects, and subscribes again, by itself, and a
+            // publication run before that would not come back.
+            {
+                let _slot = shared.sink.lock().await;
+                *lock(&shared.down) = wanted_channels(&shared).into_iter().collect();
+            }
             shared.lost();
             tracing::debug!("redis: a cluster node's connection was lost; subscribing again");
-            tokio::time::sleep(first).await;
         }
     }
 }
@@ -1553,6 +1614,18 @@ async fn subscribe_each(
 async fn received_push(shared: &Shared, push: redis::PushInfo) -> bool {
     match push.kind {
         redis::PushKind::Disconnection => false,
+        // Redis unsubscribes a sharded channel itself when its slot moves to another shard:
+        // still wanted, it is down until subscribed again (where the slot is now).
+        redis::PushKind::SUnsubscribe => {
+            if let Some(channel) = push.data.first()
+                && let Ok(channel) = redis::from_redis_value_ref::<String>(channel)
+                && wanted_channels(shared).contains(&channel)
+            {
+                lock(&shared.down).insert(channel);
+                shared.retry.notify_one();
+            }
+            true
+        }
         redis::PushKind::SMessage | redis::PushKind::Message => {
             if let [channel, payload, ..] = push.data.as_slice()
                 && let (Ok(channel), Ok(payload)) = (
@@ -1585,6 +1658,10 @@ async fn heartbeat_loop(shared: Arc<Shared>) {
                 if shared.healthy.swap(false, Ordering::Relaxed) {
                     tracing::warn!("redis: heartbeat failed ({err}); local delivery goes on");
                 }
+                // Redis does not answer: what this node published and is waiting for may
+                // never come back (a host gone without closing the connections), and goes to
+                // its members now.
+                shared.lost();
             }
         }
     }

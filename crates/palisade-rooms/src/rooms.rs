@@ -477,7 +477,8 @@ impl Rooms {
 }
 
 /// The publications a join hands over: the recovered ones, then those buffered while it
-/// joined, each once, in offset order.
+/// joined, each once, in offset order (with those that have none, which no history holds, in
+/// the order they came).
 fn merge(
     mut position: StreamPosition,
     outcome: Result<Vec<Publication>, NotRecovered>,
@@ -496,8 +497,11 @@ fn merge(
                 position.offset = offset;
                 publications.push(publication);
             }
+            // Delivered by its node directly, when Redis did not carry it: in no history, so
+            // handed over here or never.
+            None => publications.push(publication),
             // Already in the history the backend returned.
-            _ => {}
+            Some(_) => {}
         }
     }
     RecoveryOutcome { position, not_recovered, publications }
