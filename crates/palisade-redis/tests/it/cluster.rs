@@ -297,3 +297,64 @@ async fn a_shard_dying_stops_only_its_rooms() {
     assert!(crossed, "the shard's room crosses nodes again once it is back");
     println!("crossing again {:?} after the shard was back", back.elapsed());
 }
+
+/// A room's slot moves to another shard (resharding: `CLUSTER SETSLOT … MIGRATING/IMPORTING`,
+/// `MIGRATE` of its keys, `CLUSTER SETSLOT … NODE`): Redis unsubscribes the nodes from the
+/// room's sharded channel on the old shard, the nodes subscribe it again on the new one, and
+/// the room crosses nodes as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rooms_slot_moving_to_another_shard_keeps_it_crossing_nodes() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let (a, b) = (Node::start(&url).await, Node::start(&url).await);
+    let mut alice = Peer::open(a.addr(), "alice").await;
+    let mut bob = Peer::open(b.addr(), "bob").await;
+    let room = one_room_per_shard(&cluster).remove(0);
+    alice.join(&room).await;
+    bob.join(&room).await;
+    let say = |text: &str| json!({"event": "say", "data": {"room": room, "text": text}});
+    alice.send(say("before")).await;
+    assert_eq!(bob.event_past_presence("room.message").await["data"]["text"], "before");
+
+    let slot: u16 = cluster.query(0, &["CLUSTER", "KEYSLOT", &room]);
+    let (slot, port) = (slot.to_string(), cluster.shards[1].port.to_string());
+    let from: String = cluster.query(0, &["CLUSTER", "MYID"]);
+    let to: String = cluster.query(1, &["CLUSTER", "MYID"]);
+    let _: () = cluster.query(1, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from]);
+    let _: () = cluster.query(0, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to]);
+    let keys: Vec<String> = cluster.query(0, &["CLUSTER", "GETKEYSINSLOT", &slot, "1000"]);
+    assert!(!keys.is_empty(), "the room's presence is a key of its slot");
+    let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+    migrate.extend(keys.iter().map(String::as_str));
+    let _: () = cluster.query(0, &migrate);
+    for shard in [1, 0, 2] {
+        let _: () = cluster.query(shard, &["CLUSTER", "SETSLOT", &slot, "NODE", &to]);
+    }
+
+    let channel = format!("palisade:room:{{{room}}}");
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let subscribers: Vec<redis::Value> = cluster.query(1, &["PUBSUB", "SHARDNUMSUB", &channel]);
+        if subscribers.get(1) == Some(&redis::Value::Int(2)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both nodes on the new shard: {subscribers:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut crossed = false;
+    for attempt in 0..100 {
+        alice.send(say(&format!("after {attempt}"))).await;
+        while let Some(event) = maybe_event(&mut bob, Duration::from_millis(100)).await {
+            if event["event"] == "room.message" {
+                crossed = true;
+            }
+        }
+        if crossed {
+            break;
+        }
+    }
+    assert!(crossed, "the room crosses nodes from its new shard");
+}
