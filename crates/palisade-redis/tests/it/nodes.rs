@@ -390,3 +390,43 @@ async fn redis_dying_mid_broadcast_keeps_local_delivery_going() {
         remote.len()
     );
 }
+
+/// A Redis that restarts empty loses every registration; the next heartbeat of each node
+/// registers its sessions and their rooms again, in pipelines of at most 1,024 commands: here
+/// 300 sessions in 2 rooms each, about 1,800 commands, so several pipelines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_restart_registers_hundreds_of_sessions_again() {
+    let mut redis = RedisServer::start();
+    let config =
+        RoomsConfig::default().with_room_policy(|_| RoomOptions::default().without_presence());
+    let a = Node::with_config(&redis.url(), config).await;
+    const SESSIONS: usize = 300;
+    let mut peers = Vec::with_capacity(SESSIONS);
+    for i in 0..SESSIONS {
+        let mut peer = Peer::open(a.addr(), &format!("user{i}")).await;
+        peer.join("quiet-a").await;
+        peer.join("quiet-b").await;
+        peers.push(peer);
+    }
+    assert_eq!(a.rooms.presence("quiet-a").await.unwrap().len(), SESSIONS);
+
+    redis.kill();
+    redis.restart();
+    let rooms = a.rooms.clone();
+    eventually("every session and its rooms registered again", || {
+        let rooms = rooms.clone();
+        async move {
+            let (Ok(one), Ok(two)) =
+                (rooms.presence("quiet-a").await, rooms.presence("quiet-b").await)
+            else {
+                return false;
+            };
+            one.len() == SESSIONS && two.len() == SESSIONS
+        }
+    })
+    .await;
+    for i in [0, SESSIONS / 2, SESSIONS - 1] {
+        assert_eq!(a.rooms.user_sessions(&format!("user{i}")).await.unwrap(), 1);
+    }
+    drop(peers);
+}
