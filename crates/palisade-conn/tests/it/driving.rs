@@ -234,3 +234,36 @@ async fn a_supervisor_close_leaves_the_receiving_turn_to_the_handler() {
     assert!(err.is_closed_ok(), "{err:?}");
     assert_eq!(peer.await.unwrap(), Some(CloseCode::GOING_AWAY));
 }
+
+/// A receiver taking what one read brought reads the clock once per 16 messages at most
+/// (`CLOCK_REUSE` in the driver): a timer that comes due meanwhile (here the keepalive ping)
+/// is not lost; the ping goes out with the replies, once the read's messages are taken (the
+/// writes of one read leave together), and no message is lost or reordered by it.
+#[tokio::test(start_paused = true)]
+async fn a_timer_due_while_a_read_is_taken_is_not_lost() {
+    const SENT: usize = 48;
+    let keepalive =
+        quiet().with_keepalive(Some(Duration::from_secs(1)), Some(Duration::from_secs(30)));
+    let (client, server) = duplex_pair(quiet(), keepalive);
+    for i in 0..SENT {
+        client.send(format!("m{i}")).await.unwrap();
+    }
+    // The first receive reads everything sent (one read), at the time of the read.
+    assert_eq!(server.recv().await.unwrap(), Message::text("m0"));
+    assert_eq!(server.stats().bytes_out, 0, "nothing sent yet");
+    // The ping comes due while the rest waits, decoded, in the input.
+    tokio::time::advance(Duration::from_secs(3)).await;
+    for i in 1..SENT {
+        assert_eq!(server.recv().await.unwrap(), Message::text(format!("m{i}")));
+    }
+    // The input used up, the next receive writes what waited: the ping (2 bytes of header).
+    let idle = tokio::time::timeout(Duration::from_millis(100), server.recv()).await;
+    assert!(idle.is_err(), "nothing more was sent: {idle:?}");
+    assert!(server.stats().bytes_out >= 2, "the ping went out: {:?}", server.stats());
+    // And the client sees it as a ping: it answers, and the server counts the pong as input.
+    let before = server.stats().bytes_in;
+    let answering = tokio::spawn(async move { client.recv().await });
+    let _ = tokio::time::timeout(Duration::from_millis(100), server.recv()).await;
+    assert!(server.stats().bytes_in > before, "the client answered the ping");
+    answering.abort();
+}
