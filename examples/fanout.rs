@@ -1,7 +1,8 @@
 //! The fan-out server of `cargo xtask bench --fanout`: one room, `bench`, that every client of
 //! `/member` joins, and a publisher on `/publish` whose `publish` events are broadcast to the
 //! room as `tick` (each one encoded once, its frame shared by every member's queue). With
-//! `--redis URL`, several copies of it share the room through Redis. The load generator
+//! `--redis URL` (or `--redis-cluster` and the seed nodes of a Redis Cluster), several copies
+//! of it share the room through Redis. The load generator
 //! (`palisade-fanout`, in crates/palisade-bench) measures deliveries per second, the server's
 //! CPU per delivery, the delivery latency and the messages lost; the book's "Rooms and scale-out"
 //! chapter shows the figures.
@@ -115,23 +116,31 @@ async fn publisher(ws: WebSocket, State(rooms): State<Rooms>) -> Result<(), BoxE
 mod args;
 
 const USAGE: &str = "\
-usage: fanout [--addr HOST:PORT] [--redis URL]
+usage: fanout [--addr HOST:PORT] [--redis URL | --redis-cluster URL,URL,...]
 
 The fan-out benchmark's server: members on ws://ADDR/member, a publisher on ws://ADDR/publish.
 
   --addr HOST:PORT   where to listen (default 127.0.0.1:9007)
   --redis URL        share the room with other nodes through Redis
+  --redis-cluster URL,URL,...
+                     the same through a Redis Cluster (its seed nodes)
   -h, --help         print this and exit
 ";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut addr = "127.0.0.1:9007".to_owned();
-    let mut redis: Option<String> = None;
+    let mut redis: Option<palisade::rooms::redis::RedisConfig> = None;
     let mut args = args::Args::new("fanout", USAGE);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--addr" => addr = args.value("--addr"),
-            "--redis" => redis = Some(args.value("--redis")),
+            "--redis" => {
+                redis = Some(palisade::rooms::redis::RedisConfig::new(args.value("--redis")))
+            }
+            "--redis-cluster" => {
+                let seeds = args.value("--redis-cluster");
+                redis = Some(palisade::rooms::redis::RedisConfig::cluster(seeds.split(',')));
+            }
             other => args.unknown(other),
         }
     }
@@ -147,9 +156,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let rooms = match redis {
             None => Rooms::new(config()),
-            Some(url) => {
-                use palisade::rooms::redis::{RedisBackend, RedisConfig};
-                let backend = RedisBackend::connect(RedisConfig::new(url)).await?;
+            Some(redis) => {
+                let backend = palisade::rooms::redis::RedisBackend::connect(redis).await?;
                 Rooms::with_backend(config(), backend)
             }
         };

@@ -20,7 +20,7 @@
 //! Fan-out follows, in a module of its own ([`fanout`]): one room of 100 to 10,000 members
 //! and one publisher, palisade's rooms beside hand-written tokio-tungstenite and fastwebsockets
 //! fan-outs and two palisade nodes through Redis, written to `docs/src/bench/fanout.md`;
-//! `--fanout` runs it alone, `--fanout-redis` only its two-node case.
+//! `--fanout` runs it alone, `--fanout-redis` only its two-node cases (one Redis, a Redis Cluster).
 //!
 //! `--pipelined` runs only the pipelined cases ([`PIPELINED`]) and the same shapes with one
 //! message in flight ([`ONE_IN_FLIGHT`]), with the full run's rounds and durations, and
@@ -254,8 +254,8 @@ usage: cargo xtask bench [--quick | --pipelined | --smoke | --micro | --compress
   --micro        the in-process micro-benchmarks
   --compression  the compression cases alone, written to target/bench-compression/
   --fanout       the fan-out section alone
-  --fanout-redis the two-node case through Redis alone, results in
-                 target/bench/fanout-redis.json (the page left alone)
+  --fanout-redis the two-node cases (one Redis, a Redis Cluster) alone,
+                 results in target/bench/fanout-redis.json (the page left alone)
   --fanout-page  re-render the fan-out page from its last results";
 
 fn bench(mode: &str) -> Result<(), String> {

@@ -28,8 +28,9 @@ Tasks:
                   --compression: only palisade with and without permessage-deflate,
                   written to target/bench-compression/;
                   --fanout: only the fan-out of one room to 100-10,000 members against
-                  hand-written peers and across two nodes through Redis, written to
-                  docs/src/bench/fanout.md; --fanout-redis: only the two-node case,
+                  hand-written peers and across two nodes through Redis (one, and a
+                  cluster), written to docs/src/bench/fanout.md; --fanout-redis: only
+                  the two-node cases,
                   results in target/bench/fanout-redis.json, the page left alone;
                   --fanout-page: that page again from the last run's results)
   soak            echo and room broadcast over 2,000 connections for 60 s against the

@@ -44,12 +44,15 @@ const SERVERS: [(&str, &str, &[&str]); 5] = [
 /// The name of the two-node case in the report.
 const REDIS_CASE: &str = "palisade ×2 + Redis";
 
+/// The two-node case through a Redis Cluster of three shards (the room's traffic on one).
+const CLUSTER_CASE: &str = "palisade ×2 + Redis Cluster";
+
 /// The largest room of the two-node case: every size. (The benchmark's room has no presence,
 /// so that a join through Redis neither reads the room's presence back nor tells everyone:
 /// joining is linear.)
 const REDIS_MAX_MEMBERS: u64 = 10_000;
 
-/// Runs the fan-out cases of `mode` (`full`, `quick` or `smoke`; `redis`: the two-node case
+/// Runs the fan-out cases of `mode` (`full`, `quick` or `smoke`; `redis`: the two-node cases
 /// alone at every size, its results in `target/bench/fanout-redis.json` and the page left
 /// alone, for work on the Redis backend).
 pub(super) fn run(mode: &str) -> Result<(), String> {
@@ -97,7 +100,7 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
         if redis_only {
             return Err("--fanout-redis needs redis-server".into());
         }
-        println!("bench: no redis-server: the two-node case is skipped");
+        println!("bench: no redis-server: the two-node cases are skipped");
     }
 
     let mut results = json!({
@@ -132,21 +135,32 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
             };
             if redis.is_some() && members <= REDIS_MAX_MEMBERS {
                 cases.push(REDIS_CASE);
+                cases.push(CLUSTER_CASE);
             }
             for name in cases {
                 let how = rate.map_or("flat out".to_owned(), |r| format!("at {r} deliveries/s"));
                 println!("bench: fan-out to {members} members of {name}, {how}");
                 let mut servers = Vec::new();
-                let mut redis_process = None;
-                if name == REDIS_CASE {
+                let mut redis_processes = Vec::new();
+                if name == REDIS_CASE || name == CLUSTER_CASE {
                     let binary = redis.as_deref().unwrap_or(Path::new("redis-server"));
                     let mode = if rate.is_some() { "rate" } else { "flat" };
-                    let log = work.join("logs").join(format!("redis-{members}-{mode}.log"));
-                    let process = RedisProcess::start(binary, &pin, &log)?;
-                    let url = process.url();
+                    let (flag, url) = if name == REDIS_CASE {
+                        let log = work.join("logs").join(format!("redis-{members}-{mode}.log"));
+                        let process = RedisProcess::start(binary, &pin, &log, &[])?;
+                        let url = process.url();
+                        redis_processes.push(process);
+                        ("--redis", url)
+                    } else {
+                        let dir = work.join("logs").join(format!("cluster-{members}-{mode}"));
+                        let shards = start_cluster(binary, &pin, &dir)?;
+                        let seeds: Vec<String> = shards.iter().map(RedisProcess::url).collect();
+                        redis_processes.extend(shards);
+                        ("--redis-cluster", seeds.join(","))
+                    };
                     let node = release.join("examples/fanout");
                     for node_name in ["palisade node A", "palisade node B"] {
-                        let flags = ["--redis", url.as_str()];
+                        let flags = [flag, url.as_str()];
                         // The backend's state changes (pub/sub lost, reconnected) are one
                         // warning each: worth having in the node's log.
                         servers.push(Server::start_logging(
@@ -159,7 +173,6 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
                             "error,palisade_redis=warn",
                         )?);
                     }
-                    redis_process = Some(process);
                 } else {
                     let (_, binary, flags) =
                         SERVERS.iter().find(|(n, _, _)| *n == name).expect("a name from SERVERS");
@@ -181,7 +194,7 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
                         &server.pid().to_string(),
                     ]);
                 }
-                if let Some(process) = &redis_process {
+                for process in &redis_processes {
                     command.args(["--server-pid", &process.pid().to_string()]);
                 }
                 command.args(["-n", &members.to_string(), "--window", &WINDOW.to_string()]);
@@ -207,7 +220,7 @@ pub(super) fn run(mode: &str) -> Result<(), String> {
                 }
                 save(&results)?;
                 drop(servers);
-                drop(redis_process);
+                drop(redis_processes);
             }
         }
     }
@@ -272,15 +285,21 @@ struct RedisProcess {
     port: u16,
 }
 
+/// A port nobody listens on now.
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
 impl RedisProcess {
-    fn start(binary: &Path, pin: &Pinning, log: &Path) -> Result<Self, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+    /// With `extra` arguments after the port, persistence and log ones.
+    fn start(binary: &Path, pin: &Pinning, log: &Path, extra: &[String]) -> Result<Self, String> {
+        let port = free_port()?;
         let mut command = pin.command(SERVER_CPU, binary);
         command.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""]);
-        command.args(["--appendonly", "no"]).arg("--logfile").arg(log);
+        command.args(["--appendonly", "no"]).arg("--logfile").arg(log).args(extra);
         command.stdout(Stdio::null()).stderr(Stdio::null());
         let child =
             command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
@@ -312,6 +331,90 @@ impl Drop for RedisProcess {
     }
 }
 
+/// The slots of each of the three shards of [`start_cluster`].
+const CLUSTER_RANGES: [(u16, u16); 3] = [(0, 5460), (5461, 10922), (10923, 16383)];
+
+/// A Redis Cluster of three `redis-server`s (no replicas, no persistence, pinned with the
+/// servers, their configuration and logs in `dir`): the slots split in three with `CLUSTER
+/// ADDSLOTSRANGE`, the shards met with `CLUSTER MEET`, returned once every shard sees the whole
+/// cluster.
+fn start_cluster(binary: &Path, pin: &Pinning, dir: &Path) -> Result<Vec<RedisProcess>, String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut shards = Vec::new();
+    let mut buses = Vec::new();
+    for i in 0..3 {
+        let bus = free_port()?;
+        let config = dir.join(format!("nodes-{i}.conf"));
+        let extra = [
+            "--cluster-enabled".to_owned(),
+            "yes".to_owned(),
+            "--cluster-port".to_owned(),
+            bus.to_string(),
+            "--cluster-config-file".to_owned(),
+            config.display().to_string(),
+            "--dir".to_owned(),
+            dir.display().to_string(),
+        ];
+        shards.push(RedisProcess::start(binary, pin, &dir.join(format!("redis-{i}.log")), &extra)?);
+        buses.push(bus);
+    }
+    for (shard, (first, last)) in shards.iter().zip(CLUSTER_RANGES) {
+        let (first, last) = (first.to_string(), last.to_string());
+        resp(shard.port, &["CLUSTER", "ADDSLOTSRANGE", &first, &last])?;
+    }
+    for (shard, bus) in shards.iter().zip(&buses).skip(1) {
+        let (port, bus) = (shard.port.to_string(), bus.to_string());
+        resp(shards[0].port, &["CLUSTER", "MEET", "127.0.0.1", &port, &bus])?;
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for shard in &shards {
+        loop {
+            let info = resp(shard.port, &["CLUSTER", "INFO"])?;
+            if info.contains("cluster_state:ok")
+                && info.contains("cluster_known_nodes:3")
+                && info.contains("cluster_slots_ok:16384")
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the Redis Cluster did not form within 20 s: {info}"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(shards)
+}
+
+/// Sends one command to the Redis on `port` and reads its reply: a status, a number or a bulk
+/// string as text, an error reply as `Err`.
+fn resp(port: u16, args: &[&str]) -> Result<String, String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let failed = |e: std::io::Error| format!("redis on {port}, {}: {e}", args.join(" "));
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(failed)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(failed)?;
+    let mut request = format!("*{}\r\n", args.len());
+    for arg in args {
+        let _ = write!(request, "${}\r\n{arg}\r\n", arg.len());
+    }
+    stream.write_all(request.as_bytes()).map_err(failed)?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).map_err(failed)?;
+    let line = line.trim_end();
+    match line.split_at_checked(1) {
+        Some(("+" | ":", rest)) => Ok(rest.to_owned()),
+        Some(("$", len)) => {
+            let len: usize = len.parse().map_err(|_| format!("redis on {port}: {line}"))?;
+            let mut body = vec![0; len + 2];
+            reader.read_exact(&mut body).map_err(failed)?;
+            body.truncate(len);
+            Ok(String::from_utf8_lossy(&body).into_owned())
+        }
+        _ => Err(format!("redis on {port}, {}: {line}", args.join(" "))),
+    }
+}
+
 /// The page: how it was measured, then a table per way of publishing.
 fn page(results: &Value) -> String {
     let machine = &results["machine"];
@@ -335,7 +438,8 @@ fn page(results: &Value) -> String {
         "One room, one publisher, every member on its own connection; each publication is a \
          `room.message` text frame of about 130 bytes. *Deliveries/s*: publications received by \
          members, per second. *CPU/delivery*: the server processes' CPU time (user + system, \
-         from `/proc`; for the two-node case both nodes and Redis) divided by the deliveries. \
+         from `/proc`; for the two-node cases both nodes and Redis, all three shards of the \
+         cluster) divided by the deliveries. \
          *× best peer*: that CPU against the lowest of the four hand-written forms at the same \
          size. *Latency*: from the publisher's clock when it wrote the publication to the \
          member's when it read it (both in the generator). *Lost*: publications a member never \
