@@ -843,6 +843,16 @@ impl Shared {
         }
     }
 
+    /// Waits until pub/sub has been up once since the backend started, for at most a command
+    /// timeout; at once after that.
+    async fn started(&self) {
+        if !*self.pubsub_started.borrow() {
+            let mut started = self.pubsub_started.subscribe();
+            let timeout = self.config.command_timeout;
+            let _ = tokio::time::timeout(timeout, started.wait_for(|up| *up)).await;
+        }
+    }
+
     /// Gives a publication its number, in the order the publisher sends them (taken when it
     /// was queued, two publications queued at once from two threads could take their numbers
     /// in one order and their places in the other), and completes its command.
@@ -1718,11 +1728,7 @@ impl Backend for RedisBackend {
             // Only at the start, before the first connection, is pub/sub worth waiting for
             // (a little); later, a publication never yields before it has its place in the
             // queue, which is what keeps publications in the order they were made.
-            if !*shared.pubsub_started.borrow() {
-                let mut started = shared.pubsub_started.subscribe();
-                let timeout = shared.config.command_timeout;
-                let _ = tokio::time::timeout(timeout, started.wait_for(|up| *up)).await;
-            }
+            shared.started().await;
             match shared.publication(&request) {
                 // What becomes of it for this node's members is the publisher's to settle.
                 Ok(done) => {
@@ -1866,6 +1872,10 @@ impl Backend for RedisBackend {
         presence: &'a Presence,
     ) -> BoxFuture<'a, Result<(), BackendError>> {
         Box::pin(async move {
+            // A join right after the node started waits for pub/sub (a little): subscribed
+            // later, what was published between the join's reading of the room's position and
+            // the subscription would be a gap in the member's stream.
+            self.shared.started().await;
             // Subscribed first: what is published from here on reaches this node.
             let subscribed = self.shared.subscribe(self.shared.key("room", room)).await;
             self.shared.join_room(room, presence).await?;
