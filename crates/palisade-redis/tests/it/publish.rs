@@ -225,15 +225,12 @@ fn pause_writes(redis: &RedisServer, millis: u64) {
     assert_eq!(&reply, b"+OK\r\n");
 }
 
-/// A publication whose pipeline went out but got no answer within the command timeout (Redis
-/// held it for a second) is a `Timeout` for its caller and is not delivered locally: Redis
-/// publishes it once the pause ends, and this node's members get it then, exactly once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_timed_out_publication_that_redis_runs_later_is_delivered_once() {
-    let redis = RedisServer::start();
-    // Heartbeats far apart: the pause must not make this node look dead.
+/// A node whose commands time out after 300 ms, with heartbeats far apart (a pause must not
+/// make it look dead), and a member of its `lobby` that has had one publication: `n: 0`.
+async fn node_for_pauses(redis: &RedisServer) -> (Node, Peer) {
     let config = RedisConfig::new(redis.url())
         .with_heartbeat(Duration::from_secs(2), Duration::from_secs(10))
+        .with_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .with_command_timeout(Duration::from_millis(300));
     let backend = RedisBackend::connect(config).await.unwrap();
     let a = Node::with_backend(backend, rooms_config()).await;
@@ -241,7 +238,16 @@ async fn a_timed_out_publication_that_redis_runs_later_is_delivered_once() {
     near.join("lobby").await;
     a.rooms.broadcast("lobby", "n", &json!({ "n": 0 })).await.unwrap();
     assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 0 }));
+    (a, near)
+}
 
+/// A publication whose pipeline went out but got no answer within the command timeout (Redis
+/// held it for a second) is a `Timeout` for its caller and is not delivered locally: Redis
+/// publishes it once the pause ends, and this node's members get it then, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timed_out_publication_that_redis_runs_later_is_delivered_once() {
+    let redis = RedisServer::start();
+    let (a, mut near) = node_for_pauses(&redis).await;
     pause_writes(&redis, 1000);
     let held = a.rooms.broadcast("lobby", "n", &json!({ "n": 1 })).await;
     match held {
@@ -261,17 +267,7 @@ async fn a_timed_out_publication_that_redis_runs_later_is_delivered_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_timed_out_publication_that_redis_never_runs_is_delivered_when_it_dies() {
     let mut redis = RedisServer::start();
-    let config = RedisConfig::new(redis.url())
-        .with_heartbeat(Duration::from_secs(2), Duration::from_secs(10))
-        .with_backoff(Duration::from_millis(50), Duration::from_millis(300))
-        .with_command_timeout(Duration::from_millis(300));
-    let backend = RedisBackend::connect(config).await.unwrap();
-    let a = Node::with_backend(backend, rooms_config()).await;
-    let mut near = Peer::open(a.addr(), "near").await;
-    near.join("lobby").await;
-    a.rooms.broadcast("lobby", "n", &json!({ "n": 0 })).await.unwrap();
-    assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 0 }));
-
+    let (a, mut near) = node_for_pauses(&redis).await;
     pause_writes(&redis, 10_000);
     let held = a.rooms.broadcast("lobby", "n", &json!({ "n": 1 })).await;
     assert!(matches!(held, Err(RoomsError::Backend(BackendError::Timeout { .. }))), "{held:?}");
