@@ -216,10 +216,15 @@ async fn the_reaper_is_silent_in_rooms_without_presence() {
 /// Asks the test's Redis to hold every write command (PUBLISH and scripts included) for
 /// `millis`, as a slow or stalled server would; reads are still answered.
 fn pause_writes(redis: &RedisServer, millis: u64) {
+    admin(redis, &format!("CLIENT PAUSE {millis} WRITE"));
+}
+
+/// Sends the test's Redis one inline command that answers `+OK`.
+fn admin(redis: &RedisServer, command: &str) {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect(("127.0.0.1", redis.port)).unwrap();
     tcp.set_read_timeout(Some(WAIT)).unwrap();
-    tcp.write_all(format!("CLIENT PAUSE {millis} WRITE\r\n").as_bytes()).unwrap();
+    tcp.write_all(format!("{command}\r\n").as_bytes()).unwrap();
     let mut reply = [0u8; 5];
     tcp.read_exact(&mut reply).unwrap();
     assert_eq!(&reply, b"+OK\r\n");
@@ -228,7 +233,14 @@ fn pause_writes(redis: &RedisServer, millis: u64) {
 /// A node whose commands time out after 300 ms, with heartbeats far apart (a pause must not
 /// make it look dead), and a member of its `lobby` that has had one publication: `n: 0`.
 async fn node_for_pauses(redis: &RedisServer) -> (Node, Peer) {
+    node_for_pauses_queueing(redis, 8192).await
+}
+
+/// [`node_for_pauses`] with room for `queue` publications waiting for Redis (and as many
+/// waiting to come back).
+async fn node_for_pauses_queueing(redis: &RedisServer, queue: usize) -> (Node, Peer) {
     let config = RedisConfig::new(redis.url())
+        .with_publish_queue(queue)
         .with_heartbeat(Duration::from_secs(2), Duration::from_secs(10))
         .with_backoff(Duration::from_millis(50), Duration::from_millis(300))
         .with_command_timeout(Duration::from_millis(300));
@@ -298,6 +310,36 @@ async fn a_timed_out_publication_that_redis_never_runs_is_delivered_when_it_dies
             break;
         }
     }
+}
+
+/// Publications that timed out wait to come back at most `publish_queue` at a time: one more,
+/// and all of them are delivered here at once, in order; when Redis runs them after all, their
+/// copies are dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_publications_past_the_queue_are_delivered_here_at_once() {
+    let redis = RedisServer::start();
+    let (a, mut near) = node_for_pauses_queueing(&redis, 4).await;
+    pause_writes(&redis, 10_000);
+    let four: Vec<Value> = (1..=4).map(|n| json!({ "n": n })).collect();
+    let held = join_all(four.iter().map(|data| a.rooms.broadcast("lobby", "n", data))).await;
+    assert!(held.iter().all(Result::is_err), "{held:?}");
+    // Four wait: nothing yet.
+    let early = tokio::time::timeout(Duration::from_millis(200), near.ws.recv()).await;
+    assert!(early.is_err(), "nothing while four wait: {early:?}");
+    // The fifth is one too many: all five, here, in order, at once (well before the next
+    // heartbeat, 2 s after the node's start, fails on the paused Redis and delivers them too).
+    assert!(a.rooms.broadcast("lobby", "n", &json!({ "n": 5 })).await.is_err());
+    let here = tokio::time::timeout(Duration::from_millis(500), messages(&mut near, 5))
+        .await
+        .expect("delivered at once");
+    let here: Vec<Value> = here.into_iter().map(|(_, data)| data).collect();
+    assert_eq!(here, (1..=5).map(|n| json!({ "n": n })).collect::<Vec<_>>());
+
+    // Redis runs them now: their copies come back and are dropped.
+    admin(&redis, "CLIENT UNPAUSE");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.rooms.broadcast("lobby", "n", &json!({ "n": 6 })).await.unwrap();
+    assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 6 }), "no second copies");
 }
 
 /// A publication that reaches a node twice (as one would while a cluster client has two
