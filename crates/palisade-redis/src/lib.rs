@@ -247,10 +247,8 @@ struct Shared {
     /// publishes there meanwhile may not come back, and its members are not owed it (they
     /// are still joining; a room with a history hands it over in the join's reply).
     joining: Mutex<HashSet<String>>,
-    /// Per room with local members and a history, the epoch and offset of the last
-    /// publication received (see [`Shared::seen_before`]).
-    seen: Mutex<HashMap<String, (String, u64)>>,
-    /// What became of this node's own publications, for its own members (see [`Returns`]).
+    /// Per room with local members: what became of this node's own publications, and the
+    /// last offset received (see [`Returns`]).
     returns: Mutex<Returns>,
     /// The number the next publication of this node carries.
     next_token: AtomicU64,
@@ -293,9 +291,12 @@ struct Returns {
     pending: usize,
 }
 
-/// [`Returns`] of one room with members here.
+/// [`Returns`] of one room with members here, and the epoch and offset of the last of its
+/// publications received (see [`Own::seen_before`]).
 #[derive(Default)]
 struct Own {
+    epoch: String,
+    offset: u64,
     /// The number of this node's last publication back through the subscription.
     back: u64,
     /// The highest number delivered here directly: anything up to it that comes back is
@@ -306,6 +307,35 @@ struct Own {
 }
 
 impl Own {
+    /// Whether a publication with this epoch and offset is one this node has had already
+    /// (offsets grow by one per publication within an epoch, and one room's reach a node in
+    /// order): a duplicate, which a connection subscribed twice for a moment (a cluster client
+    /// replacing a node's connection) would otherwise deliver twice.
+    fn seen_before(&mut self, epoch: &str, offset: u64) -> bool {
+        if self.epoch == epoch {
+            if offset <= self.offset {
+                return true;
+            }
+        } else {
+            epoch.clone_into(&mut self.epoch);
+        }
+        self.offset = offset;
+        false
+    }
+
+    /// One of this node's publications came back through the subscription: whether to deliver
+    /// it (not if it was delivered here directly already, or came twice). Its room's earlier
+    /// pending ones did not come back (Redis ran them before it, but their copies were lost
+    /// with a subscription): they are delivered first, here. The pending ones settled.
+    fn came_back(&mut self, local: &Local, token: u64) -> Option<usize> {
+        if token <= self.local || token <= self.back {
+            return None;
+        }
+        self.back = token;
+        let answered = usize::from(self.pending.remove(&token).is_some());
+        Some(self.flush(local, token - 1, None) + answered)
+    }
+
     /// Delivers the pending publications up to `upto`, then `this`, in order.
     fn flush(&mut self, local: &Local, upto: u64, this: Option<&Publication>) -> usize {
         let later = self.pending.split_off(&(upto + 1));
@@ -415,16 +445,15 @@ async fn each<'a>(
 /// The hash tag of a command's first key (Redis's rule: between the first `{` and the next
 /// `}`, when not empty; else the whole key): commands with the same one are in one slot.
 fn hash_tag(cmd: &redis::Cmd) -> &[u8] {
-    let args: Vec<&[u8]> = cmd
+    let mut args = cmd
         .args_iter()
-        .filter_map(|arg| if let redis::Arg::Simple(bytes) = arg { Some(bytes) } else { None })
-        .collect();
+        .filter_map(|arg| if let redis::Arg::Simple(bytes) = arg { Some(bytes) } else { None });
     // `EVALSHA sha numkeys key …` (or `EVAL script …`); every other command here names its
     // key first.
-    let scripted = args.first().is_some_and(|name| {
+    let scripted = args.next().is_some_and(|name| {
         name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL")
     });
-    let key = args.get(if scripted { 3 } else { 1 }).copied().unwrap_or_default();
+    let key = if scripted { args.nth(2) } else { args.next() }.unwrap_or_default();
     match key.iter().position(|&b| b == b'{') {
         Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
             Some(len) if len > 0 => &key[open + 1..open + 1 + len],
@@ -502,8 +531,8 @@ const MAX_PIPELINE: usize = 1024;
 
 /// A publication on its way to Redis, and where its outcome goes.
 struct Outgoing {
-    /// `EVALSHA` of [`PUBLISH_SCRIPT`] without its last argument, or what a plain `PUBLISH`
-    /// sends after the origin line: the publisher completes it with the publication's number
+    /// `EVALSHA` of [`PUBLISH_SCRIPT`] without its last argument, or a plain `PUBLISH` yet to
+    /// be written: the publisher completes it with the publication's number
     /// ([`Shared::stamp`]).
     body: Body,
     /// The command, once stamped.
@@ -526,7 +555,8 @@ enum Body {
     /// The script (a standalone pipeline loads it first; a cluster's shard without it gets it
     /// with `EVAL`).
     Script(redis::Cmd),
-    /// A plain publish of `p`, the origin line, then this.
+    /// A plain publish of the publication (its local copy's frame), with the session it
+    /// leaves out (empty for none).
     Plain(String),
 }
 
@@ -652,7 +682,6 @@ impl RedisBackend {
             down: Mutex::new(HashSet::new()),
             retry: tokio::sync::Notify::new(),
             joining: Mutex::new(HashSet::new()),
-            seen: Mutex::new(HashMap::new()),
             returns: Mutex::new(Returns::default()),
             next_token: AtomicU64::new(1),
             losses: AtomicU64::new(0),
@@ -781,17 +810,28 @@ impl Shared {
                     parts.next(),
                 ) {
                     let offset = offset.parse().ok();
-                    if offset.is_some_and(|offset| self.seen_before(room, epoch, offset)) {
+                    let except = (!except.is_empty()).then(|| SessionId::from(except.to_owned()));
+                    let publication = Publication::from_data(room, offset, data, except);
+                    let mut returns = lock(&self.returns);
+                    let Returns { rooms, pending } = &mut *returns;
+                    let own = rooms.entry(room.to_owned()).or_default();
+                    if offset.is_some_and(|offset| own.seen_before(epoch, offset)) {
                         tracing::debug!(room, ?offset, "redis: a publication came twice; dropped");
                         return;
                     }
-                    let except = (!except.is_empty()).then(|| SessionId::from(except.to_owned()));
-                    let publication = Publication::from_data(room, offset, data, except);
                     match token.parse() {
+                        // Delivered under the lock: in order with what the publisher delivers
+                        // here directly.
                         Ok(token) if origin == local.node() => {
-                            self.came_back(local, token, &publication);
+                            if let Some(settled) = own.came_back(local, token) {
+                                local.deliver(&publication);
+                                *pending = pending.saturating_sub(settled);
+                            }
                         }
-                        _ => local.deliver(&publication),
+                        _ => {
+                            drop(returns);
+                            local.deliver(&publication);
+                        }
                     }
                 }
                 return;
@@ -870,28 +910,11 @@ impl Shared {
                 command.arg(origin);
                 command
             }
-            Body::Plain(rest) => {
-                self.publish_cmd(job.channel.clone(), format!("p\n{origin}\n{rest}"))
+            Body::Plain(except) => {
+                let message = format!("p\n{origin}\n{except}\n\n\n{}", job.local.data());
+                self.publish_cmd(job.channel.clone(), message)
             }
         };
-    }
-
-    /// One of this node's publications came back through the subscription: delivered, unless
-    /// it was delivered here directly already or came twice. Its room's earlier pending ones
-    /// did not come back (Redis ran them before it, but their copies were lost with a
-    /// subscription): they are delivered first, here.
-    fn came_back(&self, local: &Local, token: u64, publication: &Publication) {
-        let mut returns = lock(&self.returns);
-        let Returns { rooms, pending } = &mut *returns;
-        let own = rooms.entry(publication.room().to_owned()).or_default();
-        if token <= own.local || token <= own.back {
-            return;
-        }
-        own.back = token;
-        let answered = usize::from(own.pending.remove(&token).is_some());
-        let flushed = own.flush(local, token - 1, None);
-        local.deliver(publication);
-        *pending = pending.saturating_sub(flushed + answered);
     }
 
     /// A publication's outcome is in: what becomes of it for this node's members (see
@@ -960,26 +983,6 @@ impl Shared {
             }
         }
         returns.pending = 0;
-    }
-
-    /// Whether a room's publication with this epoch and offset is one this node has had
-    /// already (offsets grow by one per publication within an epoch, and one room's reach a
-    /// node in order): a duplicate, which a connection subscribed twice for a moment (a
-    /// cluster client replacing a node's connection) would otherwise deliver twice.
-    fn seen_before(&self, room: &str, epoch: &str, offset: u64) -> bool {
-        let mut seen = lock(&self.seen);
-        match seen.get_mut(room) {
-            Some((last_epoch, last)) if last_epoch == epoch => {
-                if offset <= *last {
-                    return true;
-                }
-                *last = offset;
-            }
-            _ => {
-                seen.insert(room.to_owned(), (epoch.to_owned(), offset));
-            }
-        }
-        false
     }
 
     /// The nodes whose heartbeat is current, among `nodes`.
@@ -1300,7 +1303,7 @@ impl Shared {
                     .arg(self.publish_command());
                 Body::Script(command)
             }
-            None => Body::Plain(format!("{except}\n\n\n{}", local.data())),
+            None => Body::Plain(except.to_owned()),
         };
         let (done, outcome) = oneshot::channel();
         let command = redis::Cmd::new();
@@ -1402,9 +1405,10 @@ async fn publish_each(
     conn: &ClusterConnection,
     batch: &[Outgoing],
 ) -> Vec<Result<(), BackendError>> {
-    let down = lock(&shared.down).clone();
-    let sent: Vec<usize> =
-        (0..batch.len()).filter(|&i| !down.contains(&batch[i].channel)).collect();
+    let sent: Vec<usize> = {
+        let down = lock(&shared.down);
+        (0..batch.len()).filter(|&i| !down.contains(&batch[i].channel)).collect()
+    };
     let mut replies = each(conn, sent.iter().map(|&i| &batch[i].command)).await;
     let noscript = |reply: &redis::RedisResult<redis::Value>| {
         reply.as_ref().is_err_and(|err| err.code() == Some("NOSCRIPT"))
@@ -1893,7 +1897,6 @@ impl Backend for RedisBackend {
             let shared = &self.shared;
             if last_local {
                 shared.unsubscribe(&shared.key("room", room)).await;
-                lock(&shared.seen).remove(room);
                 let mut returns = lock(&shared.returns);
                 if let Some(own) = returns.rooms.remove(room) {
                     returns.pending = returns.pending.saturating_sub(own.pending.len());

@@ -264,36 +264,14 @@ async fn a_shard_dying_stops_only_its_rooms() {
     let failed = alice.event_past_presence("failed").await;
     assert!(["unavailable", "timeout"].contains(&failed["code"].as_str().unwrap()), "{failed}");
     // A live shard's room crosses nodes (once the backend has subscribed again).
-    let mut crossed = false;
-    for attempt in 0..100 {
-        alice.send(say(live_room, &format!("live {attempt}"))).await;
-        while let Some(event) = maybe_event(&mut bob, Duration::from_millis(100)).await {
-            if event["event"] == "room.message" && event["data"]["room"] == live_room.as_str() {
-                crossed = true;
-            }
-        }
-        if crossed {
-            break;
-        }
-    }
+    let crossed = crosses(&alice, &mut bob, live_room, "live", 100).await;
     assert!(crossed, "a live shard's room crosses nodes while another shard is down");
 
     cluster.restart(dying);
     cluster.wait_whole();
     let back = std::time::Instant::now();
-    let mut crossed = false;
     // Reconnecting to a restarted shard can take a while on a loaded machine.
-    for attempt in 0..300 {
-        alice.send(say(dead_room, &format!("back {attempt}"))).await;
-        while let Some(event) = maybe_event(&mut bob, Duration::from_millis(100)).await {
-            if event["event"] == "room.message" && event["data"]["room"] == dead_room.as_str() {
-                crossed = true;
-            }
-        }
-        if crossed {
-            break;
-        }
-    }
+    let crossed = crosses(&alice, &mut bob, dead_room, "back", 300).await;
     assert!(crossed, "the shard's room crosses nodes again once it is back");
     println!("crossing again {:?} after the shard was back", back.elapsed());
 }
@@ -344,17 +322,6 @@ async fn a_rooms_slot_moving_to_another_shard_keeps_it_crossing_nodes() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut crossed = false;
-    for attempt in 0..100 {
-        alice.send(say(&format!("after {attempt}"))).await;
-        while let Some(event) = maybe_event(&mut bob, Duration::from_millis(100)).await {
-            if event["event"] == "room.message" {
-                crossed = true;
-            }
-        }
-        if crossed {
-            break;
-        }
-    }
+    let crossed = crosses(&alice, &mut bob, &room, "after", 100).await;
     assert!(crossed, "the room crosses nodes from its new shard");
 }

@@ -18,6 +18,31 @@ pub(crate) async fn maybe_event(peer: &mut Peer, wait: Duration) -> Option<Value
     }
 }
 
+/// Has `from` say `TAG 0`, `TAG 1` … in `room`, one each 100 ms, until `to` receives one of
+/// them there, at most `attempts` times: whether it did.
+pub(crate) async fn crosses(
+    from: &Peer,
+    to: &mut Peer,
+    room: &str,
+    tag: &str,
+    attempts: usize,
+) -> bool {
+    for attempt in 0..attempts {
+        let text = format!("{tag} {attempt}");
+        from.send(json!({"event": "say", "data": {"room": room, "text": text}})).await;
+        let mut crossed = false;
+        while let Some(event) = maybe_event(to, Duration::from_millis(100)).await {
+            if event["event"] == "room.message" && event["data"]["room"] == room {
+                crossed = true;
+            }
+        }
+        if crossed {
+            return true;
+        }
+    }
+    false
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_private_messages_and_presence_cross_nodes() {
     let redis = RedisServer::start();
@@ -96,18 +121,7 @@ async fn redis_killed_and_restarted_mid_run() {
         async move { rooms.presence("lobby").await.is_ok_and(|list| list.len() == 3) }
     })
     .await;
-    let mut delivered = false;
-    for attempt in 0..100 {
-        alice.send(json!({"event": "say", "data": {"room": "lobby", "text": format!("back {attempt}")}})).await;
-        while let Some(event) = maybe_event(&mut bob, Duration::from_millis(100)).await {
-            if event["event"] == "room.message" {
-                delivered = true;
-            }
-        }
-        if delivered {
-            break;
-        }
-    }
+    let delivered = crosses(&alice, &mut bob, "lobby", "back", 100).await;
     assert!(delivered, "cross-node delivery resumed after the restart");
     let sent = alice.ok("user.send", json!({"to": "bob", "event": "dm", "data": {}})).await;
     assert_eq!(sent, json!({"sessions": 1}));
