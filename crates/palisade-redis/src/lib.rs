@@ -39,6 +39,10 @@
 //!   (`XADD … MAXLEN ~ history_size`) and publishes, atomically, so every node sees offsets in
 //!   order (the publication order above); the epoch is a key of its own, made anew (with the
 //!   offsets starting over) when Redis has lost it. A join reads what it missed with `XRANGE`.
+//!   A node whose subscription was down meanwhile (its pub/sub connection lost, its room's
+//!   shard down, or a join made while it was) sees the offsets of the next publication jump,
+//!   fetches the publications between with `XRANGE` (at most the last 10,000) and delivers
+//!   them first: its members' live stream has no gap as long as the history holds them.
 //! - **Presence** and sessions are hashes (`PREFIX:presence:{ROOM}`, `PREFIX:user:{USER}`).
 //!   Each node refreshes a heartbeat key (`PREFIX:node:{NODE}`, expiring after
 //!   [`RedisConfig::node_timeout`]); entries of a node whose key has expired are left out of
@@ -297,6 +301,9 @@ struct Returns {
 struct Own {
     epoch: String,
     offset: u64,
+    /// Until a publication is received: the lowest position a join here read (the first
+    /// received must follow it, see [`Own::missing_from`]).
+    seed: Option<(String, u64)>,
     /// The number of this node's last publication back through the subscription.
     back: u64,
     /// The highest number delivered here directly: anything up to it that comes back is
@@ -318,9 +325,26 @@ impl Own {
             }
         } else {
             epoch.clone_into(&mut self.epoch);
+            self.seed = None;
         }
         self.offset = offset;
         false
+    }
+
+    /// The first offset missing before a publication received with this epoch and offset: its
+    /// room's publications reach a node in order, one offset after the other, so a jump means
+    /// some went by while the node was not subscribed (the pub/sub connection lost, a shard
+    /// down, a join made meanwhile). None without a jump, or after a new epoch (the history
+    /// started over: nothing to fetch).
+    fn missing_from(&self, epoch: &str, offset: u64) -> Option<u64> {
+        let last = if self.epoch.is_empty() {
+            self.seed.as_ref().filter(|(seed, _)| seed == epoch)?.1
+        } else {
+            self.offset
+        };
+        (self.epoch.is_empty() || self.epoch == epoch)
+            .then_some(last + 1)
+            .filter(|&first| first < offset)
     }
 
     /// One of this node's publications came back through the subscription: whether to deliver
@@ -513,7 +537,7 @@ if not epoch then
 end
 local offset = redis.call('INCR', KEYS[1])
 local data = '{"room":' .. ARGV[1] .. ',"offset":' .. offset .. ',"event":' .. ARGV[2] .. ',"data":' .. ARGV[3] .. '}'
-redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], offset .. '-0', 'd', data)
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[6], offset .. '-0', 'd', data, 'm', ARGV[11] .. '\n' .. ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
@@ -524,6 +548,21 @@ return offset
 /// [`PUBLISH_SCRIPT`], its SHA-1 computed once.
 static PUBLISH: std::sync::LazyLock<redis::Script> =
     std::sync::LazyLock::new(|| redis::Script::new(PUBLISH_SCRIPT));
+
+/// Publications a node fetches from a room's history at most, after finding it missed some
+/// (see [`Shared::catch_up`]).
+const MAX_CATCH_UP: u64 = 10_000;
+
+/// A publication as it came on a room's channel or from its history.
+struct Received<'a> {
+    /// The node that published it, and its number there (see [`Returns`]).
+    origin: &'a str,
+    token: Option<u64>,
+    /// The session it leaves out, or empty.
+    except: &'a str,
+    /// Its `room.message` data.
+    data: &'a str,
+}
 
 /// Publications in one pipeline, at most: the replies of one pipeline come back within one
 /// command timeout, and a caller waits behind at most this many others.
@@ -809,29 +848,13 @@ impl Shared {
                     parts.next(),
                     parts.next(),
                 ) {
-                    let offset = offset.parse().ok();
-                    let except = (!except.is_empty()).then(|| SessionId::from(except.to_owned()));
-                    let publication = Publication::from_data(room, offset, data, except);
-                    let mut returns = lock(&self.returns);
-                    let Returns { rooms, pending } = &mut *returns;
-                    let own = rooms.entry(room.to_owned()).or_default();
-                    if offset.is_some_and(|offset| own.seen_before(epoch, offset)) {
-                        tracing::debug!(room, ?offset, "redis: a publication came twice; dropped");
-                        return;
-                    }
-                    match token.parse() {
-                        // Delivered under the lock: in order with what the publisher delivers
-                        // here directly.
-                        Ok(token) if origin == local.node() => {
-                            if let Some(settled) = own.came_back(local, token) {
-                                local.deliver(&publication);
-                                *pending = pending.saturating_sub(settled);
-                            }
-                        }
-                        _ => {
-                            drop(returns);
-                            local.deliver(&publication);
-                        }
+                    let position = offset.parse().ok().map(|offset| (epoch, offset));
+                    let received = Received { origin, token: token.parse().ok(), except, data };
+                    if let Some(first) = self.accept(local, room, position, &received, true)
+                        && let Some((_, offset)) = position
+                    {
+                        self.catch_up(local, room, epoch, first, offset - 1).await;
+                        self.accept(local, room, position, &received, false);
                     }
                 }
                 return;
@@ -881,6 +904,132 @@ impl Shared {
                 let _ = waiting.send(answer.to_owned());
             }
         }
+    }
+
+    /// Delivers a publication received on its room's channel (or fetched from its history by
+    /// [`Shared::catch_up`]) to this node's members, unless it was had already: a copy that
+    /// came twice, or one of this node's own that was delivered here directly.
+    ///
+    /// With `gaps`, a publication that shows some before it were missed is not delivered: the
+    /// first offset missing is returned instead, to be fetched first.
+    fn accept(
+        &self,
+        local: &Local,
+        room: &str,
+        position: Option<(&str, u64)>,
+        received: &Received<'_>,
+        gaps: bool,
+    ) -> Option<u64> {
+        let except =
+            (!received.except.is_empty()).then(|| SessionId::from(received.except.to_owned()));
+        let offset = position.map(|(_, offset)| offset);
+        let publication = Publication::from_data(room, offset, received.data, except);
+        let mut returns = lock(&self.returns);
+        let Returns { rooms, pending } = &mut *returns;
+        let own = rooms.entry(room.to_owned()).or_default();
+        if let Some((epoch, offset)) = position {
+            if gaps && let Some(first) = own.missing_from(epoch, offset) {
+                return Some(first);
+            }
+            if own.seen_before(epoch, offset) {
+                tracing::debug!(room, offset, "redis: a publication came twice; dropped");
+                return None;
+            }
+        }
+        match received.token {
+            // Delivered under the lock: in order with what the publisher delivers here
+            // directly.
+            Some(token) if received.origin == local.node() => {
+                if let Some(settled) = own.came_back(local, token) {
+                    local.deliver(&publication);
+                    *pending = pending.saturating_sub(settled);
+                }
+            }
+            _ => {
+                drop(returns);
+                local.deliver(&publication);
+            }
+        }
+        None
+    }
+
+    /// Fetches the publications `first..=last` of `room` (epoch `epoch`) from its history and
+    /// delivers them, in order: they were published while this node was not subscribed to the
+    /// room's channel, and its members get them before the one that showed the gap. At most
+    /// the last [`MAX_CATCH_UP`]; what the history no longer holds, or a Redis that does not
+    /// answer, leaves a gap, logged.
+    async fn catch_up(&self, local: &Local, room: &str, epoch: &str, first: u64, last: u64) {
+        let start = first.max((last + 1).saturating_sub(MAX_CATCH_UP));
+        let mut cmd = redis::cmd("XRANGE");
+        cmd.arg(self.key("stream", room)).arg(format!("{start}-0")).arg(format!("{last}-0"));
+        let fetched = tokio::time::timeout(
+            self.config.command_timeout,
+            self.query::<redis::streams::StreamRangeReply>(&cmd),
+        )
+        .await
+        .unwrap_or(Err(BackendError::Timeout { what: "a room's history" }));
+        let reply = match fetched {
+            Ok(reply) => reply,
+            Err(err) => {
+                let missed = last + 1 - first;
+                tracing::warn!(
+                    room,
+                    missed,
+                    "redis: publications missed while unsubscribed not fetched: {err}"
+                );
+                return;
+            }
+        };
+        let mut delivered = 0;
+        for entry in &reply.ids {
+            let offset = entry.id.split('-').next().and_then(|o| o.parse::<u64>().ok());
+            let data: Option<String> = entry.get("d");
+            let (Some(offset), Some(data)) = (offset, data) else { continue };
+            // Who published it: `NODE\nTOKEN\nEXCEPT` (none in an entry of an older version).
+            let meta: String = entry.get("m").unwrap_or_default();
+            let mut parts = meta.splitn(3, '\n');
+            let (origin, token, except) = (parts.next(), parts.next(), parts.next());
+            let received = Received {
+                origin: origin.unwrap_or_default(),
+                token: token.and_then(|t| t.parse().ok()),
+                except: except.unwrap_or_default(),
+                data: &data,
+            };
+            self.accept(local, room, Some((epoch, offset)), &received, false);
+            delivered += 1;
+        }
+        let missed = (last + 1 - first).saturating_sub(delivered);
+        if missed > 0 {
+            tracing::warn!(
+                room,
+                missed,
+                "redis: publications missed while unsubscribed are no longer in the room's history"
+            );
+        } else {
+            tracing::debug!(
+                room,
+                delivered,
+                "redis: publications missed while unsubscribed delivered from the room's history"
+            );
+        }
+    }
+
+    /// A join read `room`'s position: until this node receives a publication of the room, the
+    /// first must follow the lowest position read (what a join that found the subscription
+    /// down would otherwise miss, see [`Own::missing_from`]).
+    fn seed(&self, room: &str, epoch: &str, offset: u64) {
+        if !lock(&self.rooms).contains(&self.key("room", room)) {
+            return;
+        }
+        let mut returns = lock(&self.returns);
+        let own = returns.rooms.entry(room.to_owned()).or_default();
+        if !own.epoch.is_empty() {
+            return;
+        }
+        own.seed = match own.seed.take() {
+            Some((seed, lowest)) if seed == epoch => Some((seed, lowest.min(offset))),
+            _ => Some((epoch.to_owned(), offset)),
+        };
     }
 
     /// Waits until pub/sub has been up once since the backend started, for at most a command
@@ -1764,6 +1913,7 @@ impl Backend for RedisBackend {
                 .invoke_async(&mut shared.conn())
                 .await
                 .map_err(failed)?;
+            shared.seed(room, &epoch, top);
             let position = StreamPosition { epoch: epoch.clone(), offset: top };
             let Some(since) = since else {
                 return Ok(Recovered::new(position, Err(NotRecovered::NotRequested)));

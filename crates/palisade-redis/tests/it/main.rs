@@ -20,6 +20,7 @@ use palisade_server::{BoxError, Path, Running, Server, State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+mod catch_up;
 mod cluster;
 mod nodes;
 mod publish;

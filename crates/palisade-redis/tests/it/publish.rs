@@ -215,7 +215,7 @@ async fn the_reaper_is_silent_in_rooms_without_presence() {
 
 /// Asks the test's Redis to hold every write command (PUBLISH and scripts included) for
 /// `millis`, as a slow or stalled server would; reads are still answered.
-fn pause_writes(redis: &RedisServer, millis: u64) {
+pub(crate) fn pause_writes(redis: &RedisServer, millis: u64) {
     admin(redis, &format!("CLIENT PAUSE {millis} WRITE"));
 }
 

@@ -1,0 +1,179 @@
+//! A node that missed some of a room's publications (its subscription was down while they
+//! were published) fetches them from the room's history before the next one, so that its
+//! members' live stream has no gap.
+
+use super::*;
+use crate::publish::pause_writes;
+
+/// A node like [`Node::start`]'s whose pub/sub reconnects no sooner than `first` after a
+/// loss: time enough for the test to publish while it is not subscribed.
+async fn slow_to_resubscribe(url: &str, first: Duration) -> Node {
+    let config = redis_config(url).with_backoff(first, first * 2);
+    Node::with_backend(RedisBackend::connect(config).await.unwrap(), rooms_config()).await
+}
+
+/// A command connection of the test's own.
+async fn spy(redis: &RedisServer) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(redis.url()).unwrap();
+    client.get_multiplexed_async_connection().await.unwrap()
+}
+
+/// Closes the pub/sub connection subscribed to the most channels: node B's, which has a room
+/// more than node A's. (Node A's must stay up: a node refuses to publish while its own pub/sub
+/// is down.)
+async fn cut_bs_subscription(conn: &mut redis::aio::MultiplexedConnection) {
+    let list: String =
+        redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub").query_async(conn).await.unwrap();
+    let field = |line: &str, name: &str| -> u64 {
+        let value = line.split(' ').find_map(|f| f.strip_prefix(name));
+        value.and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} in {line}"))
+    };
+    let mut clients: Vec<(u64, u64)> =
+        list.lines().map(|line| (field(line, "sub="), field(line, "id="))).collect();
+    clients.sort_unstable();
+    assert!(
+        clients.len() == 2 && clients[0].0 < clients[1].0,
+        "two nodes, B subscribed to more channels: {list}"
+    );
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(clients[1].1)
+        .query_async(conn)
+        .await
+        .unwrap();
+    assert_eq!(killed, 1);
+}
+
+/// How many connections are subscribed to `room`'s channel.
+async fn subscribers(conn: &mut redis::aio::MultiplexedConnection, room: &str) -> u64 {
+    let reply: (String, u64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(format!("palisade:room:{{{room}}}"))
+        .query_async(conn)
+        .await
+        .unwrap();
+    reply.1
+}
+
+/// Reads `count` of `peer`'s `room.message`s and checks they are the offsets after `offset`,
+/// in order, each carrying `n` one below its offset.
+async fn expect_next(peer: &mut Peer, offset: &mut u64, count: u64) {
+    for _ in 0..count {
+        let p = peer.event("room.message").await;
+        assert_eq!(p["offset"].as_u64(), Some(*offset + 1), "no gap, no duplicate: {p}");
+        assert_eq!(p["data"]["n"].as_u64(), Some(*offset), "{p}");
+        *offset += 1;
+    }
+}
+
+/// Node B's pub/sub connection is cut while node A publishes 20 publications into a room with
+/// a history; B's member gets them all, in order, before the first one published once B is
+/// subscribed again. (Without the catch-up it gets offset 1, then 22.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_subscription_was_cut_catches_up_from_the_history() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    let b = slow_to_resubscribe(&redis.url(), Duration::from_millis(300)).await;
+    let mut conn = spy(&redis).await;
+    let mut far = Peer::open(b.addr(), "far").await;
+    far.join("feed-cut").await;
+    a.rooms.broadcast("feed-cut", "n", &json!({ "n": 0 })).await.unwrap();
+    let mut offset = 0;
+    expect_next(&mut far, &mut offset, 1).await;
+
+    cut_bs_subscription(&mut conn).await;
+    for n in 1..=20 {
+        a.rooms.broadcast("feed-cut", "n", &json!({ "n": n })).await.unwrap();
+    }
+    assert_eq!(subscribers(&mut conn, "feed-cut").await, 0, "published while B was not subscribed");
+    eventually("B subscribed again", || {
+        let mut conn = conn.clone();
+        async move { subscribers(&mut conn, "feed-cut").await == 1 }
+    })
+    .await;
+    a.rooms.broadcast("feed-cut", "n", &json!({ "n": 21 })).await.unwrap();
+    expect_next(&mut far, &mut offset, 21).await;
+    // Nothing twice after them.
+    a.rooms.broadcast("feed-cut", "n", &json!({ "n": 22 })).await.unwrap();
+    expect_next(&mut far, &mut offset, 1).await;
+}
+
+/// A member joins node B while B's pub/sub connection is down: its join reply gives the room's
+/// position, and what node A publishes before B is subscribed again reaches it all the same,
+/// from the history, before the live stream. (Without the catch-up the live stream starts at
+/// offset 11.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_made_while_the_subscription_is_down_misses_nothing() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    let b = slow_to_resubscribe(&redis.url(), Duration::from_millis(300)).await;
+    let mut conn = spy(&redis).await;
+    let mut carol = Peer::open(b.addr(), "carol").await;
+    // In a room without a history first: B's pub/sub connection has a channel more than A's.
+    carol.join("lobby").await;
+
+    cut_bs_subscription(&mut conn).await;
+    let reply = carol.join("feed-down").await;
+    let mut offset = reply["recovery"]["offset"].as_u64().unwrap();
+    assert_eq!(offset, 0, "{reply}");
+    for n in 0..10 {
+        a.rooms.broadcast("feed-down", "n", &json!({ "n": n })).await.unwrap();
+    }
+    assert_eq!(
+        subscribers(&mut conn, "feed-down").await,
+        0,
+        "published while B was not subscribed"
+    );
+    eventually("B subscribed again", || {
+        let mut conn = conn.clone();
+        async move { subscribers(&mut conn, "feed-down").await == 1 }
+    })
+    .await;
+    a.rooms.broadcast("feed-down", "n", &json!({ "n": 10 })).await.unwrap();
+    expect_next(&mut carol, &mut offset, 11).await;
+}
+
+/// One of node B's own publications is delivered to B's member directly (B's pub/sub was cut
+/// while Redis held the publication) and is then among those B fetches from the history: the
+/// member gets it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_publication_among_those_fetched_is_not_delivered_twice() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    let b = slow_to_resubscribe(&redis.url(), Duration::from_secs(1)).await;
+    let mut conn = spy(&redis).await;
+    let mut far = Peer::open(b.addr(), "far").await;
+    far.join("feed-own").await;
+    a.rooms.broadcast("feed-own", "n", &json!({ "n": 0 })).await.unwrap();
+    let mut offset = 0;
+    expect_next(&mut far, &mut offset, 1).await;
+
+    // Redis holds B's publication for 400 ms (within B's 500 ms command timeout); meanwhile
+    // B's subscription is cut, so B delivers it to its member itself when Redis answers. Redis
+    // publishes it while B is not subscribed (for a second), and keeps it as offset 2.
+    pause_writes(&redis, 400);
+    let publishing = {
+        let rooms = b.rooms.clone();
+        tokio::spawn(async move { rooms.broadcast("feed-own", "n", &json!({ "n": 1 })).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    cut_bs_subscription(&mut conn).await;
+    publishing.await.unwrap().unwrap();
+    let direct = far.event("room.message").await;
+    assert_eq!(
+        (direct["offset"].as_u64(), &direct["data"]),
+        (None, &json!({ "n": 1 })),
+        "{direct}"
+    );
+    eventually("B subscribed again", || {
+        let mut conn = conn.clone();
+        async move { subscribers(&mut conn, "feed-own").await == 1 }
+    })
+    .await;
+
+    // The next publication shows B missed offset 2: fetched, found to be B's own, dropped.
+    a.rooms.broadcast("feed-own", "n", &json!({ "n": 2 })).await.unwrap();
+    let next = far.event("room.message").await;
+    assert_eq!((next["offset"].as_u64(), &next["data"]), (Some(3), &json!({ "n": 2 })), "{next}");
+}
