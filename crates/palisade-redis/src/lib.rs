@@ -41,8 +41,9 @@
 //!   offsets starting over) when Redis has lost it. A join reads what it missed with `XRANGE`.
 //!   A node whose subscription was down meanwhile (its pub/sub connection lost, its room's
 //!   shard down, or a join made while it was) sees the offsets of the next publication jump,
-//!   fetches the publications between with `XRANGE` (at most the last 10,000) and delivers
-//!   them first: its members' live stream has no gap as long as the history holds them.
+//!   fetches the publications between with `XRANGE` (at most the room's `history_size`, and
+//!   10,000) and delivers them first: its members' live stream has no gap as long as the
+//!   history holds them.
 //! - **Presence** and sessions are hashes (`PREFIX:presence:{ROOM}`, `PREFIX:user:{USER}`).
 //!   Each node refreshes a heartbeat key (`PREFIX:node:{NODE}`, expiring after
 //!   [`RedisConfig::node_timeout`]); entries of a node whose key has expired are left out of
@@ -956,10 +957,16 @@ impl Shared {
     /// Fetches the publications `first..=last` of `room` (epoch `epoch`) from its history and
     /// delivers them, in order: they were published while this node was not subscribed to the
     /// room's channel, and its members get them before the one that showed the gap. At most
-    /// the last [`MAX_CATCH_UP`]; what the history no longer holds, or a Redis that does not
-    /// answer, leaves a gap, logged.
+    /// the last `history_size` (of the room's [`Recovery`](palisade_rooms::Recovery)) and
+    /// [`MAX_CATCH_UP`]; what the history no longer holds, or a Redis that does not answer,
+    /// leaves a gap, logged.
     async fn catch_up(&self, local: &Local, room: &str, epoch: &str, first: u64, last: u64) {
-        let start = first.max((last + 1).saturating_sub(MAX_CATCH_UP));
+        // No more than the room's history holds (so no more memory than a join's recovery).
+        let most = local
+            .room_options(room)
+            .recovery
+            .map_or(MAX_CATCH_UP, |recovery| MAX_CATCH_UP.min(recovery.history_size as u64));
+        let start = first.max((last + 1).saturating_sub(most));
         let mut cmd = redis::cmd("XRANGE");
         cmd.arg(self.key("stream", room)).arg(format!("{start}-0")).arg(format!("{last}-0"));
         let fetched = tokio::time::timeout(
