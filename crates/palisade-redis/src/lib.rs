@@ -34,7 +34,9 @@
 //!   have no order between them), so a node publishing many at once pays one round trip per
 //!   pipeline instead of one per publication, and the other nodes receive them in batches. A
 //!   publication refused because the queue is full is delivered to this node's members at
-//!   once, possibly before earlier ones still queued.
+//!   once, possibly before earlier ones still queued. On a cluster, a pipeline redirected
+//!   because its slot is moving or has moved (`ASK`, `MOVED`, `TRYAGAIN`) goes again where
+//!   the slot is; the script runs a publication sent twice once.
 //! - **Recovery**: a Lua script assigns the offset (`INCR`), appends to the room's stream
 //!   (`XADD … MAXLEN ~ history_size`) and publishes, atomically, so every node sees offsets in
 //!   order (the publication order above); the epoch is a key of its own, made anew (with the
@@ -419,8 +421,8 @@ impl ConnectionLike for Conn {
 
 /// Runs commands on a cluster, which takes no pipeline across slots: those whose first key
 /// has the same hash tag (one room's, one user's, one node's) go in one pipeline, in the order
-/// given, and the pipelines go out all at once. The replies come in the order of the
-/// commands, an error reply as an error.
+/// given, and the pipelines go out all at once (each through [`redirected`]). The replies come
+/// in the order of the commands, an error reply as an error.
 async fn each<'a>(
     conn: &ClusterConnection,
     commands: impl Iterator<Item = &'a redis::Cmd>,
@@ -431,17 +433,9 @@ async fn each<'a>(
         groups.entry(hash_tag(cmd)).or_default().push(i);
     }
     let sent = futures_util::future::join_all(groups.into_values().map(|indices| {
-        let mut pipe = redis::pipe();
-        for &i in &indices {
-            pipe.add_command(commands[i].clone());
-        }
-        pipe.ignore_errors();
-        let mut conn = conn.clone();
-        async move {
-            let replies =
-                pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await;
-            (indices, replies)
-        }
+        let group: Vec<&redis::Cmd> = indices.iter().map(|&i| commands[i]).collect();
+        let conn = conn.clone();
+        async move { (indices, redirected(conn, &group).await) }
     }))
     .await;
     let mut replies: Vec<redis::RedisResult<redis::Value>> = commands
@@ -465,6 +459,87 @@ async fn each<'a>(
         }
     }
     replies
+}
+
+/// How many times [`redirected`] sends one slot's pipeline, at most.
+const REDIRECTS: usize = 5;
+
+/// Sends one slot's commands as one pipeline, following the cluster where its slot has gone.
+///
+/// The cluster client is built without retries (a pipeline is never sent again after a
+/// dropped connection: Redis may have run it), so it hands over the redirections a slot being
+/// moved to another shard causes. They mean the pipeline was not run (but for commands before
+/// the one redirected, run where they were: a publication's script finds them done, see
+/// [`PUBLISH_SCRIPT`]), and it goes again:
+/// - `MOVED` (the slot has moved; the client learns the new map meanwhile): to the named node;
+/// - `ASK` (the slot is moving, and these keys have gone already): to the named node, each
+///   command after an `ASKING`;
+/// - `TRYAGAIN` (the keys are split between the two shards for a moment): after 20 ms.
+///
+/// At most [`REDIRECTS`] times; the last answer stands.
+async fn redirected(
+    mut conn: ClusterConnection,
+    commands: &[&redis::Cmd],
+) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
+    use redis::ServerErrorKind;
+    use redis::cluster_routing::SingleNodeRoutingInfo;
+    let mut to: Option<(SingleNodeRoutingInfo, bool)> = None;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let replies = match &to {
+            None => {
+                let mut pipe = redis::pipe();
+                for cmd in commands {
+                    pipe.add_command((*cmd).clone());
+                }
+                pipe.ignore_errors();
+                pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await
+            }
+            Some((node, asking)) => {
+                let mut pipe = redis::pipe();
+                for cmd in commands {
+                    if *asking {
+                        pipe.cmd("ASKING");
+                    }
+                    pipe.add_command((*cmd).clone());
+                }
+                let per = if *asking { 2 } else { 1 };
+                conn.route_pipeline(pipe, 0, commands.len() * per, node.clone()).await.map(
+                    |values| {
+                        values
+                            .into_iter()
+                            .skip(per - 1)
+                            .step_by(per)
+                            .map(redis::Value::extract_error)
+                            .collect()
+                    },
+                )
+            }
+        };
+        let Err(err) = &replies else { return replies };
+        if attempt == REDIRECTS {
+            return replies;
+        }
+        let kind = err.kind();
+        if kind == redis::ErrorKind::Server(ServerErrorKind::TryAgain) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            to = None;
+            continue;
+        }
+        let asking = kind == redis::ErrorKind::Server(ServerErrorKind::Ask);
+        let node = err.redirect_node().and_then(|(address, _slot)| {
+            let (host, port) = address.rsplit_once(':')?;
+            Some(SingleNodeRoutingInfo::ByAddress {
+                host: host.to_owned(),
+                port: port.parse().ok()?,
+            })
+        });
+        match node {
+            Some(node) => to = Some((node, asking)),
+            None => return replies,
+        }
+    }
 }
 
 /// The hash tag of a command's first key (Redis's rule: between the first `{` and the next
@@ -529,7 +604,19 @@ fn failed(err: redis::RedisError) -> BackendError {
 /// Assigns the offset, keeps the history and publishes, atomically. The keys and the channel
 /// (ARGV[9]) share the room's hash tag; ARGV[10] is `PUBLISH`, or `SPUBLISH` on a cluster;
 /// ARGV[11] is the publishing node and its publication's number (see [`Returns`]).
+///
+/// Runs each publication once: KEYS[4] keeps, per node, the number of its last publication
+/// in the room, and one numbered no higher is not run again (answering 0). A node's
+/// publications to a room run in the order of their numbers, so a number no higher than the
+/// last can only be a second sending: a pipeline sent again after a slot's redirection
+/// (see [`redirected`]) whose first commands had run. Past 64 nodes (restarts make new
+/// ones), the record starts over.
 const PUBLISH_SCRIPT: &str = r#"
+local origin, token = string.match(ARGV[11], '^(.*)\n(%d+)$')
+local last = redis.call('HGET', KEYS[4], origin)
+if last and tonumber(last) >= tonumber(token) then
+  return 0
+end
 local epoch = redis.call('GET', KEYS[2])
 if not epoch then
   epoch = ARGV[5]
@@ -543,6 +630,11 @@ redis.call('PEXPIRE', KEYS[3], ARGV[7])
 redis.call('PEXPIRE', KEYS[1], ARGV[8])
 redis.call('PEXPIRE', KEYS[2], ARGV[8])
 redis.call(ARGV[10], ARGV[9], 'p\n' .. ARGV[11] .. '\n' .. ARGV[4] .. '\n' .. offset .. '\n' .. epoch .. '\n' .. data)
+if redis.call('HLEN', KEYS[4]) > 64 then
+  redis.call('DEL', KEYS[4])
+end
+redis.call('HSET', KEYS[4], origin, token)
+redis.call('PEXPIRE', KEYS[4], ARGV[8])
 return offset
 "#;
 
@@ -1443,10 +1535,11 @@ impl Shared {
                 let mut command = redis::cmd("EVALSHA");
                 command
                     .arg(PUBLISH.get_hash())
-                    .arg(3)
+                    .arg(4)
                     .arg(self.key("seq", request.room))
                     .arg(self.key("epoch", request.room))
                     .arg(self.key("stream", request.room))
+                    .arg(self.key("sent", request.room))
                     .arg(room_json)
                     .arg(event_json)
                     .arg(request.data.get())

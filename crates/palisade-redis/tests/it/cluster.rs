@@ -194,9 +194,14 @@ async fn concurrent_publishers_get_consecutive_offsets_in_publish_order_over_a_c
 
 /// Room names, one served by each shard (in shard order).
 fn one_room_per_shard(cluster: &RedisCluster) -> Vec<String> {
+    rooms_named(cluster, "room")
+}
+
+/// [`one_room_per_shard`] with names starting with `prefix` (`feed` for rooms with a history).
+fn rooms_named(cluster: &RedisCluster, prefix: &str) -> Vec<String> {
     let mut rooms: Vec<Option<String>> = vec![None; 3];
     for n in 0.. {
-        let room = format!("room-{n}");
+        let room = format!("{prefix}-{n}");
         let shard = cluster.shard_of(&room);
         rooms[shard].get_or_insert(room);
         if rooms.iter().all(Option::is_some) {
@@ -294,7 +299,19 @@ async fn a_rooms_slot_moving_to_another_shard_keeps_it_crossing_nodes() {
     alice.send(say("before")).await;
     assert_eq!(bob.event_past_presence("room.message").await["data"]["text"], "before");
 
-    let slot: u16 = cluster.query(0, &["CLUSTER", "KEYSLOT", &room]);
+    let slot = start_moving(&cluster, &room);
+    finish_moving(&cluster, &slot);
+
+    subscribed_on(&cluster, 1, &room, 2).await;
+    let crossed = crosses(&alice, &mut bob, &room, "after", 100).await;
+    assert!(crossed, "the room crosses nodes from its new shard");
+}
+
+/// Starts moving `room`'s slot from shard 0 to shard 1 and moves its keys (`SETSLOT …
+/// IMPORTING` and `MIGRATING`, `MIGRATE`): shard 0 still serves the slot, and answers `ASK`
+/// for the keys that have gone. The slot's number.
+fn start_moving(cluster: &RedisCluster, room: &str) -> String {
+    let slot: u16 = cluster.query(0, &["CLUSTER", "KEYSLOT", room]);
     let (slot, port) = (slot.to_string(), cluster.shards[1].port.to_string());
     let from: String = cluster.query(0, &["CLUSTER", "MYID"]);
     let to: String = cluster.query(1, &["CLUSTER", "MYID"]);
@@ -305,23 +322,67 @@ async fn a_rooms_slot_moving_to_another_shard_keeps_it_crossing_nodes() {
     let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
     migrate.extend(keys.iter().map(String::as_str));
     let _: () = cluster.query(0, &migrate);
-    for shard in [1, 0, 2] {
-        let _: () = cluster.query(shard, &["CLUSTER", "SETSLOT", &slot, "NODE", &to]);
-    }
+    slot
+}
 
+/// Ends a move [`start_moving`] began: shard 1 serves the slot (`SETSLOT … NODE` on every
+/// shard), and shard 0 answers `MOVED`.
+fn finish_moving(cluster: &RedisCluster, slot: &str) {
+    let to: String = cluster.query(1, &["CLUSTER", "MYID"]);
+    for shard in [1, 0, 2] {
+        let _: () = cluster.query(shard, &["CLUSTER", "SETSLOT", slot, "NODE", &to]);
+    }
+}
+
+/// Waits until `count` connections are subscribed to `room`'s sharded channel on `shard`.
+async fn subscribed_on(cluster: &RedisCluster, shard: usize, room: &str, count: i64) {
     let channel = format!("palisade:room:{{{room}}}");
     let deadline = std::time::Instant::now() + WAIT;
     loop {
-        let subscribers: Vec<redis::Value> = cluster.query(1, &["PUBSUB", "SHARDNUMSUB", &channel]);
-        if subscribers.get(1) == Some(&redis::Value::Int(2)) {
+        let subscribers: Vec<redis::Value> =
+            cluster.query(shard, &["PUBSUB", "SHARDNUMSUB", &channel]);
+        if subscribers.get(1) == Some(&redis::Value::Int(count)) {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "both nodes on the new shard: {subscribers:?}"
+            "{count} subscribed on shard {shard}: {subscribers:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let crossed = crosses(&alice, &mut bob, &room, "after", 100).await;
-    assert!(crossed, "the room crosses nodes from its new shard");
+}
+
+/// A room with a history whose slot moves to another shard while a node publishes into it:
+/// the publication made while the keys have gone but the slot has not (`ASK`) and the first
+/// after the move (`MOVED`, the node's map of slots still the old one) are both published,
+/// once each (not refused), and the other node's member gets both, in order: the first, which
+/// the new shard published while nobody was subscribed there, from the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publications_go_on_while_a_rooms_slot_moves() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let (a, b) = (Node::start(&url).await, Node::start(&url).await);
+    let mut bob = Peer::open(b.addr(), "bob").await;
+    let room = rooms_named(&cluster, "feed").remove(0);
+    bob.join(&room).await;
+    let publish = |n: u64| {
+        let (rooms, room) = (a.rooms.clone(), room.clone());
+        async move { rooms.broadcast(&room, "n", &json!({ "n": n })).await }
+    };
+    publish(0).await.unwrap();
+    let first = bob.event_past_presence("room.message").await;
+    assert_eq!((first["offset"].as_u64(), &first["data"]), (Some(1), &json!({ "n": 0 })));
+
+    let slot = start_moving(&cluster, &room);
+    publish(1).await.expect("published while the slot moves (ASK)");
+    finish_moving(&cluster, &slot);
+    subscribed_on(&cluster, 1, &room, 1).await;
+    publish(2).await.expect("published once the slot has moved (MOVED)");
+
+    for (offset, n) in [(2, 1), (3, 2)] {
+        let p = bob.event("room.message").await;
+        assert_eq!((p["offset"].as_u64(), &p["data"]), (Some(offset), &json!({ "n": n })), "{p}");
+    }
+    let seq: String = cluster.query(1, &["GET", &format!("palisade:seq:{{{room}}}")]);
+    assert_eq!(seq, "3", "each publication ran once");
 }

@@ -380,3 +380,76 @@ async fn a_publication_that_comes_twice_is_delivered_once() {
     a.rooms.broadcast("feed-twice", "n", &json!({ "n": 2 })).await.unwrap();
     assert_eq!(messages(&mut peer, 1).await, [(Some(3), json!({ "n": 2 }))]);
 }
+
+/// A `MONITOR` line's arguments: each between double quotes, with Redis's escapes.
+fn monitored_args(line: &str) -> Vec<Vec<u8>> {
+    let rest = &line[line.find("] ").map_or(0, |i| i + 2)..];
+    let mut bytes = rest.bytes();
+    let mut args = Vec::new();
+    while let Some(b) = bytes.next() {
+        if b != b'"' {
+            continue;
+        }
+        let mut arg = Vec::new();
+        while let Some(c) = bytes.next() {
+            match c {
+                b'"' => break,
+                b'\\' => match bytes.next() {
+                    Some(b'n') => arg.push(b'\n'),
+                    Some(b'r') => arg.push(b'\r'),
+                    Some(b't') => arg.push(b'\t'),
+                    Some(b'a') => arg.push(7),
+                    Some(b'b') => arg.push(8),
+                    Some(b'x') => {
+                        let hex: String = bytes.by_ref().take(2).map(char::from).collect();
+                        arg.push(u8::from_str_radix(&hex, 16).unwrap());
+                    }
+                    Some(other) => arg.push(other),
+                    None => {}
+                },
+                other => arg.push(other),
+            }
+        }
+        args.push(arg);
+    }
+    args
+}
+
+/// A publication's script that reaches Redis a second time (as in a pipeline sent again after
+/// a cluster's redirection, its first commands run already) is not run again: the test catches
+/// the node's `EVALSHA` with `MONITOR` and sends it twice more itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_sent_twice_runs_once() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    let mut peer = Peer::open(a.addr(), "alice").await;
+    peer.join("feed-once").await;
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut monitor = client.get_async_monitor().await.unwrap().into_on_message::<String>();
+    a.rooms.broadcast("feed-once", "n", &json!({ "n": 0 })).await.unwrap();
+    let evalsha = loop {
+        let line = tokio::time::timeout(WAIT, monitor.next())
+            .await
+            .expect("the script within the wait")
+            .unwrap();
+        let args = monitored_args(&line);
+        if args.first().is_some_and(|name| name.eq_ignore_ascii_case(b"EVALSHA")) {
+            break args;
+        }
+    };
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..2 {
+        let mut cmd = redis::cmd("EVALSHA");
+        for arg in &evalsha[1..] {
+            cmd.arg(arg.as_slice());
+        }
+        let ran: i64 = cmd.query_async(&mut conn).await.unwrap();
+        assert_eq!(ran, 0, "not run again");
+    }
+    let seq: u64 =
+        redis::cmd("GET").arg("palisade:seq:{feed-once}").query_async(&mut conn).await.unwrap();
+    assert_eq!(seq, 1, "one offset taken");
+    a.rooms.broadcast("feed-once", "n", &json!({ "n": 1 })).await.unwrap();
+    let seen = messages(&mut peer, 2).await;
+    assert_eq!(seen, [(Some(1), json!({ "n": 0 })), (Some(2), json!({ "n": 1 }))]);
+}
