@@ -34,9 +34,9 @@
 //!   have no order between them), so a node publishing many at once pays one round trip per
 //!   pipeline instead of one per publication, and the other nodes receive them in batches. A
 //!   publication refused because the queue is full is delivered to this node's members at
-//!   once, possibly before earlier ones still queued. On a cluster, a pipeline redirected
-//!   because its slot is moving or has moved (`ASK`, `MOVED`, `TRYAGAIN`) goes again where
-//!   the slot is; the script runs a publication sent twice once.
+//!   once, possibly before earlier ones still queued. On a cluster, a command or pipeline
+//!   redirected because its slot is moving or has moved (`ASK`, `MOVED`, `TRYAGAIN`) goes
+//!   again where the slot is; the script runs a publication sent twice once.
 //! - **Recovery**: a Lua script assigns the offset (`INCR`), appends to the room's stream
 //!   (`XADD … MAXLEN ~ history_size`) and publishes, atomically, so every node sees offsets in
 //!   order (the publication order above); the epoch is a key of its own, made anew (with the
@@ -395,7 +395,21 @@ impl ConnectionLike for Conn {
     ) -> redis::RedisFuture<'a, redis::Value> {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
-            Self::Cluster(conn) => conn.req_packed_command(cmd),
+            // Following the slot where it has gone, as a pipeline does (see `redirected`).
+            Self::Cluster(conn) => Box::pin(async move {
+                match conn.req_packed_command(cmd).await {
+                    Err(err) if redirection(&err).is_some() => {
+                        let replies = follow(conn.clone(), &[cmd], err).await?;
+                        replies.into_iter().next().unwrap_or_else(|| {
+                            Err(redis::RedisError::from((
+                                redis::ErrorKind::Io,
+                                "a reply was missing",
+                            )))
+                        })
+                    }
+                    reply => reply,
+                }
+            }),
         }
     }
 
@@ -471,7 +485,8 @@ const REDIRECTS: usize = 5;
 /// moved to another shard causes. They mean the pipeline was not run (but for commands before
 /// the one redirected, run where they were: a publication's script finds them done, see
 /// [`PUBLISH_SCRIPT`]), and it goes again:
-/// - `MOVED` (the slot has moved; the client learns the new map meanwhile): to the named node;
+/// - `MOVED` (the slot has moved): after 20 ms, where the client's map of slots, rebuilt
+///   meanwhile, says;
 /// - `ASK` (the slot is moving, and these keys have gone already): to the named node, each
 ///   command after an `ASKING`;
 /// - `TRYAGAIN` (the keys are split between the two shards for a moment): after 20 ms.
@@ -481,65 +496,76 @@ async fn redirected(
     mut conn: ClusterConnection,
     commands: &[&redis::Cmd],
 ) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
+    let mut pipe = redis::pipe();
+    for cmd in commands {
+        pipe.add_command((*cmd).clone());
+    }
+    pipe.ignore_errors();
+    match pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await {
+        Err(err) if redirection(&err).is_some() => follow(conn, commands, err).await,
+        replies => replies,
+    }
+}
+
+/// Where a redirection sends commands again: the node named by `ASK` (each command after an
+/// `ASKING`), or `None`: where the client's map of slots says, 20 ms later, after `TRYAGAIN`
+/// or `MOVED` (the client rebuilds its map on a `MOVED`; the node it names is not used
+/// directly, as a node that cannot reach a dead shard's replacement names the dead shard).
+/// Not a redirection: `None` outright.
+fn redirection(
+    err: &redis::RedisError,
+) -> Option<Option<redis::cluster_routing::SingleNodeRoutingInfo>> {
     use redis::ServerErrorKind;
-    use redis::cluster_routing::SingleNodeRoutingInfo;
-    let mut to: Option<(SingleNodeRoutingInfo, bool)> = None;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let replies = match &to {
+    match err.kind() {
+        redis::ErrorKind::Server(ServerErrorKind::TryAgain | ServerErrorKind::Moved) => Some(None),
+        redis::ErrorKind::Server(ServerErrorKind::Ask) => {
+            let (address, _slot) = err.redirect_node()?;
+            let (host, port) = address.rsplit_once(':')?;
+            Some(Some(redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
+                host: host.to_owned(),
+                port: port.parse().ok()?,
+            }))
+        }
+        _ => None,
+    }
+}
+
+/// Sends `commands` again after the redirection `err`, following further ones, up to
+/// [`REDIRECTS`] sendings in all; the last answer stands.
+async fn follow(
+    mut conn: ClusterConnection,
+    commands: &[&redis::Cmd],
+    mut err: redis::RedisError,
+) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
+    for _ in 1..REDIRECTS {
+        let Some(to) = redirection(&err) else { return Err(err) };
+        let mut pipe = redis::pipe();
+        let replies = match to {
             None => {
-                let mut pipe = redis::pipe();
+                tokio::time::sleep(Duration::from_millis(20)).await;
                 for cmd in commands {
                     pipe.add_command((*cmd).clone());
                 }
                 pipe.ignore_errors();
                 pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await
             }
-            Some((node, asking)) => {
-                let mut pipe = redis::pipe();
+            Some(node) => {
                 for cmd in commands {
-                    if *asking {
-                        pipe.cmd("ASKING");
-                    }
+                    pipe.cmd("ASKING");
                     pipe.add_command((*cmd).clone());
                 }
-                let per = if *asking { 2 } else { 1 };
-                conn.route_pipeline(pipe, 0, commands.len() * per, node.clone()).await.map(
-                    |values| {
-                        values
-                            .into_iter()
-                            .skip(per - 1)
-                            .step_by(per)
-                            .map(redis::Value::extract_error)
-                            .collect()
-                    },
-                )
+                conn.route_pipeline(pipe, 0, commands.len() * 2, node).await.map(|values| {
+                    // Every second reply: the commands', not the `ASKING`s'.
+                    values.into_iter().skip(1).step_by(2).map(redis::Value::extract_error).collect()
+                })
             }
         };
-        let Err(err) = &replies else { return replies };
-        if attempt == REDIRECTS {
-            return replies;
-        }
-        let kind = err.kind();
-        if kind == redis::ErrorKind::Server(ServerErrorKind::TryAgain) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            to = None;
-            continue;
-        }
-        let asking = kind == redis::ErrorKind::Server(ServerErrorKind::Ask);
-        let node = err.redirect_node().and_then(|(address, _slot)| {
-            let (host, port) = address.rsplit_once(':')?;
-            Some(SingleNodeRoutingInfo::ByAddress {
-                host: host.to_owned(),
-                port: port.parse().ok()?,
-            })
-        });
-        match node {
-            Some(node) => to = Some((node, asking)),
-            None => return replies,
+        match replies {
+            Err(again) => err = again,
+            replies => return replies,
         }
     }
+    Err(err)
 }
 
 /// The hash tag of a command's first key (Redis's rule: between the first `{` and the next

@@ -3,6 +3,7 @@
 //! `nodes` again, rooms spread over the shards on sharded channels, and one shard dying
 //! mid-run.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::nodes::*;
@@ -356,7 +357,9 @@ async fn subscribed_on(cluster: &RedisCluster, shard: usize, room: &str, count: 
 /// the publication made while the keys have gone but the slot has not (`ASK`) and the first
 /// after the move (`MOVED`, the node's map of slots still the old one) are both published,
 /// once each (not refused), and the other node's member gets both, in order: the first, which
-/// the new shard published while nobody was subscribed there, from the history.
+/// the new shard published while nobody was subscribed there, from the history. A member
+/// joining meanwhile (its presence entry, the room's position: single commands, `ASK` too) is
+/// told the room's position and gets what follows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publications_go_on_while_a_rooms_slot_moves() {
     let cluster = RedisCluster::start();
@@ -375,14 +378,22 @@ async fn publications_go_on_while_a_rooms_slot_moves() {
 
     let slot = start_moving(&cluster, &room);
     publish(1).await.expect("published while the slot moves (ASK)");
+    let mut carol = Peer::open(b.addr(), "carol").await;
+    let reply = carol.join(&room).await;
+    assert_eq!(reply["recovery"]["offset"], 2, "the room's position: {reply}");
     finish_moving(&cluster, &slot);
     subscribed_on(&cluster, 1, &room, 1).await;
     publish(2).await.expect("published once the slot has moved (MOVED)");
 
     for (offset, n) in [(2, 1), (3, 2)] {
-        let p = bob.event("room.message").await;
+        let p = bob.event_past_presence("room.message").await;
         assert_eq!((p["offset"].as_u64(), &p["data"]), (Some(offset), &json!({ "n": n })), "{p}");
     }
+    let p = carol.event_past_presence("room.message").await;
+    assert_eq!((p["offset"].as_u64(), &p["data"]), (Some(3), &json!({ "n": 2 })), "{p}");
+    let presence: HashMap<String, String> =
+        cluster.query(1, &["HGETALL", &format!("palisade:presence:{{{room}}}")]);
+    assert_eq!(presence.len(), 2, "both members' entries on the new shard: {presence:?}");
     let seq: String = cluster.query(1, &["GET", &format!("palisade:seq:{{{room}}}")]);
     assert_eq!(seq, "3", "each publication ran once");
 }
