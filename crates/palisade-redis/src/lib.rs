@@ -35,17 +35,18 @@
 //!   pipeline instead of one per publication, and the other nodes receive them in batches. A
 //!   publication refused because the queue is full is delivered to this node's members at
 //!   once, possibly before earlier ones still queued. On a cluster, a command or pipeline
-//!   redirected because its slot is moving or has moved (`ASK`, `MOVED`, `TRYAGAIN`) goes
-//!   again where the slot is; the script runs a publication sent twice once.
+//!   answered `ASK`, `TRYAGAIN` or `MOVED` (its slot is moving or has moved) goes again, for
+//!   up to two seconds, until the move has ended; the script runs a publication sent twice
+//!   once, and nodes drop a second copy of one without an offset.
 //! - **Recovery**: a Lua script assigns the offset (`INCR`), appends to the room's stream
 //!   (`XADD … MAXLEN ~ history_size`) and publishes, atomically, so every node sees offsets in
 //!   order (the publication order above); the epoch is a key of its own, made anew (with the
 //!   offsets starting over) when Redis has lost it. A join reads what it missed with `XRANGE`.
 //!   A node whose subscription was down meanwhile (its pub/sub connection lost, its room's
-//!   shard down, or a join made while it was) sees the offsets of the next publication jump,
-//!   fetches the publications between with `XRANGE` (at most the room's `history_size`, and
-//!   10,000) and delivers them first: its members' live stream has no gap as long as the
-//!   history holds them.
+//!   shard down, or a join made while it was) sees the offsets of the next publication jump
+//!   (or a new epoch start past 1), fetches the publications between with `XRANGE` (at most
+//!   the room's `history_size`, and 10,000) and delivers them first: its members' live stream
+//!   has no gap as long as the history holds them (they come with the next publication).
 //! - **Presence** and sessions are hashes (`PREFIX:presence:{ROOM}`, `PREFIX:user:{USER}`).
 //!   Each node refreshes a heartbeat key (`PREFIX:node:{NODE}`, expiring after
 //!   [`RedisConfig::node_timeout`]); entries of a node whose key has expired are left out of
@@ -307,6 +308,9 @@ struct Own {
     /// Until a publication is received: the lowest position a join here read (the first
     /// received must follow it, see [`Own::missing_from`]).
     seed: Option<(String, u64)>,
+    /// The number of the last publication without an offset received from each other node
+    /// (see [`Own::repeated`]).
+    plain: HashMap<String, u64>,
     /// The number of this node's last publication back through the subscription.
     back: u64,
     /// The highest number delivered here directly: anything up to it that comes back is
@@ -340,14 +344,33 @@ impl Own {
     /// down, a join made meanwhile). None without a jump, or after a new epoch (the history
     /// started over: nothing to fetch).
     fn missing_from(&self, epoch: &str, offset: u64) -> Option<u64> {
-        let last = if self.epoch.is_empty() {
-            self.seed.as_ref().filter(|(seed, _)| seed == epoch)?.1
+        let (known, last) = if self.epoch.is_empty() {
+            self.seed.as_ref().map(|(seed, lowest)| (seed.as_str(), *lowest))?
         } else {
-            self.offset
+            (self.epoch.as_str(), self.offset)
         };
-        (self.epoch.is_empty() || self.epoch == epoch)
-            .then_some(last + 1)
-            .filter(|&first| first < offset)
+        // A new epoch (Redis lost the room's keys) started over at 1: all of it is missing.
+        let first = if known == epoch { last + 1 } else { 1 };
+        (first < offset).then_some(first)
+    }
+
+    /// Whether a publication without an offset from another node was received already: a
+    /// node's publications to a room come in the order of their numbers, and a second copy
+    /// comes after the first (a pipeline sent again while its slot moved, see
+    /// [`redirected`]). At most 64 nodes are remembered (restarts make new ones).
+    fn repeated(&mut self, origin: &str, token: u64) -> bool {
+        if let Some(last) = self.plain.get_mut(origin) {
+            if token <= *last {
+                return true;
+            }
+            *last = token;
+            return false;
+        }
+        if self.plain.len() >= 64 {
+            self.plain.clear();
+        }
+        self.plain.insert(origin.to_owned(), token);
+        false
     }
 
     /// One of this node's publications came back through the subscription: whether to deliver
@@ -396,20 +419,14 @@ impl ConnectionLike for Conn {
         match self {
             Self::Single(conn) => conn.req_packed_command(cmd),
             // Following the slot where it has gone, as a pipeline does (see `redirected`).
-            Self::Cluster(conn) => Box::pin(async move {
-                match conn.req_packed_command(cmd).await {
-                    Err(err) if redirection(&err).is_some() => {
-                        let replies = follow(conn.clone(), &[cmd], err).await?;
-                        replies.into_iter().next().unwrap_or_else(|| {
-                            Err(redis::RedisError::from((
-                                redis::ErrorKind::Io,
-                                "a reply was missing",
-                            )))
-                        })
-                    }
-                    reply => reply,
-                }
-            }),
+            // Sent again while its slot moves, as a pipeline is (see `redirected`).
+            Self::Cluster(conn) => {
+                let conn = conn.clone();
+                Box::pin(patiently(move || {
+                    let mut conn = conn.clone();
+                    async move { conn.req_packed_command(cmd).await }
+                }))
+            }
         }
     }
 
@@ -435,11 +452,14 @@ impl ConnectionLike for Conn {
 
 /// Runs commands on a cluster, which takes no pipeline across slots: those whose first key
 /// has the same hash tag (one room's, one user's, one node's) go in one pipeline, in the order
-/// given, and the pipelines go out all at once (each through [`redirected`]). The replies come
-/// in the order of the commands, an error reply as an error.
+/// given, and the pipelines go out all at once (each through [`redirected`]). `preface`, when
+/// given, heads each pipeline that runs a script (the publication script's `SCRIPT LOAD`: the
+/// node the pipeline reaches has the script, whichever node that is), its reply left out. The
+/// replies come in the order of the commands, an error reply as an error.
 async fn each<'a>(
     conn: &ClusterConnection,
     commands: impl Iterator<Item = &'a redis::Cmd>,
+    preface: Option<&redis::Cmd>,
 ) -> Vec<redis::RedisResult<redis::Value>> {
     let commands: Vec<&redis::Cmd> = commands.collect();
     let mut groups: HashMap<&[u8], Vec<usize>> = HashMap::new();
@@ -447,9 +467,20 @@ async fn each<'a>(
         groups.entry(hash_tag(cmd)).or_default().push(i);
     }
     let sent = futures_util::future::join_all(groups.into_values().map(|indices| {
-        let group: Vec<&redis::Cmd> = indices.iter().map(|&i| commands[i]).collect();
+        let prefaced = preface.filter(|_| indices.iter().any(|&i| is_script(commands[i])));
+        let group: Vec<&redis::Cmd> =
+            prefaced.into_iter().chain(indices.iter().map(|&i| commands[i])).collect();
         let conn = conn.clone();
-        async move { (indices, redirected(conn, &group).await) }
+        async move {
+            let outcome = redirected(conn, &group).await.map(|mut replies| {
+                if prefaced.is_some() && !replies.is_empty() {
+                    // The `SCRIPT LOAD`'s: a failed one shows as the scripts' `NOSCRIPT`.
+                    let _ = replies.remove(0);
+                }
+                replies
+            });
+            (indices, outcome)
+        }
     }))
     .await;
     let mut replies: Vec<redis::RedisResult<redis::Value>> = commands
@@ -475,25 +506,39 @@ async fn each<'a>(
     replies
 }
 
-/// How many times [`redirected`] sends one slot's pipeline, at most.
-const REDIRECTS: usize = 5;
+/// Whether a command runs a script (`EVALSHA` or `EVAL`).
+fn is_script(cmd: &redis::Cmd) -> bool {
+    cmd.args_iter().next().is_some_and(|name| {
+        matches!(name, redis::Arg::Simple(name)
+            if name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL"))
+    })
+}
 
-/// Sends one slot's commands as one pipeline, following the cluster where its slot has gone.
+/// How long [`redirected`] keeps sending a pipeline again while its slot moves, at most.
+const REDIRECT_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Sends one slot's commands as one pipeline, and again while the slot moves to another
+/// shard.
 ///
 /// The cluster client is built without retries (a pipeline is never sent again after a
-/// dropped connection: Redis may have run it), so it hands over the redirections a slot being
-/// moved to another shard causes. They mean the pipeline was not run (but for commands before
-/// the one redirected, run where they were: a publication's script finds them done, see
-/// [`PUBLISH_SCRIPT`]), and it goes again:
-/// - `MOVED` (the slot has moved): after 20 ms, where the client's map of slots, rebuilt
-///   meanwhile, says;
-/// - `ASK` (the slot is moving, and these keys have gone already): to the named node, each
-///   command after an `ASKING`;
-/// - `TRYAGAIN` (the keys are split between the two shards for a moment): after 20 ms.
+/// dropped connection: Redis may have run it), so it hands over the answers of a slot on the
+/// move, which mean the pipeline did not run (but for its commands before the one refused,
+/// which did):
+/// - `ASK`: the slot is moving, and these keys have gone to the new shard already;
+/// - `TRYAGAIN`: the keys are split between the two shards for now (a room idle longer than
+///   its window has no stream, which makes its keys split for the whole move);
+/// - `MOVED`: the slot has moved (the client rebuilds its map of slots meanwhile).
 ///
-/// At most [`REDIRECTS`] times; the last answer stands.
+/// The pipeline goes again where the client's map says, after 20 ms, then 40, 80, up to
+/// 320 ms apart, for [`REDIRECT_PATIENCE`] at most (the last answer stands): a command waits
+/// for its slot's move to end, not sent to the new shard with `ASKING` (that would make a key
+/// there while the old shard still holds it, which fails the move's next `MIGRATE`; and the
+/// new shard may be a node the client has no connection to, which makes it start over from
+/// its seeds). What ran of the pipeline runs again: the publication script finds it done
+/// ([`PUBLISH_SCRIPT`]), the other nodes drop a plain publication they have had (by its
+/// number), and every other command here sets what it sets once more.
 async fn redirected(
-    mut conn: ClusterConnection,
+    conn: ClusterConnection,
     commands: &[&redis::Cmd],
 ) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
     let mut pipe = redis::pipe();
@@ -501,71 +546,39 @@ async fn redirected(
         pipe.add_command((*cmd).clone());
     }
     pipe.ignore_errors();
-    match pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await {
-        Err(err) if redirection(&err).is_some() => follow(conn, commands, err).await,
-        replies => replies,
-    }
+    let pipe = &pipe;
+    patiently(|| {
+        let mut conn = conn.clone();
+        async move { pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await }
+    })
+    .await
 }
 
-/// Where a redirection sends commands again: the node named by `ASK` (each command after an
-/// `ASKING`), or `None`: where the client's map of slots says, 20 ms later, after `TRYAGAIN`
-/// or `MOVED` (the client rebuilds its map on a `MOVED`; the node it names is not used
-/// directly, as a node that cannot reach a dead shard's replacement names the dead shard).
-/// Not a redirection: `None` outright.
-fn redirection(
-    err: &redis::RedisError,
-) -> Option<Option<redis::cluster_routing::SingleNodeRoutingInfo>> {
+/// Sends what `send` sends until its answer is not that of a slot on the move, as
+/// [`redirected`] says.
+async fn patiently<T, F, Fut>(mut send: F) -> redis::RedisResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = redis::RedisResult<T>>,
+{
     use redis::ServerErrorKind;
-    match err.kind() {
-        redis::ErrorKind::Server(ServerErrorKind::TryAgain | ServerErrorKind::Moved) => Some(None),
-        redis::ErrorKind::Server(ServerErrorKind::Ask) => {
-            let (address, _slot) = err.redirect_node()?;
-            let (host, port) = address.rsplit_once(':')?;
-            Some(Some(redis::cluster_routing::SingleNodeRoutingInfo::ByAddress {
-                host: host.to_owned(),
-                port: port.parse().ok()?,
-            }))
+    let until = tokio::time::Instant::now() + REDIRECT_PATIENCE;
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let replies = send().await;
+        let Err(err) = &replies else { return replies };
+        let moving = matches!(
+            err.kind(),
+            redis::ErrorKind::Server(
+                ServerErrorKind::Ask | ServerErrorKind::TryAgain | ServerErrorKind::Moved
+            )
+        );
+        if !moving || tokio::time::Instant::now() + pause > until {
+            return replies;
         }
-        _ => None,
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(320));
     }
-}
-
-/// Sends `commands` again after the redirection `err`, following further ones, up to
-/// [`REDIRECTS`] sendings in all; the last answer stands.
-async fn follow(
-    mut conn: ClusterConnection,
-    commands: &[&redis::Cmd],
-    mut err: redis::RedisError,
-) -> redis::RedisResult<Vec<redis::RedisResult<redis::Value>>> {
-    for _ in 1..REDIRECTS {
-        let Some(to) = redirection(&err) else { return Err(err) };
-        let mut pipe = redis::pipe();
-        let replies = match to {
-            None => {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                for cmd in commands {
-                    pipe.add_command((*cmd).clone());
-                }
-                pipe.ignore_errors();
-                pipe.query_async::<Vec<redis::RedisResult<redis::Value>>>(&mut conn).await
-            }
-            Some(node) => {
-                for cmd in commands {
-                    pipe.cmd("ASKING");
-                    pipe.add_command((*cmd).clone());
-                }
-                conn.route_pipeline(pipe, 0, commands.len() * 2, node).await.map(|values| {
-                    // Every second reply: the commands', not the `ASKING`s'.
-                    values.into_iter().skip(1).step_by(2).map(redis::Value::extract_error).collect()
-                })
-            }
-        };
-        match replies {
-            Err(again) => err = again,
-            replies => return replies,
-        }
-    }
-    Err(err)
 }
 
 /// The hash tag of a command's first key (Redis's rule: between the first `{` and the next
@@ -633,10 +646,10 @@ fn failed(err: redis::RedisError) -> BackendError {
 ///
 /// Runs each publication once: KEYS[4] keeps, per node, the number of its last publication
 /// in the room, and one numbered no higher is not run again (answering 0). A node's
-/// publications to a room run in the order of their numbers, so a number no higher than the
-/// last can only be a second sending: a pipeline sent again after a slot's redirection
-/// (see [`redirected`]) whose first commands had run. Past 64 nodes (restarts make new
-/// ones), the record starts over.
+/// publications to a room reach Redis in the order of their numbers (one pipeline per room at
+/// a time, the script loaded at its head), so a number no higher than the last can only be a
+/// second sending: a pipeline sent again while its slot moves (see [`redirected`]) whose
+/// first commands had run. Past 64 nodes (restarts make new ones), the record starts over.
 const PUBLISH_SCRIPT: &str = r#"
 local origin, token = string.match(ARGV[11], '^(.*)\n(%d+)$')
 local last = redis.call('HGET', KEYS[4], origin)
@@ -684,7 +697,8 @@ struct Received<'a> {
 }
 
 /// Publications in one pipeline, at most: the replies of one pipeline come back within one
-/// command timeout, and a caller waits behind at most this many others.
+/// command timeout (on a cluster, within [`REDIRECT_PATIENCE`] and a command timeout more
+/// while its slot moves), and a caller waits behind at most this many others.
 const MAX_PIPELINE: usize = 1024;
 
 /// A publication on its way to Redis, and where its outcome goes.
@@ -710,8 +724,7 @@ struct Outgoing {
 
 /// What an [`Outgoing`] publication runs.
 enum Body {
-    /// The script (a standalone pipeline loads it first; a cluster's shard without it gets it
-    /// with `EVAL`).
+    /// The script (each pipeline that runs it loads it first).
     Script(redis::Cmd),
     /// A plain publish of the publication (its local copy's frame), with the session it
     /// leaves out (empty for none).
@@ -973,7 +986,10 @@ impl Shared {
                         && let Some((_, offset)) = position
                     {
                         self.catch_up(local, room, epoch, first, offset - 1).await;
-                        self.accept(local, room, position, &received, false);
+                        // Not for a room left meanwhile (its state is gone with it).
+                        if lock(&self.rooms).contains(channel) {
+                            self.accept(local, room, position, &received, false);
+                        }
                     }
                 }
                 return;
@@ -1055,6 +1071,14 @@ impl Shared {
                 return None;
             }
         }
+        if position.is_none()
+            && let Some(token) = received.token
+            && received.origin != local.node()
+            && own.repeated(received.origin, token)
+        {
+            tracing::debug!(room, token, "redis: a publication came twice; dropped");
+            return None;
+        }
         match received.token {
             // Delivered under the lock: in order with what the publisher delivers here
             // directly.
@@ -1094,6 +1118,8 @@ impl Shared {
         .await
         .unwrap_or(Err(BackendError::Timeout { what: "a room's history" }));
         let reply = match fetched {
+            // Not for a room left meanwhile (its state is gone with it).
+            Ok(_) if !lock(&self.rooms).contains(&self.key("room", room)) => return,
             Ok(reply) => reply,
             Err(err) => {
                 let missed = last + 1 - first;
@@ -1425,7 +1451,7 @@ impl Shared {
     async fn query_pipe(&self, pipe: &redis::Pipeline) -> Result<(), BackendError> {
         match &self.conn {
             Conn::Single(_) => pipe.query_async::<()>(&mut self.conn()).await.map_err(failed),
-            Conn::Cluster(conn) => each(conn, pipe.cmd_iter())
+            Conn::Cluster(conn) => each(conn, pipe.cmd_iter(), None)
                 .await
                 .into_iter()
                 .try_for_each(|reply| reply.map(drop).map_err(failed)),
@@ -1659,22 +1685,10 @@ async fn publish_pipeline(shared: &Shared, batch: &[Outgoing]) -> Vec<Result<(),
     }
 }
 
-/// `EVAL` of [`PUBLISH_SCRIPT`] with the keys and arguments of its `EVALSHA`.
-fn eval(evalsha: &redis::Cmd) -> redis::Cmd {
-    let mut eval = redis::cmd("EVAL");
-    eval.arg(PUBLISH_SCRIPT);
-    for arg in evalsha.args_iter().skip(2) {
-        if let redis::Arg::Simple(bytes) = arg {
-            eval.arg(bytes);
-        }
-    }
-    eval
-}
-
-/// [`publish_loop`]'s turn on a cluster: one pipeline per room, all at once (see [`each`]).
-/// A room whose shard is down is refused at once. A node that has not the script yet (new, or
-/// restarted empty) answers `NOSCRIPT`; those publications are sent again with the script
-/// itself, still in order: a room's publications are all scripts or none, on one node.
+/// [`publish_loop`]'s turn on a cluster: one pipeline per room, all at once (see [`each`]),
+/// each that runs the script headed by its `SCRIPT LOAD` (a node that has not the script yet,
+/// new or restarted empty, then runs it as well). A room whose shard is down is refused at
+/// once.
 async fn publish_each(
     shared: &Shared,
     conn: &ClusterConnection,
@@ -1684,20 +1698,9 @@ async fn publish_each(
         let down = lock(&shared.down);
         (0..batch.len()).filter(|&i| !down.contains(&batch[i].channel)).collect()
     };
-    let mut replies = each(conn, sent.iter().map(|&i| &batch[i].command)).await;
-    let noscript = |reply: &redis::RedisResult<redis::Value>| {
-        reply.as_ref().is_err_and(|err| err.code() == Some("NOSCRIPT"))
-    };
-    if replies.iter().any(noscript) {
-        // Sent again with the script itself (`EVAL`), which its shard then keeps: a `SCRIPT
-        // LOAD` would go to every primary, and fail while any one is down.
-        let again: Vec<usize> = (0..replies.len()).filter(|&r| noscript(&replies[r])).collect();
-        let evals: Vec<redis::Cmd> = again.iter().map(|&r| eval(&batch[sent[r]].command)).collect();
-        let retried = each(conn, evals.iter()).await;
-        for (r, reply) in again.into_iter().zip(retried) {
-            replies[r] = reply;
-        }
-    }
+    let mut load = redis::cmd("SCRIPT");
+    load.arg("LOAD").arg(PUBLISH_SCRIPT);
+    let replies = each(conn, sent.iter().map(|&i| &batch[i].command), Some(&load)).await;
     let mut outcomes: Vec<Result<(), BackendError>> =
         batch.iter().map(|_| Err(unavailable("the room's shard is down"))).collect();
     for (i, reply) in sent.into_iter().zip(replies) {

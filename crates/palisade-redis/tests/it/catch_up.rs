@@ -2,6 +2,8 @@
 //! were published) fetches them from the room's history before the next one, so that its
 //! members' live stream has no gap.
 
+use palisade_rooms::{BackendError, RoomsError};
+
 use super::*;
 use crate::publish::pause_writes;
 
@@ -74,7 +76,7 @@ async fn expect_next(peer: &mut Peer, offset: &mut u64, count: u64) {
 async fn a_node_whose_subscription_was_cut_catches_up_from_the_history() {
     let redis = RedisServer::start();
     let a = Node::start(&redis.url()).await;
-    let b = slow_to_resubscribe(&redis.url(), Duration::from_millis(300)).await;
+    let b = slow_to_resubscribe(&redis.url(), Duration::from_secs(1)).await;
     let mut conn = spy(&redis).await;
     let mut far = Peer::open(b.addr(), "far").await;
     far.join("feed-cut").await;
@@ -107,7 +109,7 @@ async fn a_node_whose_subscription_was_cut_catches_up_from_the_history() {
 async fn a_join_made_while_the_subscription_is_down_misses_nothing() {
     let redis = RedisServer::start();
     let a = Node::start(&redis.url()).await;
-    let b = slow_to_resubscribe(&redis.url(), Duration::from_millis(300)).await;
+    let b = slow_to_resubscribe(&redis.url(), Duration::from_secs(1)).await;
     let mut conn = spy(&redis).await;
     let mut carol = Peer::open(b.addr(), "carol").await;
     // In a room without a history first: B's pub/sub connection has a channel more than A's.
@@ -159,21 +161,86 @@ async fn an_own_publication_among_those_fetched_is_not_delivered_twice() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     cut_bs_subscription(&mut conn).await;
-    publishing.await.unwrap().unwrap();
+    // Answered within B's command timeout, or not: either way B's member gets it directly.
+    match publishing.await.unwrap() {
+        Ok(()) | Err(RoomsError::Backend(BackendError::Timeout { .. })) => {}
+        Err(other) => panic!("{other:?}"),
+    }
     let direct = far.event("room.message").await;
     assert_eq!(
         (direct["offset"].as_u64(), &direct["data"]),
         (None, &json!({ "n": 1 })),
         "{direct}"
     );
+    // Offset 3, from node A while B is still not subscribed.
+    a.rooms.broadcast("feed-own", "n", &json!({ "n": 2 })).await.unwrap();
+    assert_eq!(subscribers(&mut conn, "feed-own").await, 0, "published while B was not subscribed");
     eventually("B subscribed again", || {
         let mut conn = conn.clone();
         async move { subscribers(&mut conn, "feed-own").await == 1 }
     })
     .await;
 
-    // The next publication shows B missed offset 2: fetched, found to be B's own, dropped.
-    a.rooms.broadcast("feed-own", "n", &json!({ "n": 2 })).await.unwrap();
-    let next = far.event("room.message").await;
-    assert_eq!((next["offset"].as_u64(), &next["data"]), (Some(3), &json!({ "n": 2 })), "{next}");
+    // The next publication shows B missed offsets 2 and 3, fetched: 2 is B's own, dropped;
+    // 3 is A's, delivered.
+    a.rooms.broadcast("feed-own", "n", &json!({ "n": 3 })).await.unwrap();
+    for n in [2, 3] {
+        let next = far.event("room.message").await;
+        assert_eq!(
+            (next["offset"].as_u64(), &next["data"]),
+            (Some(n + 1), &json!({ "n": n })),
+            "{next}"
+        );
+    }
+}
+
+/// Redis restarts empty while node B waits a second to subscribe again; node A (quicker)
+/// publishes five publications into the room's new epoch meanwhile. B's member, which had
+/// offset 1 of the old epoch, gets all of the new one from offset 1, in order, before the next
+/// live one. (Without the catch-up on a new epoch it gets offset 6 first.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_restarts_empty_a_node_catches_up_from_the_new_epoch() {
+    let mut redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    let b = slow_to_resubscribe(&redis.url(), Duration::from_secs(1)).await;
+    let mut far = Peer::open(b.addr(), "far").await;
+    let reply = far.join("feed-epoch").await;
+    let old = reply["recovery"]["epoch"].clone();
+    a.rooms.broadcast("feed-epoch", "n", &json!({ "n": 0 })).await.unwrap();
+    let mut offset = 0;
+    expect_next(&mut far, &mut offset, 1).await;
+
+    redis.kill();
+    redis.restart();
+    let mut conn = spy(&redis).await;
+    // Once A publishes again (its pub/sub back), five into the new epoch, before B is back.
+    eventually("A publishes again", || {
+        let rooms = a.rooms.clone();
+        async move { rooms.broadcast("feed-epoch", "n", &json!({ "n": 0 })).await.is_ok() }
+    })
+    .await;
+    for n in 1..5 {
+        a.rooms.broadcast("feed-epoch", "n", &json!({ "n": n })).await.unwrap();
+    }
+    assert_eq!(
+        subscribers(&mut conn, "feed-epoch").await,
+        0,
+        "published while B was not subscribed"
+    );
+    eventually("B subscribed again", || {
+        let mut conn = conn.clone();
+        async move { subscribers(&mut conn, "feed-epoch").await == 1 }
+    })
+    .await;
+    a.rooms.broadcast("feed-epoch", "n", &json!({ "n": 5 })).await.unwrap();
+    let mut offset = 0;
+    for _ in 0..6 {
+        let p = far.event("room.message").await;
+        assert_eq!(p["offset"].as_u64(), Some(offset + 1), "no gap, no duplicate: {p}");
+        assert_eq!(p["data"]["n"].as_u64(), Some(offset), "{p}");
+        offset += 1;
+    }
+    let epoch: String =
+        redis::cmd("GET").arg("palisade:epoch:{feed-epoch}").query_async(&mut conn).await.unwrap();
+    assert_ne!(json!(epoch), old, "a new epoch");
 }

@@ -453,3 +453,39 @@ async fn a_publication_sent_twice_runs_once() {
     let seen = messages(&mut peer, 2).await;
     assert_eq!(seen, [(Some(1), json!({ "n": 0 })), (Some(2), json!({ "n": 1 }))]);
 }
+
+/// A publication without an offset (a room without a history) that reaches another node twice
+/// (as after a pipeline sent again while its slot moved) is delivered to that node's members
+/// once: the test catches node A's publication on the room's channel and publishes the same
+/// bytes twice more; node B's member gets it once, then the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_publication_from_another_node_that_comes_twice_is_delivered_once() {
+    let redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    let mut far = Peer::open(b.addr(), "far").await;
+    far.join("lobby-twice").await;
+
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut spy = client.get_async_pubsub().await.unwrap();
+    spy.subscribe("palisade:room:{lobby-twice}").await.unwrap();
+    let mut caught = spy.on_message();
+    a.rooms.broadcast("lobby-twice", "n", &json!({ "n": 0 })).await.unwrap();
+    let payload: Vec<u8> = tokio::time::timeout(WAIT, caught.next())
+        .await
+        .expect("the publication on the channel")
+        .unwrap()
+        .get_payload()
+        .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..2 {
+        let _: () = redis::cmd("PUBLISH")
+            .arg("palisade:room:{lobby-twice}")
+            .arg(&payload)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    a.rooms.broadcast("lobby-twice", "n", &json!({ "n": 1 })).await.unwrap();
+    let seen = messages(&mut far, 2).await;
+    assert_eq!(seen, [(None, json!({ "n": 0 })), (None, json!({ "n": 1 }))]);
+}
