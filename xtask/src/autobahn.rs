@@ -46,7 +46,7 @@ mod process;
 mod report;
 mod venv;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -302,6 +302,9 @@ impl Side {
     }
 }
 
+/// How many sides' suites run at once.
+const PARALLEL_SIDES: usize = 2;
+
 fn execute(options: &Options) -> Result<(), String> {
     let limit = options.limit.unwrap_or(if options.quick { QUICK_LIMIT } else { FULL_LIMIT });
     let mut deadline = Instant::now() + limit;
@@ -357,13 +360,42 @@ fn execute(options: &Options) -> Result<(), String> {
     }
 
     let cases = Cases::new(options.cases.as_deref(), options.quick);
-    let mut summaries = Vec::new();
-    for side in sides {
-        let result = if side.is_client() {
+    let run = |side: Side| {
+        if side.is_client() {
             run_client(side, &venv, &workspace.target, &cases, &client_allowed, deadline)
         } else {
             run_server(side, &venv, &workspace.target, &cases, &server_allowed, options, deadline)
-        };
+        }
+    };
+    // Two sides at a time: each is one wstest (a Python process that keeps a core busy) and
+    // one of ours, so two share this machine's two cores and the four take half as long. Each
+    // has its own directory, port and log; their progress lines name them.
+    let queue = std::sync::Mutex::new(sides.iter().copied().collect::<VecDeque<Side>>());
+    let next = || queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop_front();
+    let mut results: Vec<(Side, Result<String, String>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..PARALLEL_SIDES)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    while let Some(side) = next() {
+                        done.push((side, run(side)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| {
+                worker.join().unwrap_or_else(|_| {
+                    vec![(Side::Server, Err("a side's thread panicked".to_owned()))]
+                })
+            })
+            .collect()
+    });
+    results.sort_by_key(|(side, _)| sides.iter().position(|s| s == side));
+    let mut summaries = Vec::new();
+    for (side, result) in results {
         match result {
             Ok(summary) => summaries.push(format!("autobahn {}: {summary}", side.name())),
             Err(e) => problems.push(format!("autobahn {}: {e}", side.name())),
