@@ -342,6 +342,28 @@ async fn timed_out_publications_past_the_queue_are_delivered_here_at_once() {
     assert_eq!(messages(&mut near, 1).await[0].1, json!({ "n": 6 }), "no second copies");
 }
 
+/// Has node `a` publish `{"n": 0}` in `room`, catches it on the room's channel and publishes
+/// the same bytes there twice more.
+async fn sent_twice_more(redis: &RedisServer, a: &Node, room: &str) {
+    let channel = format!("palisade:room:{{{room}}}");
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut spy = client.get_async_pubsub().await.unwrap();
+    spy.subscribe(&channel).await.unwrap();
+    let mut caught = spy.on_message();
+    a.rooms.broadcast(room, "n", &json!({ "n": 0 })).await.unwrap();
+    let payload: Vec<u8> = tokio::time::timeout(WAIT, caught.next())
+        .await
+        .expect("the publication on the channel")
+        .unwrap()
+        .get_payload()
+        .unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for _ in 0..2 {
+        let _: () =
+            redis::cmd("PUBLISH").arg(&channel).arg(&payload).query_async(&mut conn).await.unwrap();
+    }
+}
+
 /// A publication that reaches a node twice (as one would while a cluster client has two
 /// connections subscribed to a shard for a moment) is delivered to its members once: the
 /// test catches a publication on the room's channel and publishes the same bytes again.
@@ -352,26 +374,7 @@ async fn a_publication_that_comes_twice_is_delivered_once() {
     let mut peer = Peer::open(a.addr(), "alice").await;
     peer.join("feed-twice").await;
 
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut spy = client.get_async_pubsub().await.unwrap();
-    spy.subscribe("palisade:room:{feed-twice}").await.unwrap();
-    let mut caught = spy.on_message();
-    a.rooms.broadcast("feed-twice", "n", &json!({ "n": 0 })).await.unwrap();
-    let payload: Vec<u8> = tokio::time::timeout(WAIT, caught.next())
-        .await
-        .expect("the publication on the channel")
-        .unwrap()
-        .get_payload()
-        .unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    for _ in 0..2 {
-        let _: () = redis::cmd("PUBLISH")
-            .arg("palisade:room:{feed-twice}")
-            .arg(&payload)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    sent_twice_more(&redis, &a, "feed-twice").await;
     a.rooms.broadcast("feed-twice", "n", &json!({ "n": 1 })).await.unwrap();
 
     let seen = messages(&mut peer, 2).await;
@@ -465,26 +468,7 @@ async fn a_plain_publication_from_another_node_that_comes_twice_is_delivered_onc
     let mut far = Peer::open(b.addr(), "far").await;
     far.join("lobby-twice").await;
 
-    let client = redis::Client::open(redis.url()).unwrap();
-    let mut spy = client.get_async_pubsub().await.unwrap();
-    spy.subscribe("palisade:room:{lobby-twice}").await.unwrap();
-    let mut caught = spy.on_message();
-    a.rooms.broadcast("lobby-twice", "n", &json!({ "n": 0 })).await.unwrap();
-    let payload: Vec<u8> = tokio::time::timeout(WAIT, caught.next())
-        .await
-        .expect("the publication on the channel")
-        .unwrap()
-        .get_payload()
-        .unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    for _ in 0..2 {
-        let _: () = redis::cmd("PUBLISH")
-            .arg("palisade:room:{lobby-twice}")
-            .arg(&payload)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
+    sent_twice_more(&redis, &a, "lobby-twice").await;
     a.rooms.broadcast("lobby-twice", "n", &json!({ "n": 1 })).await.unwrap();
     let seen = messages(&mut far, 2).await;
     assert_eq!(seen, [(None, json!({ "n": 0 })), (None, json!({ "n": 1 }))]);
