@@ -46,7 +46,9 @@
 //!   shard down, or a join made while it was) sees the offsets of the next publication jump
 //!   (or a new epoch start past 1), fetches the publications between with `XRANGE` (at most
 //!   the room's `history_size`, and 10,000) and delivers them first: its members' live stream
-//!   has no gap as long as the history holds them (they come with the next publication).
+//!   has no gap as long as the history holds them. Once subscribed again, the node also reads
+//!   the last offset of each room with a history it knows, so a room gone quiet is caught up
+//!   as well.
 //! - **Presence** and sessions are hashes (`PREFIX:presence:{ROOM}`, `PREFIX:user:{USER}`).
 //!   Each node refreshes a heartbeat key (`PREFIX:node:{NODE}`, expiring after
 //!   [`RedisConfig::node_timeout`]); entries of a node whose key has expired are left out of
@@ -1165,6 +1167,48 @@ impl Shared {
         }
     }
 
+    /// Once subscribed again: each room with a history whose position this node knows is
+    /// caught up to the room's last offset now ([`Shared::catch_up`]), one round trip per
+    /// room. Without it, what was published while the subscription was down would wait for
+    /// the room's next publication, which a room gone quiet may never make. Publications
+    /// arriving meanwhile keep their order: each is delivered only past the last offset
+    /// delivered (see [`Own::seen_before`]).
+    async fn catch_up_rooms(&self) {
+        let Some(local) = self.local() else { return };
+        let known: Vec<(String, String, u64)> = lock(&self.returns)
+            .rooms
+            .iter()
+            .filter_map(|(room, own)| {
+                let (epoch, last) = if own.epoch.is_empty() {
+                    own.seed.clone()?
+                } else {
+                    (own.epoch.clone(), own.offset)
+                };
+                Some((room.clone(), epoch, last))
+            })
+            .collect();
+        for (room, epoch, last) in known {
+            let mut cmd = redis::cmd("MGET");
+            cmd.arg(self.key("epoch", &room)).arg(self.key("seq", &room));
+            let now = tokio::time::timeout(
+                self.config.command_timeout,
+                self.query::<(Option<String>, Option<u64>)>(&cmd),
+            )
+            .await;
+            match now {
+                Ok(Ok((Some(now), Some(top)))) if now == epoch && top > last => {
+                    self.catch_up(local, &room, &epoch, last + 1, top).await;
+                }
+                Ok(Ok((Some(now), Some(top)))) if now != epoch && top > 0 => {
+                    self.catch_up(local, &room, &now, 1, top).await;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => tracing::debug!(room, "redis: a room's position not read: {err}"),
+                Err(_) => tracing::debug!(room, "redis: a room's position not read in time"),
+            }
+        }
+    }
+
     /// A join read `room`'s position: until this node receives a publication of the room, the
     /// first must follow the lowest position read (what a join that found the subscription
     /// down would otherwise miss, see [`Own::missing_from`]).
@@ -1724,6 +1768,8 @@ async fn pubsub_loop(shared: Arc<Shared>) {
                 }
                 up = true;
                 backoff = first;
+                // Before what comes now: what went by while the subscription was down.
+                shared.catch_up_rooms().await;
                 while let Some(message) = stream.next().await {
                     shared.received_message(message).await;
                     // What has arrived with it is delivered in the same turn, before the
@@ -1797,6 +1843,8 @@ async fn cluster_pubsub_loop(
     let mut was_down = false;
     let mut everything = true;
     loop {
+        // Something is subscribed in this round (again): what went by meanwhile is fetched.
+        let resubscribing = everything || !lock(&shared.down).is_empty();
         let attempt = if everything {
             // The slot is held from the snapshot until the sink is in it (see `connect_pubsub`).
             let mut slot = shared.sink.lock().await;
@@ -1813,6 +1861,9 @@ async fn cluster_pubsub_loop(
             subscribe_each(&shared, &conn, down).await
         };
         everything = false;
+        if resubscribing {
+            shared.catch_up_rooms().await;
+        }
         match (attempt, was_down) {
             (Some(err), false) => {
                 let down = lock(&shared.down).len();

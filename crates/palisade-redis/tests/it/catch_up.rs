@@ -107,6 +107,29 @@ async fn a_node_whose_subscription_was_cut_catches_up_from_the_history() {
     expect_next(&mut far, &mut offset, 1).await;
 }
 
+/// Node B's pub/sub connection is cut while node A publishes five publications, and then the
+/// room goes quiet: B fetches them as soon as it is subscribed again, without waiting for a
+/// next publication that may never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_gone_quiet_is_caught_up_once_the_node_subscribes_again() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    let b = slow_to_resubscribe(&redis.url(), Duration::from_secs(1)).await;
+    let mut conn = spy(&redis).await;
+    let mut far = Peer::open(b.addr(), "far").await;
+    far.join("feed-quiet").await;
+    a.rooms.broadcast("feed-quiet", "n", &json!({ "n": 0 })).await.unwrap();
+    let mut offset = 0;
+    expect_next(&mut far, &mut offset, 1).await;
+
+    cut_bs_subscription(&mut conn).await;
+    for n in 1..=5 {
+        a.rooms.broadcast("feed-quiet", "n", &json!({ "n": n })).await.unwrap();
+    }
+    missed_then_resubscribed(&mut conn, "feed-quiet").await;
+    expect_next(&mut far, &mut offset, 5).await;
+}
+
 /// A member joins node B while B's pub/sub connection is down: its join reply gives the room's
 /// position, and what node A publishes before B is subscribed again reaches it all the same,
 /// from the history, before the live stream. (Without the catch-up the live stream starts at
