@@ -10,8 +10,13 @@ use crate::publish::pause_writes;
 /// A node like [`Node::start`]'s whose pub/sub reconnects no sooner than `first` after a
 /// loss: time enough for the test to publish while it is not subscribed.
 async fn slow_to_resubscribe(url: &str, first: Duration) -> Node {
+    slow_to_resubscribe_with(url, first, rooms_config()).await
+}
+
+/// [`slow_to_resubscribe`] with these rooms.
+async fn slow_to_resubscribe_with(url: &str, first: Duration, rooms: RoomsConfig) -> Node {
     let config = redis_config(url).with_backoff(first, first * 2);
-    Node::with_backend(RedisBackend::connect(config).await.unwrap(), rooms_config()).await
+    Node::with_backend(RedisBackend::connect(config).await.unwrap(), rooms).await
 }
 
 /// A command connection of the test's own.
@@ -244,4 +249,40 @@ async fn after_redis_restarts_empty_a_node_catches_up_from_the_new_epoch() {
     let epoch: String =
         redis::cmd("GET").arg("palisade:epoch:{feed-epoch}").query_async(&mut conn).await.unwrap();
     assert_ne!(json!(epoch), old, "a new epoch");
+}
+
+/// A node fetches no more than the room's `history_size` of what it missed (the memory a
+/// join's recovery may take, too): with a history of 5, node B misses 12 publications and its
+/// member gets the last 5 of them, in order (Redis keeps more: `MAXLEN ~` trims by whole
+/// blocks of entries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catch_up_takes_no_more_than_the_rooms_history_size() {
+    let redis = RedisServer::start();
+    let small = || {
+        RoomsConfig::default().with_room_policy(|_| {
+            RoomOptions::default().with_recovery(Recovery::default().with_history_size(5))
+        })
+    };
+    let a = Node::with_config(&redis.url(), small()).await;
+    let b = slow_to_resubscribe_with(&redis.url(), Duration::from_secs(1), small()).await;
+    let mut conn = spy(&redis).await;
+    let mut far = Peer::open(b.addr(), "far").await;
+    far.join("feed-small").await;
+    a.rooms.broadcast("feed-small", "n", &json!({ "n": 0 })).await.unwrap();
+    let mut offset = 0;
+    expect_next(&mut far, &mut offset, 1).await;
+
+    cut_bs_subscription(&mut conn).await;
+    for n in 1..=12 {
+        a.rooms.broadcast("feed-small", "n", &json!({ "n": n })).await.unwrap();
+    }
+    let kept: u64 = redis::cmd("XLEN")
+        .arg("palisade:stream:{feed-small}")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(kept > 5, "Redis keeps more than the history size: {kept}");
+    missed_then_resubscribed(&mut conn, "feed-small").await;
+    let mut offset = 8;
+    expect_next(&mut far, &mut offset, 5).await;
 }

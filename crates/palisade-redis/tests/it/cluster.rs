@@ -410,3 +410,30 @@ async fn publications_go_on_while_a_rooms_slot_moves() {
     let seq: String = cluster.query(1, &["GET", &format!("palisade:seq:{{{room}}}")]);
     assert_eq!(seq, "3", "each publication ran once");
 }
+
+/// A slot that stays on the move: a publication whose keys have gone to the new shard is sent
+/// again for up to two seconds, then refused with a typed error (and delivered to the publishing
+/// node's own members all the same).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_gives_up_on_a_slot_that_stays_on_the_move() {
+    let cluster = RedisCluster::start();
+    let url = cluster.url();
+    let a = Node::start(&url).await;
+    let mut alice = Peer::open(a.addr(), "alice").await;
+    let room = rooms_named(&cluster, "feed").remove(0);
+    alice.join(&room).await;
+    a.rooms.broadcast(&room, "n", &json!({ "n": 0 })).await.unwrap();
+    assert_eq!(alice.event_past_presence("room.message").await["data"], json!({ "n": 0 }));
+
+    start_moving(&cluster, &room);
+    let started = std::time::Instant::now();
+    let refused = a.rooms.broadcast(&room, "n", &json!({ "n": 1 })).await;
+    let waited = started.elapsed();
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        (Duration::from_millis(1500)..Duration::from_secs(6)).contains(&waited),
+        "sent again for up to two seconds: {waited:?}"
+    );
+    let local = alice.event_past_presence("room.message").await;
+    assert_eq!((local["offset"].as_u64(), &local["data"]), (None, &json!({ "n": 1 })), "{local}");
+}
