@@ -633,8 +633,21 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn failed(err: redis::RedisError) -> BackendError {
+    use redis::ServerErrorKind;
+    let moving = matches!(
+        err.kind(),
+        redis::ErrorKind::Server(
+            ServerErrorKind::Ask
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::Moved
+                | ServerErrorKind::ClusterDown
+        )
+    );
     if err.is_timeout() {
         BackendError::Timeout { what: "a redis command" }
+    } else if moving {
+        // A slot on the move past `REDIRECT_PATIENCE`, or a cluster without it: try later.
+        BackendError::Unavailable { backend: BACKEND, detail: err.to_string().into() }
     } else if err.is_io_error() || err.is_connection_dropped() || err.is_connection_refusal() {
         BackendError::Unavailable { backend: BACKEND, detail: err.to_string().into() }
     } else {
@@ -1167,27 +1180,33 @@ impl Shared {
         }
     }
 
-    /// Once subscribed again: each room with a history whose position this node knows is
-    /// caught up to the room's last offset now ([`Shared::catch_up`]), one round trip per
-    /// room. Without it, what was published while the subscription was down would wait for
-    /// the room's next publication, which a room gone quiet may never make. Publications
-    /// arriving meanwhile keep their order: each is delivered only past the last offset
-    /// delivered (see [`Own::seen_before`]).
-    async fn catch_up_rooms(&self) {
+    /// Once subscribed again: each room with a history whose position this node knows (of
+    /// those whose channel is in `only`, when given) is caught up to the room's last offset
+    /// now ([`Shared::catch_up`]), one round trip per room. Without it, what was published
+    /// while the subscription was down would wait for the room's next publication, which a
+    /// room gone quiet may never make. Publications arriving meanwhile keep their order: each
+    /// is delivered only past the last offset delivered (see [`Own::seen_before`]). Rooms
+    /// whose position could not be read are counted in one log line; they catch up with their
+    /// next publication.
+    async fn catch_up_rooms(&self, only: Option<&HashSet<String>>) {
         let Some(local) = self.local() else { return };
-        let known: Vec<(String, String, u64)> = lock(&self.returns)
+        let rooms: Vec<String> = lock(&self.returns)
             .rooms
-            .iter()
-            .filter_map(|(room, own)| {
-                let (epoch, last) = if own.epoch.is_empty() {
-                    own.seed.clone()?
-                } else {
-                    (own.epoch.clone(), own.offset)
-                };
-                Some((room.clone(), epoch, last))
-            })
+            .keys()
+            .filter(|room| only.is_none_or(|only| only.contains(&self.key("room", room))))
+            .cloned()
             .collect();
-        for (room, epoch, last) in known {
+        let mut unread = 0;
+        for room in rooms {
+            // Read now, not when the pass began: an earlier room's fetch may have taken a while.
+            let known = lock(&self.returns).rooms.get(&room).and_then(|own| {
+                if own.epoch.is_empty() {
+                    own.seed.clone()
+                } else {
+                    Some((own.epoch.clone(), own.offset))
+                }
+            });
+            let Some((epoch, last)) = known else { continue };
             let mut cmd = redis::cmd("MGET");
             cmd.arg(self.key("epoch", &room)).arg(self.key("seq", &room));
             let now = tokio::time::timeout(
@@ -1203,9 +1222,14 @@ impl Shared {
                     self.catch_up(local, &room, &now, 1, top).await;
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(err)) => tracing::debug!(room, "redis: a room's position not read: {err}"),
-                Err(_) => tracing::debug!(room, "redis: a room's position not read in time"),
+                Ok(Err(_)) | Err(_) => unread += 1,
             }
+        }
+        if unread > 0 {
+            tracing::warn!(
+                unread,
+                "redis: rooms' positions not read once subscribed again; they catch up with their next publication"
+            );
         }
     }
 
@@ -1769,7 +1793,7 @@ async fn pubsub_loop(shared: Arc<Shared>) {
                 up = true;
                 backoff = first;
                 // Before what comes now: what went by while the subscription was down.
-                shared.catch_up_rooms().await;
+                shared.catch_up_rooms(None).await;
                 while let Some(message) = stream.next().await {
                     shared.received_message(message).await;
                     // What has arrived with it is delivered in the same turn, before the
@@ -1843,8 +1867,14 @@ async fn cluster_pubsub_loop(
     let mut was_down = false;
     let mut everything = true;
     loop {
-        // Something is subscribed in this round (again): what went by meanwhile is fetched.
-        let resubscribing = everything || !lock(&shared.down).is_empty();
+        // The channels this round subscribes (again): what went by meanwhile is fetched for
+        // those that are up after it, and only for those (a shard still down would make each
+        // of its rooms wait out a timeout at every round).
+        let trying: HashSet<String> = if everything {
+            wanted_channels(&shared).into_iter().collect()
+        } else {
+            lock(&shared.down).clone()
+        };
         let attempt = if everything {
             // The slot is held from the snapshot until the sink is in it (see `connect_pubsub`).
             let mut slot = shared.sink.lock().await;
@@ -1861,8 +1891,12 @@ async fn cluster_pubsub_loop(
             subscribe_each(&shared, &conn, down).await
         };
         everything = false;
-        if resubscribing {
-            shared.catch_up_rooms().await;
+        let back: HashSet<String> = {
+            let down = lock(&shared.down);
+            trying.into_iter().filter(|channel| !down.contains(channel)).collect()
+        };
+        if !back.is_empty() {
+            shared.catch_up_rooms(Some(&back)).await;
         }
         match (attempt, was_down) {
             (Some(err), false) => {

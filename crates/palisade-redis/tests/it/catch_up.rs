@@ -201,8 +201,8 @@ async fn an_own_publication_among_those_fetched_is_not_delivered_twice() {
     a.rooms.broadcast("feed-own", "n", &json!({ "n": 2 })).await.unwrap();
     missed_then_resubscribed(&mut conn, "feed-own").await;
 
-    // The next publication shows B missed offsets 2 and 3, fetched: 2 is B's own, dropped;
-    // 3 is A's, delivered.
+    // Once subscribed again, B fetches offsets 2 and 3: 2 is B's own, dropped; 3 is A's,
+    // delivered; then the next one, live.
     a.rooms.broadcast("feed-own", "n", &json!({ "n": 3 })).await.unwrap();
     for n in [2, 3] {
         let next = far.event("room.message").await;
@@ -285,4 +285,40 @@ async fn a_catch_up_takes_no_more_than_the_rooms_history_size() {
     missed_then_resubscribed(&mut conn, "feed-small").await;
     let mut offset = 8;
     expect_next(&mut far, &mut offset, 5).await;
+}
+
+/// A publication whose offset jumps past the last one a node received (while its subscription
+/// stayed up) makes the node fetch those between before it: the test takes offsets 2 and 3
+/// in Redis itself (`INCR`, and `XADD` entries as an older version wrote them, without their
+/// publisher), and node A's next publication, offset 4, reaches B's member after them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jump_in_the_offsets_is_filled_from_the_history_first() {
+    let redis = RedisServer::start();
+    let (a, b) = (Node::start(&redis.url()).await, Node::start(&redis.url()).await);
+    let mut conn = spy(&redis).await;
+    let mut far = Peer::open(b.addr(), "far").await;
+    far.join("feed-jump").await;
+    a.rooms.broadcast("feed-jump", "n", &json!({ "n": 0 })).await.unwrap();
+    let mut offset = 0;
+    expect_next(&mut far, &mut offset, 1).await;
+
+    for n in [1, 2] {
+        let offset: u64 = redis::cmd("INCR")
+            .arg("palisade:seq:{feed-jump}")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let data =
+            json!({ "room": "feed-jump", "offset": offset, "event": "n", "data": { "n": n } });
+        let _: String = redis::cmd("XADD")
+            .arg("palisade:stream:{feed-jump}")
+            .arg(format!("{offset}-0"))
+            .arg("d")
+            .arg(data.to_string())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    a.rooms.broadcast("feed-jump", "n", &json!({ "n": 3 })).await.unwrap();
+    expect_next(&mut far, &mut offset, 3).await;
 }
