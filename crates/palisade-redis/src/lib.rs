@@ -591,10 +591,8 @@ fn hash_tag(cmd: &redis::Cmd) -> &[u8] {
         .filter_map(|arg| if let redis::Arg::Simple(bytes) = arg { Some(bytes) } else { None });
     // `EVALSHA sha numkeys key …` (or `EVAL script …`); every other command here names its
     // key first.
-    let scripted = args.next().is_some_and(|name| {
-        name.eq_ignore_ascii_case(b"EVALSHA") || name.eq_ignore_ascii_case(b"EVAL")
-    });
-    let key = if scripted { args.nth(2) } else { args.next() }.unwrap_or_default();
+    args.next();
+    let key = if is_script(cmd) { args.nth(1) } else { args.next() }.unwrap_or_default();
     match key.iter().position(|&b| b == b'{') {
         Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
             Some(len) if len > 0 => &key[open + 1..open + 1 + len],
@@ -2348,5 +2346,50 @@ impl Backend for RedisBackend {
             rooms.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(rooms)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jump_in_the_offsets_is_missing_from_the_last_one_received() {
+        let mut own = Own::default();
+        // Nothing known yet: no gap to fill.
+        assert_eq!(own.missing_from("e1", 5), None);
+        own.seed = Some(("e1".into(), 3));
+        assert_eq!(own.missing_from("e1", 4), None);
+        assert_eq!(own.missing_from("e1", 6), Some(4));
+        assert!(!own.seen_before("e1", 4));
+        assert_eq!(own.seed, None, "the first received replaces the seed");
+        assert_eq!(own.missing_from("e1", 5), None);
+        assert_eq!(own.missing_from("e1", 9), Some(5));
+        // A new epoch started over at 1.
+        assert_eq!(own.missing_from("e2", 1), None);
+        assert_eq!(own.missing_from("e2", 3), Some(1));
+    }
+
+    #[test]
+    fn a_plain_publication_is_repeated_at_or_below_its_origins_last_number() {
+        let mut own = Own::default();
+        assert!(!own.repeated("a", 5));
+        assert!(own.repeated("a", 5));
+        assert!(own.repeated("a", 4));
+        assert!(!own.repeated("a", 6));
+        assert!(!own.repeated("b", 1), "numbers are each node's own");
+    }
+
+    #[test]
+    fn past_64_origins_the_record_of_plain_publications_starts_over() {
+        let mut own = Own::default();
+        for n in 0..64 {
+            assert!(!own.repeated(&format!("node-{n}"), 7));
+        }
+        assert_eq!(own.plain.len(), 64);
+        assert!(own.repeated("node-0", 7));
+        assert!(!own.repeated("node-64", 7));
+        assert_eq!(own.plain.len(), 1, "started over, with the new one");
+        assert!(!own.repeated("node-0", 7), "forgotten");
     }
 }

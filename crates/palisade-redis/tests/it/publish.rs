@@ -418,19 +418,17 @@ fn monitored_args(line: &str) -> Vec<Vec<u8>> {
     args
 }
 
-/// A publication's script that reaches Redis a second time (as in a pipeline sent again after
-/// a cluster's redirection, its first commands run already) is not run again: the test catches
-/// the node's `EVALSHA` with `MONITOR` and sends it twice more itself.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_publication_sent_twice_runs_once() {
-    let redis = RedisServer::start();
-    let a = Node::start(&redis.url()).await;
-    let mut peer = Peer::open(a.addr(), "alice").await;
-    peer.join("feed-once").await;
+/// Has node `a` publish `{"n": 0}` in `room` (a room with a history) and catches its
+/// `EVALSHA` with `MONITOR`: the command, and a connection to send it on.
+async fn captured_evalsha(
+    redis: &RedisServer,
+    a: &Node,
+    room: &str,
+) -> (redis::Cmd, redis::aio::MultiplexedConnection) {
     let client = redis::Client::open(redis.url()).unwrap();
     let mut monitor = client.get_async_monitor().await.unwrap().into_on_message::<String>();
-    a.rooms.broadcast("feed-once", "n", &json!({ "n": 0 })).await.unwrap();
-    let evalsha = loop {
+    a.rooms.broadcast(room, "n", &json!({ "n": 0 })).await.unwrap();
+    let args = loop {
         let line = tokio::time::timeout(WAIT, monitor.next())
             .await
             .expect("the script within the wait")
@@ -440,13 +438,59 @@ async fn a_publication_sent_twice_runs_once() {
             break args;
         }
     };
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    for _ in 0..2 {
+    let mut cmd = redis::cmd("EVALSHA");
+    for arg in &args[1..] {
+        cmd.arg(arg.as_slice());
+    }
+    (cmd, client.get_multiplexed_async_connection().await.unwrap())
+}
+
+/// The script's record of each node's last publication in a room (`PREFIX:sent:{ROOM}`) keeps
+/// at most 64 nodes and then starts over: the test sends the node's captured `EVALSHA` again
+/// as 70 other nodes (its last argument, `NODE\nNUMBER`, changed); each runs, and the record
+/// never holds more than 65.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_record_of_publishing_nodes_starts_over_past_64() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    let mut peer = Peer::open(a.addr(), "alice").await;
+    peer.join("feed-nodes").await;
+    let (evalsha, mut conn) = captured_evalsha(&redis, &a, "feed-nodes").await;
+    let args: Vec<Vec<u8>> = evalsha
+        .args_iter()
+        .filter_map(|arg| if let redis::Arg::Simple(a) = arg { Some(a.to_vec()) } else { None })
+        .collect();
+    let mut most = 0;
+    for n in 0..70 {
         let mut cmd = redis::cmd("EVALSHA");
-        for arg in &evalsha[1..] {
+        for arg in &args[1..args.len() - 1] {
             cmd.arg(arg.as_slice());
         }
-        let ran: i64 = cmd.query_async(&mut conn).await.unwrap();
+        cmd.arg(format!("other-{n}\n1"));
+        let offset: i64 = cmd.query_async(&mut conn).await.unwrap();
+        assert_eq!(offset, n + 2, "another node's publication runs");
+        let kept: usize = redis::cmd("HLEN")
+            .arg("palisade:sent:{feed-nodes}")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        most = most.max(kept);
+    }
+    assert_eq!(most, 65, "64 nodes and the one past them, then it starts over");
+}
+
+/// A publication's script that reaches Redis a second time (as in a pipeline sent again after
+/// a cluster's redirection, its first commands run already) is not run again: the test catches
+/// the node's `EVALSHA` with `MONITOR` and sends it twice more itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publication_sent_twice_runs_once() {
+    let redis = RedisServer::start();
+    let a = Node::start(&redis.url()).await;
+    let mut peer = Peer::open(a.addr(), "alice").await;
+    peer.join("feed-once").await;
+    let (evalsha, mut conn) = captured_evalsha(&redis, &a, "feed-once").await;
+    for _ in 0..2 {
+        let ran: i64 = evalsha.query_async(&mut conn).await.unwrap();
         assert_eq!(ran, 0, "not run again");
     }
     let seq: u64 =
